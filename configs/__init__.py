@@ -1,0 +1,1 @@
+"""Shipped configs (``configs/`` in a checkout), installed as ``polysteer.configs``."""

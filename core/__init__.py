@@ -1,0 +1,64 @@
+"""polysteer: read and steer what generative models think, in text, images and voice.
+
+Quick tour::
+
+    import polysteer as ps
+
+    model = ps.load_model("reference")                       # any registered adapter kind
+    style = ps.Style.load("configs/style/reference-demo.yaml")
+    with ps.steer(model, style, intensity=0.5):
+        tokens = model.generate(prompts, max_new_tokens=16)
+"""
+
+from polysteer.adapter import ModelAdapter, SiteBinding
+from polysteer.cli import Command
+from polysteer.concepts import (
+    difference_of_means,
+    direction_set,
+    linear_probe,
+    median_norm,
+    pca_of_differences,
+)
+from polysteer.dictionary import (
+    DictionaryFormat,
+    DictionaryInfo,
+    DirectionSet,
+    FeatureDictionary,
+    SparseAutoencoder,
+    load_dictionary,
+)
+from polysteer.errors import (
+    ConfigError,
+    CorruptFileError,
+    DictionaryMismatchError,
+    MissingDependencyError,
+    PolysteerError,
+    RegistryError,
+    SteeringError,
+)
+from polysteer.fingerprint import ModelFingerprint, fingerprint
+from polysteer.layout import BCHW, BCT, BPC, InTuple, Layout, MaybeTuple
+from polysteer.manager import (
+    PluginManager,
+    create_plugin_manager,
+    current_plugin_manager,
+    hookimpl,
+    use_plugin_manager,
+)
+from polysteer.models import load_model
+from polysteer.registry import Registry, Requirement
+from polysteer.runtime import Steering, SteeringWarning, resolve_dictionary, steer
+from polysteer.step import RowMap, Step, StepClock
+from polysteer.style import Component, Rule, Style, blend
+
+__all__ = [
+    "BCHW", "BCT", "BPC", "Command", "Component", "ConfigError", "CorruptFileError",
+    "DictionaryFormat", "DictionaryInfo", "DictionaryMismatchError", "DirectionSet",
+    "FeatureDictionary", "InTuple", "Layout", "MaybeTuple", "MissingDependencyError",
+    "ModelAdapter", "ModelFingerprint", "PluginManager", "PolysteerError", "Registry",
+    "RegistryError", "Requirement", "RowMap", "Rule", "SiteBinding", "SparseAutoencoder", "Step",
+    "StepClock", "Steering", "SteeringError", "SteeringWarning", "Style", "blend",
+    "create_plugin_manager", "current_plugin_manager", "difference_of_means", "direction_set",
+    "fingerprint", "hookimpl", "linear_probe", "load_dictionary", "load_model", "median_norm",
+    "pca_of_differences", "resolve_dictionary", "steer", "use_plugin_manager",
+]

@@ -1,0 +1,146 @@
+"""The model-adapter protocol: what a plugin implements to teach core one family of models.
+
+An adapter wraps a loaded model. It lists its sites, binds a site to a module and a
+:class:`~polysteer.layout.Layout`, runs generation, and advances the step clock once per forward
+pass. Core installs the hooks itself (see :mod:`polysteer.runtime`), so an adapter never touches
+interventions, schedules or rules.
+"""
+
+from __future__ import annotations
+
+import functools
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from polysteer.fileio import write_json
+from polysteer.fingerprint import ModelFingerprint, fingerprint
+from polysteer.layout import Layout
+from polysteer.step import RowMap, StepClock
+from torch import nn
+
+if TYPE_CHECKING:
+    from polysteer.runtime import Steering
+
+
+@dataclass(frozen=True)
+class SiteBinding:
+    """Where a site lives: a module, whether its input or output is the activation, its layout.
+
+    ``hook="output"`` reads the module's return value; ``hook="input"`` reads its positional
+    argument ``arg_index`` (or keyword ``arg_name`` if it was passed by keyword).
+    """
+
+    module: nn.Module
+    layout: Layout
+    channels: int
+    hook: Literal["input", "output"] = "output"
+    arg_index: int = 0
+    arg_name: str = "hidden_states"
+
+
+class ModelAdapter(ABC):
+    """Base class of every model adapter; subclass it in a plugin and register a factory.
+
+    Subclasses set ``modality`` (``text``, ``image``, ``voice`` or their own) and implement
+    :meth:`sites`, :meth:`bind` and :meth:`run_generation`. Inside ``run_generation`` they call
+    :meth:`begin_generation` once with the number of forward passes (if known) and
+    :meth:`advance_step` before every forward pass.
+    """
+
+    modality: ClassVar[str] = "other"
+
+    def __init__(self, model: nn.Module, name: str):
+        self.model = model
+        self.name = name
+        self._clocks: list[StepClock] = []
+
+    # -- to implement ---------------------------------------------------------------------------
+    @abstractmethod
+    def sites(self) -> list[str]:
+        """Every site name this model has, in forward order."""
+
+    @abstractmethod
+    def bind(self, site: str) -> SiteBinding:
+        """The module, hook point and layout of ``site``; a clear error for an unknown site."""
+
+    @abstractmethod
+    def run_generation(self, inputs: Any, **kwargs: Any) -> Any:
+        """Generate from ``inputs``; advance the step clock once per forward pass."""
+
+    # -- optional, with defaults ----------------------------------------------------------------
+    def prepare_inputs(self, spec: Any) -> Any:
+        """Turn an ``experiment.inputs`` config value into generation inputs (default: as is)."""
+        return spec
+
+    def save_outputs(self, outputs: Any, stem: Path) -> list[Path]:
+        """Write outputs next to ``stem`` (text, PNG, WAV...); default: a JSON list."""
+        path = stem.with_suffix(".json")
+        data = outputs.tolist() if hasattr(outputs, "tolist") else outputs
+        write_json(path, data)
+        return [path]
+
+    def describe_outputs(self, outputs: Any) -> list[str]:
+        """A short human-readable rendering of each sample, for reports and ``--compare``."""
+        data = outputs.tolist() if hasattr(outputs, "tolist") else list(outputs)
+        return [str(row) for row in data]
+
+    # -- provided -------------------------------------------------------------------------------
+    @functools.cached_property
+    def model_fingerprint(self) -> ModelFingerprint:
+        """The fingerprint dictionaries are checked against."""
+        return fingerprint(self.model, self.name)
+
+    def generate(self, inputs: Any, *, style: Any = None, intensity: Any = 1.0,
+                 **kwargs: Any) -> Any:
+        """Generate, optionally under ``style`` at ``intensity``; observers are notified.
+
+        With a style this is a shortcut for ``with polysteer.steer(adapter, style, intensity):``.
+        """
+        if style is not None:
+            from polysteer.runtime import steer
+
+            with steer(self, style, intensity):
+                return self.generate(inputs, **kwargs)
+        from polysteer.manager import current_plugin_manager
+
+        hook = current_plugin_manager().hook
+        hook.polysteer_before_generate(adapter=self, inputs=inputs, options=kwargs)
+        try:
+            outputs = self.run_generation(inputs, **kwargs)
+        except Exception as error:
+            hook.polysteer_on_error(adapter=self, error=error)
+            raise
+        hook.polysteer_after_generate(adapter=self, inputs=inputs, outputs=outputs)
+        return outputs
+
+    def begin_generation(self, total_steps: int | None) -> None:
+        """Tell every attached clock that a generation of ``total_steps`` passes starts."""
+        for clock in self._clocks:
+            clock.begin(total_steps)
+
+    def advance_step(self, *, phase: str, offset: int = 0, new: int = 0, prompt_length: int = 0,
+                     rows: RowMap | None = None, index: int | None = None,
+                     progress: float | None = None) -> None:
+        """Announce the next forward pass to every attached clock (no-op when not steering)."""
+        for clock in self._clocks:
+            clock.advance(phase=phase, offset=offset, new=new, prompt_length=prompt_length,
+                          rows=rows, index=index, progress=progress)
+
+    @contextmanager
+    def attached(self, clock: StepClock) -> Iterator[StepClock]:
+        """Attach ``clock`` for the duration of a block (the runtime does this)."""
+        self._clocks.append(clock)
+        try:
+            yield clock
+        finally:
+            self._clocks.remove(clock)
+
+    def steer(self, style: Any, intensity: Any = 1.0, **kwargs: Any) -> Steering:
+        """Shortcut for :func:`polysteer.steer` on this adapter."""
+        from polysteer.runtime import steer
+
+        return steer(self, style, intensity, **kwargs)

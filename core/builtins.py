@@ -1,0 +1,100 @@
+"""The built-in core plugin: interventions, schedules, masks, the native dictionary format,
+generic measures, the reference adapter and the core CLI commands.
+
+It uses exactly the public registration hooks a third-party plugin uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from polysteer.dictionary import NATIVE_FORMAT
+from polysteer.interventions import BUILTIN_INTERVENTIONS
+from polysteer.manager import hookimpl
+from polysteer.reference import ReferenceAdapter, ReferenceConfig, ReferenceLM
+from polysteer.schedules import BUILTIN_ENVELOPES, BUILTIN_MASKS
+
+
+@dataclass
+class ReferenceModelConfig:
+    """Config node ``model`` for ``kind: reference``."""
+
+    kind: str = "reference"
+    vocab_size: int = 64
+    d_model: int = 32
+    n_layers: int = 2
+    n_heads: int = 4
+    max_positions: int = 128
+    seed: int = 0
+
+
+def load_reference(options: dict[str, Any]) -> ReferenceAdapter:
+    """The tiny pure-torch reference language model (random weights, seeded)."""
+    fields = {k: v for k, v in options.items() if k != "kind"}
+    return ReferenceAdapter(ReferenceLM(ReferenceConfig(**fields)))
+
+
+def changed_fraction(adapter: Any, outputs: Any, baseline: Any) -> float:
+    """Fraction of output elements that differ from the unsteered output (same seed)."""
+    a, b = torch.as_tensor(outputs), torch.as_tensor(baseline)
+    if a.shape != b.shape:
+        return 1.0
+    return (a != b).float().mean().item()
+
+
+def mean_abs_difference(adapter: Any, outputs: Any, baseline: Any) -> float:
+    """Mean absolute difference from the unsteered output (for continuous outputs)."""
+    a, b = torch.as_tensor(outputs).float(), torch.as_tensor(baseline).float()
+    if a.shape != b.shape:
+        return float("nan")
+    return (a - b).abs().mean().item()
+
+
+@hookimpl
+def polysteer_register_adapters(registry):
+    registry.register("reference", load_reference)
+
+
+@hookimpl
+def polysteer_register_config_schemas(registry):
+    registry.register("model.reference", ReferenceModelConfig)
+
+
+@hookimpl
+def polysteer_register_dictionary_formats(registry):
+    registry.register("polysteer", NATIVE_FORMAT,
+                      description="dictionary.json + dictionary.safetensors (native)")
+
+
+@hookimpl
+def polysteer_register_interventions(registry):
+    for name, factory in BUILTIN_INTERVENTIONS.items():
+        registry.register(name, factory)
+
+
+@hookimpl
+def polysteer_register_schedules(registry):
+    for name, factory in BUILTIN_ENVELOPES.items():
+        registry.register(name, factory)
+
+
+@hookimpl
+def polysteer_register_position_masks(registry):
+    for name, factory in BUILTIN_MASKS.items():
+        registry.register(name, factory)
+
+
+@hookimpl
+def polysteer_register_measures(registry):
+    registry.register("changed_fraction", changed_fraction)
+    registry.register("mean_abs_difference", mean_abs_difference)
+
+
+@hookimpl
+def polysteer_register_commands(registry):
+    from polysteer.commands import CORE_COMMANDS
+
+    for name, command in CORE_COMMANDS.items():
+        registry.register(name, command, description=command.help)

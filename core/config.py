@@ -1,0 +1,201 @@
+"""Run configs: omegaconf composition in a fixed order, with errors that name the key path.
+
+Order: (1) the structured defaults below, (2) ``configs/config.yaml``, (3) one file per group
+(``model``, ``style``, ...) chosen by ``group=name`` (``config.yaml``'s ``defaults`` and the
+experiment's ``defaults`` give the starting choices), (4) ``configs/experiment/<name>.yaml``,
+(5) ``key=value`` overrides, (6) each plugin's schema for the nodes it owns: a mapping node with a
+``kind`` is checked against the schema registered as ``"<node>.<kind>"``. Configs name things by
+registered kind, never by an importable class path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from polysteer.errors import ConfigError
+from polysteer.manager import PluginManager, current_plugin_manager
+from polysteer.paths import configs_dir
+
+GROUPS = ("model", "style", "dictionary")
+
+
+@dataclass
+class ExperimentConfig:
+    """What ``polysteer run`` does: generate at each intensity and measure."""
+
+    name: str = "default"
+    intensities: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
+    measures: list[str] = field(default_factory=lambda: ["changed_fraction"])
+    inputs: Any = None
+    generate: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RootConfig:
+    """The structured defaults every run starts from."""
+
+    model: dict[str, Any] = field(default_factory=lambda: {"kind": "reference"})
+    style: Any = None
+    dictionary: Any = None
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    seed: int = 0
+    device: str = "cpu"
+    output_dir: str = "runs"
+
+
+@dataclass
+class Composition:
+    """A composed config and where its pieces came from."""
+
+    config: DictConfig
+    choices: dict[str, str | None]
+    sources: list[str]
+
+    def base_dir(self, group: str) -> Path:
+        """Folder that relative paths inside a group's file resolve against."""
+        return configs_dir() / group
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _choices_in(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def _group_file(root: Path, group: str, name: str) -> Path:
+    path = root / group / f"{name}.yaml"
+    if not path.exists():
+        choices = _choices_in(root / group)
+        close = difflib.get_close_matches(name, choices, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{group}={name}: no such {group} config.{hint} Choices: "
+                          f"{', '.join(choices) or 'none'}")
+    return path
+
+
+def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, update)
+    except OmegaConfBaseException as err:
+        raise _config_error(err, source) from None
+
+
+def _config_error(err: OmegaConfBaseException, source: str, prefix: str = "") -> ConfigError:
+    key = getattr(err, "full_key", "") or ""
+    key = f"{prefix}{key}" if key else prefix.rstrip(".")
+    msg = str(err).splitlines()[0]
+    obj = getattr(err, "parent_node", None)
+    allowed = ""
+    if isinstance(obj, DictConfig) and OmegaConf.is_struct(obj):
+        allowed = f"; allowed keys here: {', '.join(str(k) for k in obj.keys())}"
+    return ConfigError(f"{key or '<root>'}: {msg} (from {source}){allowed}")
+
+
+def _split_args(args: list[str]) -> tuple[dict[str, str], list[str]]:
+    groups, overrides = {}, []
+    for arg in args:
+        if "=" not in arg:
+            raise ConfigError(f"{arg!r}: expected key=value (e.g. experiment.intensities=[0,0.5])")
+        key, value = arg.split("=", 1)
+        if key in (*GROUPS, "experiment") and "." not in key:
+            groups[key] = value
+        else:
+            overrides.append(arg)
+    return groups, overrides
+
+
+def compose(args: list[str] | None = None, *, root: Path | None = None,
+            plugins: PluginManager | None = None) -> Composition:
+    """Compose a run config from ``configs/`` and ``args`` (``group=name`` and ``key=value``)."""
+    root = Path(root) if root else configs_dir()
+    plugins = plugins or current_plugin_manager()
+    chosen, overrides = _split_args(list(args or []))
+    cfg = OmegaConf.structured(RootConfig)
+    sources = ["structured defaults"]
+
+    main = _read_yaml(root / "config.yaml") if (root / "config.yaml").exists() else {}
+    choices: dict[str, str | None] = dict(main.pop("defaults", None) or {})
+    cfg = _merge(cfg, main, "config.yaml")
+    sources.append("config.yaml")
+
+    experiment_name = chosen.pop("experiment", None) or choices.pop("experiment", None)
+    choices.pop("experiment", None)
+    experiment: dict = {}
+    if experiment_name:
+        experiment = _read_yaml(_group_file(root, "experiment", experiment_name))
+        choices.update(experiment.pop("defaults", None) or {})
+    for group in chosen:
+        if group not in GROUPS:
+            raise ConfigError(f"{group}: not a config group; groups are {', '.join(GROUPS)}")
+    choices.update(chosen)
+
+    for group, name in choices.items():
+        if group not in GROUPS:
+            raise ConfigError(f"defaults.{group}: not a config group; groups are "
+                              f"{', '.join(GROUPS)}")
+        if name in (None, "null", "none"):
+            continue
+        data = _read_yaml(_group_file(root, group, str(name)))
+        cfg = _merge(cfg, {group: data}, f"{group}/{name}.yaml")
+        sources.append(f"{group}/{name}.yaml")
+    if experiment_name:
+        experiment.setdefault("experiment", {}).setdefault("name", experiment_name)
+        cfg = _merge(cfg, experiment, f"experiment/{experiment_name}.yaml")
+        sources.append(f"experiment/{experiment_name}.yaml")
+    if overrides:
+        try:
+            dotlist = OmegaConf.from_dotlist(overrides)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"bad override in {overrides}: {err}") from None
+        cfg = _merge(cfg, dotlist, "command line")
+        sources.append("command line")
+    cfg = validate_plugin_nodes(cfg, plugins)
+    return Composition(cfg, choices, sources)
+
+
+def validate_plugin_nodes(cfg: DictConfig, plugins: PluginManager) -> DictConfig:
+    """Check every ``{kind: ...}`` node against the schema its plugin registered."""
+    for node in cfg:
+        value = cfg[node]
+        if not isinstance(value, DictConfig) or "kind" not in value:
+            continue
+        kind = value.kind
+        owners = {"model": plugins.adapters}
+        if node in owners and kind not in owners[node]:
+            raise ConfigError(f"{node}.kind: unknown {owners[node].what} {kind!r}; choices: "
+                              f"{', '.join(owners[node].names())}")
+        key = f"{node}.{kind}"
+        if key not in plugins.config_schemas:
+            continue
+        schema = plugins.config_schemas.entry(key).value
+        try:
+            checked = OmegaConf.merge(OmegaConf.structured(schema), value)
+        except OmegaConfBaseException as err:
+            fields = [f.name for f in dataclasses.fields(schema)]
+            error = _config_error(err, f"schema {key}", prefix=f"{node}.")
+            raise ConfigError(f"{error}; {key} accepts: {', '.join(fields)}") from None
+        with_kind = OmegaConf.to_container(checked)
+        OmegaConf.set_struct(cfg, False)
+        cfg[node] = with_kind
+        OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def node_to_dict(node: Any) -> Any:
+    """A config node as plain Python data (``None`` stays ``None``)."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node

@@ -1,0 +1,75 @@
+"""Atomic, code-free file formats: safetensors for tensors, JSON for metadata.
+
+Nothing here unpickles: a shared dictionary or style must not be able to run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from polysteer.errors import CorruptFileError
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read JSON, turning a broken file into a :class:`CorruptFileError` that names it."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptFileError(
+            f"{path} is not valid JSON ({err}); the file is damaged: recreate or re-download it"
+        ) from err
+
+
+def write_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
+                  metadata: dict[str, str] | None = None) -> None:
+    """Write tensors as safetensors, atomically."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, turning a broken file into a :class:`CorruptFileError`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CorruptFileError(
+            f"{path} is not a readable safetensors file ({err}); the file is damaged or "
+            "truncated: recreate or re-download it"
+        ) from err

@@ -1,0 +1,69 @@
+"""Every hook a polysteer plugin can implement.
+
+Registration hooks receive a :class:`~polysteer.registry.Registry` and call
+``registry.register(name, factory, ...)``; observer hooks are told about generations.
+Implement them in a module or class with ``@polysteer.hookimpl``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("polysteer")
+
+
+@hookspec
+def polysteer_register_adapters(registry: Any) -> None:
+    """Register model adapter factories: ``registry.register(kind, factory, requires=...)``."""
+
+
+@hookspec
+def polysteer_register_dictionary_formats(registry: Any) -> None:
+    """Register dictionary file formats: ``registry.register(name, DictionaryFormat(...))``."""
+
+
+@hookspec
+def polysteer_register_interventions(registry: Any) -> None:
+    """Register intervention kinds: ``registry.register(kind, factory(dictionary, feature, options))``."""
+
+
+@hookspec
+def polysteer_register_schedules(registry: Any) -> None:
+    """Register schedule envelopes: ``registry.register(kind, factory(**params) -> f(progress))``."""
+
+
+@hookspec
+def polysteer_register_position_masks(registry: Any) -> None:
+    """Register position masks: ``registry.register(kind, factory(**params) -> mask(step, ...))``."""
+
+
+@hookspec
+def polysteer_register_measures(registry: Any) -> None:
+    """Register measures of outputs: ``registry.register(name, measure(adapter, outputs, baseline))``."""
+
+
+@hookspec
+def polysteer_register_config_schemas(registry: Any) -> None:
+    """Register config schemas for plugin-owned nodes: ``registry.register("model.<kind>", Dataclass)``."""
+
+
+@hookspec
+def polysteer_register_commands(registry: Any) -> None:
+    """Register CLI subcommands: ``registry.register(name, Command(...))``."""
+
+
+@hookspec
+def polysteer_before_generate(adapter: Any, inputs: Any, options: dict) -> None:
+    """Observe a generation about to start (log, audit); must not change anything."""
+
+
+@hookspec
+def polysteer_after_generate(adapter: Any, inputs: Any, outputs: Any) -> None:
+    """Observe a generation that finished, with its outputs."""
+
+
+@hookspec
+def polysteer_on_error(adapter: Any, error: BaseException) -> None:
+    """Observe a generation that raised ``error`` (it is re-raised afterwards)."""

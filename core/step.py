@@ -1,0 +1,132 @@
+"""The step clock: which forward pass of a generation is running, and which rows are which sample.
+
+Generation happens in steps: decode steps for an LLM (the prefill is step 0), denoising steps for
+diffusion, one pass for a single-shot model. For each forward pass a plugin's adapter tells core a
+:class:`Step`. Schedules and rules read only the Step, which is why they are modality-agnostic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+PHASES = ("prefill", "decode", "denoise", "single")
+
+
+@dataclass(frozen=True)
+class RowMap:
+    """Which logical sample (and which branch) each batch row of a forward pass belongs to.
+
+    Classifier-free guidance doubles the batch (a ``cond`` and an ``uncond`` row per sample); beam
+    search repeats each sample ``num_beams`` times. ``sample[r]`` is the logical sample of row
+    ``r``; ``branch[r]`` is its branch name.
+    """
+
+    sample: torch.Tensor
+    branch: tuple[str, ...]
+
+    @staticmethod
+    def plain(batch: int) -> RowMap:
+        """One row per sample."""
+        return RowMap(torch.arange(batch), ("cond",) * batch)
+
+    @staticmethod
+    def cfg(samples: int, uncond_first: bool = True) -> RowMap:
+        """Classifier-free guidance: the batch is ``[uncond; cond]`` (or ``[cond; uncond]``)."""
+        order = ("uncond", "cond") if uncond_first else ("cond", "uncond")
+        return RowMap(torch.arange(samples).repeat(2), (order[0],) * samples + (order[1],) * samples)
+
+    @staticmethod
+    def beams(samples: int, num_beams: int) -> RowMap:
+        """Beam search: each sample's beams are consecutive rows."""
+        return RowMap(torch.arange(samples).repeat_interleave(num_beams), ("cond",) * samples * num_beams)
+
+    @property
+    def rows(self) -> int:
+        """Number of batch rows."""
+        return len(self.branch)
+
+    @property
+    def samples(self) -> int:
+        """Number of logical samples."""
+        return int(self.sample.max()) + 1 if len(self.branch) else 0
+
+    def branch_mask(self, branches: tuple[str, ...]) -> torch.Tensor:
+        """Boolean ``(rows,)``: which rows belong to one of ``branches``."""
+        return torch.tensor([b in branches for b in self.branch])
+
+
+@dataclass(frozen=True)
+class Step:
+    """One forward pass of a generation, as schedules and rules see it.
+
+    Attributes:
+        index: 0 for the first pass (the prefill for an LLM), then 1, 2, ...
+        progress: how far through the generation, in [0, 1].
+        phase: ``prefill``, ``decode``, ``denoise`` or ``single``.
+        offset: absolute position of the activation's first position (under a KV cache the
+            decode step's activation holds only the new token, at ``offset`` = tokens so far).
+        new: how many positions at the end of the activation are new in this pass.
+        prompt_length: absolute positions ``< prompt_length`` are the prompt (or conditioning).
+        rows: the row map of this pass's batch.
+    """
+
+    index: int
+    progress: float
+    phase: str
+    offset: int = 0
+    new: int = 0
+    prompt_length: int = 0
+    rows: RowMap = field(default_factory=lambda: RowMap.plain(1))
+
+    def __post_init__(self) -> None:
+        if self.phase not in PHASES:
+            raise ValueError(f"Step phase {self.phase!r} is not one of {PHASES}")
+        if not 0.0 <= self.progress <= 1.0:
+            raise ValueError(f"Step progress {self.progress} is outside [0, 1]")
+
+
+class StepClock:
+    """Holds the current :class:`Step`; an adapter advances it once per forward pass.
+
+    ``begin(total_steps)`` starts a generation of a known length so ``progress`` can be derived;
+    ``advance(...)`` moves to the next pass. Every step is also kept in ``history`` (cheap: one
+    small object per forward pass) so tests and reports can check the accounting.
+    """
+
+    def __init__(self) -> None:
+        self.total_steps: int | None = None
+        self.current: Step | None = None
+        self.history: list[Step] = []
+        self._listeners: list = []
+
+    def begin(self, total_steps: int | None) -> None:
+        """Start a generation of ``total_steps`` forward passes (``None`` if unknown)."""
+        self.total_steps = total_steps
+        self.current = None
+
+    def advance(self, *, phase: str, offset: int = 0, new: int = 0, prompt_length: int = 0,
+                rows: RowMap | None = None, index: int | None = None,
+                progress: float | None = None) -> Step:
+        """Move to the next forward pass and return its Step.
+
+        ``index`` defaults to the previous index + 1 (0 at the start); ``progress`` defaults to
+        ``index / (total_steps - 1)`` when the length is known, else 0.
+        """
+        if index is None:
+            index = 0 if self.current is None else self.current.index + 1
+        if progress is None:
+            total = self.total_steps
+            progress = min(1.0, index / (total - 1)) if total and total > 1 else 0.0
+        step = Step(index=index, progress=progress, phase=phase, offset=offset, new=new,
+                    prompt_length=prompt_length, rows=rows or RowMap.plain(1))
+        self.current = step
+        self.history.append(step)
+        for listener in self._listeners:
+            listener(step)
+        return step
+
+    def on_advance(self, listener) -> None:
+        """Call ``listener(step)`` after every advance (the runtime uses it to tick rules)."""
+        self._listeners.append(listener)

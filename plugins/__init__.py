@@ -1,0 +1,1 @@
+"""Built-in modality plugins: text (transformers), image (diffusers), voice (torchaudio/VITS)."""
