@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from torch import nn
+
 from polysteer.fileio import write_json
 from polysteer.fingerprint import ModelFingerprint, fingerprint
 from polysteer.layout import Layout
 from polysteer.step import RowMap, StepClock
-from torch import nn
 
 if TYPE_CHECKING:
     from polysteer.runtime import Steering
@@ -78,7 +79,7 @@ class ModelAdapter(ABC):
 
     def save_outputs(self, outputs: Any, stem: Path) -> list[Path]:
         """Write outputs next to ``stem`` (text, PNG, WAV...); default: a JSON list."""
-        path = stem.with_suffix(".json")
+        path = stem.with_name(stem.name + ".json")
         data = outputs.tolist() if hasattr(outputs, "tolist") else outputs
         write_json(path, data)
         return [path]

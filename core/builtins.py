@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from polysteer.demo import high_token_fraction
 from polysteer.dictionary import NATIVE_FORMAT
 from polysteer.interventions import BUILTIN_INTERVENTIONS
 from polysteer.manager import hookimpl
@@ -90,6 +92,7 @@ def polysteer_register_position_masks(registry):
 def polysteer_register_measures(registry):
     registry.register("changed_fraction", changed_fraction)
     registry.register("mean_abs_difference", mean_abs_difference)
+    registry.register("high_token_fraction", high_token_fraction)
 
 
 @hookimpl

@@ -53,6 +53,7 @@ def _overrides_args(parser: argparse.ArgumentParser) -> None:
 
 def _config_run(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
+
     from polysteer.config import compose
 
     comp = compose(args.overrides)

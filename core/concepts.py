@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+
 from polysteer.dictionary import DictionaryInfo, DirectionSet
 from polysteer.fingerprint import ModelFingerprint
 

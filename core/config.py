@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
 from polysteer.errors import ConfigError
 from polysteer.manager import PluginManager, current_plugin_manager
 from polysteer.paths import configs_dir
@@ -99,10 +100,10 @@ def _config_error(err: OmegaConfBaseException, source: str, prefix: str = "") ->
     key = getattr(err, "full_key", "") or ""
     key = f"{prefix}{key}" if key else prefix.rstrip(".")
     msg = str(err).splitlines()[0]
-    obj = getattr(err, "parent_node", None)
+    schema = getattr(err, "object_type", None)
     allowed = ""
-    if isinstance(obj, DictConfig) and OmegaConf.is_struct(obj):
-        allowed = f"; allowed keys here: {', '.join(str(k) for k in obj.keys())}"
+    if "not in" in msg and dataclasses.is_dataclass(schema):
+        allowed = f"; allowed keys here: {', '.join(f.name for f in dataclasses.fields(schema))}"
     return ConfigError(f"{key or '<root>'}: {msg} (from {source}){allowed}")
 
 
@@ -111,6 +112,7 @@ def _split_args(args: list[str]) -> tuple[dict[str, str], list[str]]:
     for arg in args:
         if "=" not in arg:
             raise ConfigError(f"{arg!r}: expected key=value (e.g. experiment.intensities=[0,0.5])")
+        arg = arg.removeprefix("+")  # hydra's "add a key" prefix: plain overrides here
         key, value = arg.split("=", 1)
         if key in (*GROUPS, "experiment") and "." not in key:
             groups[key] = value
@@ -177,7 +179,9 @@ def validate_plugin_nodes(cfg: DictConfig, plugins: PluginManager) -> DictConfig
         kind = value.kind
         owners = {"model": plugins.adapters}
         if node in owners and kind not in owners[node]:
-            raise ConfigError(f"{node}.kind: unknown {owners[node].what} {kind!r}; choices: "
+            close = difflib.get_close_matches(str(kind), owners[node].names(), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{node}.kind: unknown {owners[node].what} {kind!r}.{hint} Choices: "
                               f"{', '.join(owners[node].names())}")
         key = f"{node}.{kind}"
         if key not in plugins.config_schemas:

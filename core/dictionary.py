@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from polysteer.errors import CorruptFileError, DictionaryMismatchError, SteeringError
-from polysteer.fileio import read_json, read_tensors, write_json, write_tensors
-from polysteer.fingerprint import ModelFingerprint
 from torch import nn
+
+from polysteer.errors import CorruptFileError, DictionaryMismatchError, SteeringError
+from polysteer.fileio import publish_mode, read_json, read_tensors, write_json, write_tensors
+from polysteer.fingerprint import ModelFingerprint
 
 FORMAT_VERSION = 1
 SAE_ACTIVATIONS = ("topk", "jumprelu", "relu")
@@ -300,6 +301,7 @@ def _replace_folder(path: Path, write) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         write(tmp)
+        publish_mode(tmp, directory=True)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

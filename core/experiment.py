@@ -14,13 +14,14 @@ from typing import Any
 
 import torch
 from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+
 from polysteer.config import Composition, node_to_dict
 from polysteer.errors import ConfigError
 from polysteer.fileio import atomic_path
 from polysteer.manager import PluginManager, current_plugin_manager
 from polysteer.models import load_model
 from polysteer.style import Style
-from tqdm.auto import tqdm
 
 
 def run_experiment(comp: Composition, *, plugins: PluginManager | None = None,

@@ -14,9 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from polysteer.errors import CorruptFileError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from polysteer.errors import CorruptFileError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path: Path, directory: bool = False) -> None:
+    """Give a temp file/folder the permissions a normally created one would have (umask)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
 @contextmanager
@@ -28,6 +40,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        publish_mode(Path(tmp))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+
 from polysteer.dictionary import FeatureDictionary, SparseAutoencoder
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
+
 from polysteer import hookspecs
 from polysteer.errors import PolysteerError
 from polysteer.registry import Registry, Requirement

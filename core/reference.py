@@ -13,11 +13,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from polysteer.adapter import ModelAdapter, SiteBinding
 from polysteer.errors import SteeringError
 from polysteer.layout import BPC
 from polysteer.step import RowMap
-from torch import nn
 
 SITE_KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
 
@@ -106,6 +107,7 @@ class ReferenceAdapter(ModelAdapter):
 
     modality = "text"
     null_token = 0
+    last_prompt_length = 0  # prompt length of the latest generation (measures use it)
 
     def __init__(self, model: ReferenceLM | None = None, name: str = "reference"):
         super().__init__(model or ReferenceLM(), name)
@@ -144,6 +146,7 @@ class ReferenceAdapter(ModelAdapter):
         if guidance_scale is not None:
             rows = RowMap.cfg(samples)
             batch = torch.cat([torch.full_like(ids, self.null_token), ids])
+        self.last_prompt_length = prompt
         self.begin_generation(max_new_tokens)
         cache = [[] for _ in self.model.blocks] if use_cache else None
         out = ids

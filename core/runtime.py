@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from polysteer.adapter import ModelAdapter, SiteBinding
 from polysteer.dictionary import FeatureDictionary
 from polysteer.errors import ConfigError, PolysteerError, SteeringError
@@ -187,7 +188,7 @@ class _SiteHook:
     clock: StepClock
     components: list[_Compiled] = field(default_factory=list)
     rules: list[_RuleState] = field(default_factory=list)
-    captures: list[torch.Tensor] | None = None
+    captures: list[tuple[int, torch.Tensor]] | None = None
 
     def __call__(self, native: Any) -> Any:
         step = self.clock.current
@@ -208,7 +209,8 @@ class _SiteHook:
                 w = mask.to(x.dtype)[None, :, None] * w
             y = comp.intervention.apply(y, w)
         if self.captures is not None:
-            self.captures.append((y[:, -step.new:] if step.new else y).detach())
+            generation = len(self.clock.generations) - 1
+            self.captures.append((generation, (y[:, -step.new:] if step.new else y).detach()))
         return native if y is x else self.binding.layout.write(native, y)
 
 
@@ -357,21 +359,25 @@ class Steering:
             self._attached = None
 
     # -- results --------------------------------------------------------------------------------
-    def captured(self, site: str) -> torch.Tensor:
-        """Activations captured at ``site`` (after its interventions), new positions only.
+    def captured(self, site: str, generation: int = -1) -> torch.Tensor:
+        """Activations captured at ``site`` (after its interventions) in one generation.
 
-        Prefill/decode steps are concatenated along positions, giving ``(B, P_total, C)``; other
-        phases (e.g. denoising) are stacked, giving ``(steps, B, P, C)``.
+        Only each step's new positions are kept. Prefill/decode steps are concatenated along
+        positions, giving ``(B, P_total, C)``; a single pass gives ``(B, P, C)``; other phases
+        (e.g. denoising) are stacked, giving ``(steps, B, P, C)``. ``generation`` counts the
+        generations run inside this context (default: the latest).
         """
         hook = self._hooks.get(site)
         if hook is None or hook.captures is None:
             raise SteeringError(f"site {site!r} was not captured; pass capture=[{site!r}]")
-        if not hook.captures:
+        if not self.clock.generations or not hook.captures:
             raise SteeringError(f"nothing was captured at {site!r}: no forward pass ran")
-        sequence = all(s.phase in ("prefill", "decode") for s in self.clock.history)
-        if sequence and self.clock.history:
-            return torch.cat(hook.captures, dim=1)
-        return torch.stack(hook.captures)
+        index = range(len(self.clock.generations))[generation]
+        tensors = [t for g, t in hook.captures if g == index]
+        steps = self.clock.generations[index]
+        if all(s.phase in ("prefill", "decode") for s in steps) or len(tensors) == 1:
+            return torch.cat(tensors, dim=1)
+        return torch.stack(tensors)
 
     def rule_events(self) -> list[dict[str, Any]]:
         """Each time a rule fired: ``{"rule", "step", "rows"}``."""

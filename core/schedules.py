@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
 from polysteer.step import Step
 
 Envelope = Callable[[float], float]

@@ -91,20 +91,27 @@ class StepClock:
     """Holds the current :class:`Step`; an adapter advances it once per forward pass.
 
     ``begin(total_steps)`` starts a generation of a known length so ``progress`` can be derived;
-    ``advance(...)`` moves to the next pass. Every step is also kept in ``history`` (cheap: one
-    small object per forward pass) so tests and reports can check the accounting.
+    ``advance(...)`` moves to the next pass. Every step is kept, per generation, in
+    ``generations`` (cheap: one small object per forward pass) so tests and reports can check the
+    accounting; ``history`` is the latest generation's steps.
     """
 
     def __init__(self) -> None:
         self.total_steps: int | None = None
         self.current: Step | None = None
-        self.history: list[Step] = []
+        self.generations: list[list[Step]] = []
         self._listeners: list = []
+
+    @property
+    def history(self) -> list[Step]:
+        """Steps of the latest generation."""
+        return self.generations[-1] if self.generations else []
 
     def begin(self, total_steps: int | None) -> None:
         """Start a generation of ``total_steps`` forward passes (``None`` if unknown)."""
         self.total_steps = total_steps
         self.current = None
+        self.generations.append([])
 
     def advance(self, *, phase: str, offset: int = 0, new: int = 0, prompt_length: int = 0,
                 rows: RowMap | None = None, index: int | None = None,
@@ -121,8 +128,10 @@ class StepClock:
             progress = min(1.0, index / (total - 1)) if total and total > 1 else 0.0
         step = Step(index=index, progress=progress, phase=phase, offset=offset, new=new,
                     prompt_length=prompt_length, rows=rows or RowMap.plain(1))
+        if self.current is None and not (self.generations and not self.generations[-1]):
+            self.generations.append([])  # an adapter that never called begin()
         self.current = step
-        self.history.append(step)
+        self.generations[-1].append(step)
         for listener in self._listeners:
             listener(step)
         return step

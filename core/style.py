@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from polysteer.errors import ConfigError
 from polysteer.fileio import atomic_path
 

@@ -24,13 +24,14 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
+
 from polysteer.adapter import ModelAdapter
 from polysteer.concepts import direction_set, median_norm
 from polysteer.errors import PolysteerError
 from polysteer.manager import hookimpl
 from polysteer.runtime import steer
 from polysteer.style import Style
-from torch import nn
 
 
 def count_hooks(model: nn.Module) -> int:

@@ -1,0 +1,52 @@
+"""The wheel holds every package directory and the shipped configs."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> zipfile.ZipFile:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(out), str(ROOT)], check=True, capture_output=True, timeout=300)
+    (path,) = out.glob("polysteer-*.whl")
+    return zipfile.ZipFile(path)
+
+
+def package_dirs() -> list[tuple[str, Path]]:
+    """(import path, source folder) of every folder with an __init__.py under core/ and plugins/."""
+    found = []
+    for top, name in (("core", "polysteer"), ("plugins", "polysteer/plugins"),
+                      ("configs", "polysteer/configs")):
+        for init in (ROOT / top).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / top)
+            found.append(((Path(name) / rel).as_posix(), init.parent))
+    return found
+
+
+def test_every_package_directory_is_in_the_wheel(wheel):
+    names = set(wheel.namelist())
+    for package, folder in package_dirs():
+        for module in folder.glob("*.py"):
+            assert f"{package}/{module.name}" in names, f"{package}/{module.name} missing from the wheel"
+
+
+def test_shipped_configs_and_dictionaries_are_in_the_wheel(wheel):
+    names = set(wheel.namelist())
+    for path in (ROOT / "configs").rglob("*"):
+        if path.is_file() and path.suffix in (".yaml", ".json", ".safetensors"):
+            rel = path.relative_to(ROOT / "configs").as_posix()
+            assert f"polysteer/configs/{rel}" in names, f"configs/{rel} missing from the wheel"
+
+
+def test_console_script_and_pytest_plugin_entry_points(wheel):
+    (ep,) = [n for n in wheel.namelist() if n.endswith("entry_points.txt")]
+    text = wheel.read(ep).decode()
+    assert "polysteer = polysteer.cli:main" in text
+    assert "[pytest11]" in text and "polysteer.testing.fixtures" in text
