@@ -1,1 +1,45 @@
-"""The text plugin."""
+"""The text plugin: transformers causal LMs (SmolLM2-135M-Instruct embedded), steered per token.
+
+Registers the ``transformers`` model adapter (``model: {kind: transformers, name: smollm2}``).
+Everything that imports transformers is imported lazily, so polysteer starts without it and
+``polysteer plugins`` shows the install that fixes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from polysteer import Requirement, hookimpl
+
+TEXT_EXTRA = "pip install 'polysteer[text]'"
+REQUIRES = [Requirement("transformers", TEXT_EXTRA), Requirement("gguf", TEXT_EXTRA),
+            Requirement("accelerate", TEXT_EXTRA)]
+
+
+@dataclass
+class TransformersModelConfig:
+    """Config node ``model`` for ``kind: transformers``."""
+
+    kind: str = "transformers"
+    name: str = "smollm2"  # an embedded name, a local folder or a hub id
+    dtype: str = "float32"
+    device: str = "cpu"
+
+
+def load_transformers(node: dict[str, Any]):
+    """A transformers causal LM: an embedded name (smollm2), a local folder or a hub id."""
+    from polysteer.plugins.text.adapter import TransformersAdapter
+
+    return TransformersAdapter.load(node.get("name", "smollm2"), node.get("dtype", "float32"),
+                                    node.get("device", "cpu"))
+
+
+@hookimpl
+def polysteer_register_adapters(registry):
+    registry.register("transformers", load_transformers, requires=REQUIRES)
+
+
+@hookimpl
+def polysteer_register_config_schemas(registry):
+    registry.register("model.transformers", TransformersModelConfig)

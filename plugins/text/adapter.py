@@ -1,0 +1,150 @@
+"""The text adapter: any transformers causal LM, steered token by token through ``generate``.
+
+The step clock comes from a forward pre-hook on the model, installed only while a steered
+generation runs: the first forward pass is the prefill (step 0, every prompt position new), then
+one decode step per token, whether or not a KV cache is used. Under a cache a site sees the prompt
+once and then one token per step; the clock says so (``offset``, ``new``), so position masks and
+captures stay right, and every decode step is steered.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from polysteer import MaybeTuple, ModelAdapter, RowMap, SiteBinding
+from polysteer.fileio import atomic_path
+from polysteer.layout import BPC
+from polysteer.plugins.text.models import load_causal_lm
+from polysteer.plugins.text.sites import list_sites, resolve_site
+
+Prompt = str | list[dict[str, str]]
+"""A plain text, or a chat: a list of ``{"role": ..., "content": ...}`` messages."""
+
+
+class TransformersAdapter(ModelAdapter):
+    """Adapter for a transformers causal LM and its tokenizer.
+
+    ``generate(prompts, max_new_tokens=..., **kwargs)`` takes one prompt or a list (plain texts or
+    chats); chat templates are applied when the tokenizer has one (``chat=False`` turns that off).
+    It returns token ids ``(batch, prompt + new)``; :meth:`texts` decodes the new part.
+    """
+
+    modality = "text"
+
+    def __init__(self, model: Any, tokenizer: Any, name: str):
+        super().__init__(model, name)
+        self.tokenizer = tokenizer
+        self.last_prompt_length = 0
+
+    @classmethod
+    def load(cls, name_or_path: str, dtype: str = "float32", device: str = "cpu"
+             ) -> TransformersAdapter:
+        """Load an embedded model name, a local folder or a hub id."""
+        model, tokenizer = load_causal_lm(name_or_path, dtype=dtype, device=device)
+        return cls(model, tokenizer, Path(str(name_or_path)).name)
+
+    # -- sites ----------------------------------------------------------------------------------
+    def sites(self) -> list[str]:
+        return list_sites(self.model)
+
+    def bind(self, site: str) -> SiteBinding:
+        resolved = resolve_site(self.model, site)
+        layout = BPC() if resolved.output_kind == "tensor" else MaybeTuple(BPC())
+        return SiteBinding(resolved.module, layout, resolved.channels, hook=resolved.hook)
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def encode(self, prompts: Prompt | list[Prompt], chat: bool | None = None
+               ) -> dict[str, torch.Tensor]:
+        """Tokenize one prompt or a batch (left-padded), applying the chat template if any."""
+        batch = [prompts] if isinstance(prompts, str) or _is_chat(prompts) else list(prompts)
+        use_template = bool(getattr(self.tokenizer, "chat_template", None)) if chat is None else chat
+        texts = [self._render(p, use_template) for p in batch]
+        device = next(self.model.parameters()).device
+        encoded = self.tokenizer(texts, return_tensors="pt", padding=True,
+                                 add_special_tokens=not use_template)
+        return {k: v.to(device) for k, v in encoded.items()}
+
+    def _render(self, prompt: Prompt, use_template: bool) -> str:
+        if not use_template:
+            if not isinstance(prompt, str):
+                raise ValueError("a chat prompt needs a tokenizer with a chat template")
+            return prompt
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                  tokenize=False)
+
+    def prepare_inputs(self, spec: Any) -> Any:
+        if spec is None:
+            return ["Tell me about your day.", "Write a short note to a friend."]
+        return spec
+
+    # -- generation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def run_generation(self, inputs: Any, max_new_tokens: int = 32, chat: bool | None = None,
+                       **kwargs: Any) -> torch.Tensor:
+        """``model.generate`` with the step clock attached; greedy unless ``do_sample=True``."""
+        encoded = inputs if isinstance(inputs, dict) else self.encode(inputs, chat)
+        ids = encoded["input_ids"]
+        samples, prompt = ids.shape
+        beams = int(kwargs.get("num_beams", 1))
+        rows = RowMap.beams(samples, beams) if beams > 1 else RowMap.plain(samples)
+        kwargs.setdefault("do_sample", False)
+        kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        self.last_prompt_length = prompt
+        handle = None
+        if self._clocks:
+            self.begin_generation(max_new_tokens)
+            handle = self.model.register_forward_pre_hook(
+                self._clock_hook(prompt, rows), with_kwargs=True)
+        try:
+            return self.model.generate(**encoded, max_new_tokens=max_new_tokens,
+                                       min_new_tokens=kwargs.pop("min_new_tokens", 0), **kwargs)
+        finally:
+            if handle is not None:
+                handle.remove()
+
+    def _clock_hook(self, prompt: int, rows: RowMap):
+        calls = [0]
+
+        def hook(_module, args, kwargs):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            positions = ids.shape[1] if ids is not None else kwargs["inputs_embeds"].shape[1]
+            first = calls[0] == 0
+            offset = prompt + calls[0] - positions if not first else 0
+            self.advance_step(phase="prefill" if first else "decode", offset=max(offset, 0),
+                              new=positions if first else 1, prompt_length=prompt, rows=rows)
+            calls[0] += 1
+        return hook
+
+    @torch.no_grad()
+    def forward(self, prompts: Prompt | list[Prompt], chat: bool | None = False
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward pass (a single step): ``(logits, attention_mask)``; no template by default."""
+        encoded = self.encode(prompts, chat)
+        ids = encoded["input_ids"]
+        self.begin_generation(1)
+        self.advance_step(phase="single", new=ids.shape[1], prompt_length=ids.shape[1],
+                          rows=RowMap.plain(ids.shape[0]))
+        return self.model(**encoded).logits, encoded["attention_mask"]
+
+    # -- outputs --------------------------------------------------------------------------------
+    def texts(self, outputs: torch.Tensor) -> list[str]:
+        """The generated part of each row, decoded."""
+        new = outputs[:, self.last_prompt_length:]
+        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+    def describe_outputs(self, outputs: torch.Tensor) -> list[str]:
+        return self.texts(outputs)
+
+    def save_outputs(self, outputs: torch.Tensor, stem: Path) -> list[Path]:
+        path = stem.with_name(stem.name + ".txt")
+        with atomic_path(path) as tmp:
+            tmp.write_text("\n\n---\n\n".join(self.texts(outputs)) + "\n")
+        return [path]
+
+
+def _is_chat(prompt: Any) -> bool:
+    return isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], dict)

