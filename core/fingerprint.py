@@ -58,7 +58,8 @@ def fingerprint(model: nn.Module, name: str | None = None) -> ModelFingerprint:
         arch.update(f"{pname}:{tuple(param.shape)};".encode())
         if len(samples) < _MAX_SAMPLES and param.numel():
             flat = param.detach().reshape(-1)
-            idx = torch.linspace(0, flat.numel() - 1, _SAMPLES_PER_TENSOR).long()
+            last = flat.numel() - 1  # integer spacing: float linspace overshoots on huge tensors
+            idx = torch.tensor([last * k // (_SAMPLES_PER_TENSOR - 1) for k in range(_SAMPLES_PER_TENSOR)])
             samples.extend(flat[idx.to(flat.device)].float().cpu().tolist())
     for mname, module in model.named_modules():
         arch.update(f"{mname}:{type(module).__name__};".encode())

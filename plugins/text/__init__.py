@@ -43,3 +43,11 @@ def polysteer_register_adapters(registry):
 @hookimpl
 def polysteer_register_config_schemas(registry):
     registry.register("model.transformers", TransformersModelConfig)
+
+
+@hookimpl
+def polysteer_register_commands(registry):
+    from polysteer.plugins.text.commands import TEXT_COMMANDS
+
+    for name, command in TEXT_COMMANDS.items():
+        registry.register(name, command, requires=REQUIRES[:1])

