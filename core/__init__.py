@@ -3,11 +3,12 @@
 Quick tour::
 
     import polysteer as ps
+    from polysteer.paths import configs_dir
 
     model = ps.load_model("reference")                       # any registered adapter kind
-    style = ps.Style.load("configs/style/reference-demo.yaml")
+    style = ps.Style.load(configs_dir() / "style" / "reference-demo.yaml")
     with ps.steer(model, style, intensity=0.5):
-        tokens = model.generate(prompts, max_new_tokens=16)
+        tokens = model.generate([[3, 7, 1, 12]], max_new_tokens=16)
 """
 
 from polysteer.adapter import ModelAdapter, SiteBinding

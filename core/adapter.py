@@ -115,6 +115,9 @@ class ModelAdapter(ABC):
         except Exception as error:
             hook.polysteer_on_error(adapter=self, error=error)
             raise
+        finally:
+            for clock in self._clocks:  # a later direct forward pass is not this generation's
+                clock.current = None
         hook.polysteer_after_generate(adapter=self, inputs=inputs, outputs=outputs)
         return outputs
 

@@ -22,7 +22,8 @@ def _plugins_run(args: argparse.Namespace) -> int:
                           for i in infos], indent=2))
         return 0
     for info in infos:
-        status = "ready" if info.ready else f"NOT READY - fix: {info.fix}"
+        status = "ready" if info.ready else (
+            f"NOT READY - {info.error}" if info.error else f"NOT READY - fix: {info.fix}")
         kind = "built-in" if info.builtin else "installed"
         print(f"{info.name} {info.version} ({kind}): {status}")
         for attribute, names in sorted(info.registered.items()):

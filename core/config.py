@@ -47,7 +47,6 @@ class RootConfig:
     dictionary: Any = None
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     seed: int = 0
-    device: str = "cpu"
     output_dir: str = "runs"
 
 
@@ -58,10 +57,11 @@ class Composition:
     config: DictConfig
     choices: dict[str, str | None]
     sources: list[str]
+    root: Path = field(default_factory=configs_dir)
 
     def base_dir(self, group: str) -> Path:
         """Folder that relative paths inside a group's file resolve against."""
-        return configs_dir() / group
+        return self.root / group
 
 
 def _read_yaml(path: Path) -> dict:
@@ -132,8 +132,9 @@ def compose(args: list[str] | None = None, *, root: Path | None = None,
 
     main = _read_yaml(root / "config.yaml") if (root / "config.yaml").exists() else {}
     choices: dict[str, str | None] = dict(main.pop("defaults", None) or {})
-    cfg = _merge(cfg, main, "config.yaml")
-    sources.append("config.yaml")
+    if main:
+        cfg = _merge(cfg, main, "config.yaml")
+        sources.append("config.yaml")
 
     experiment_name = chosen.pop("experiment", None) or choices.pop("experiment", None)
     choices.pop("experiment", None)
@@ -167,7 +168,7 @@ def compose(args: list[str] | None = None, *, root: Path | None = None,
         cfg = _merge(cfg, dotlist, "command line")
         sources.append("command line")
     cfg = validate_plugin_nodes(cfg, plugins)
-    return Composition(cfg, choices, sources)
+    return Composition(cfg, choices, sources, root)
 
 
 def validate_plugin_nodes(cfg: DictConfig, plugins: PluginManager) -> DictConfig:

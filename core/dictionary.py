@@ -158,10 +158,12 @@ class FeatureDictionary(nn.Module):
                 f"{self.describe()} expects {self.d_in} channels but site {site!r} has {d_in}: it "
                 "was made for another model")
         if self.info.model is not None and model is not None and not self.info.model.matches(model):
+            same_arch = self.info.model.architecture == model.architecture
+            why = "same architecture but different weights" if same_arch else "another architecture"
             raise DictionaryMismatchError(
                 f"{self.describe()} was made on model {self.info.model.short()}, but this model is "
-                f"{model.short()}: rebuild the dictionary on this model (same architecture and "
-                "weights are required)")
+                f"{model.short()} ({why}): rebuild the dictionary on this model (same "
+                "architecture and weights are required)")
 
     # -- files --------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -247,7 +249,7 @@ class SparseAutoencoder(FeatureDictionary):
         if self.activation == "relu":
             return torch.relu(pre)
         if self.activation == "jumprelu":
-            return pre * (pre > self.threshold.to(pre.dtype))
+            return torch.relu(pre) * (pre > self.threshold.to(pre.dtype))
         top = pre.topk(self.k, dim=-1)
         return torch.zeros_like(pre).scatter_(-1, top.indices, torch.relu(top.values))
 
@@ -275,12 +277,13 @@ def load_dictionary(path: str | os.PathLike) -> FeatureDictionary:
     meta = read_json(meta_path)
     tensors = read_tensors(path / "dictionary.safetensors")
     try:
-        if meta.get("format") != "polysteer-dictionary":
+        if not isinstance(meta, dict) or meta.get("format") != "polysteer-dictionary":
             raise KeyError("format")
         info = DictionaryInfo.from_json(meta["info"])
         labels, kind = list(meta["labels"]), meta["kind"]
         if kind == "directions":
             d = DirectionSet(tensors["unit"], info, labels, tensors["scale"])
+            d.unit.copy_(tensors["unit"])  # bit-exact: skip the constructor's renormalisation
         elif kind == "sae":
             arch = meta["arch"]
             d = SparseAutoencoder(int(meta["d_in"]), int(meta["d_features"]), info,
@@ -306,7 +309,11 @@ def _replace_folder(path: Path, write) -> None:
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)  # put the previous version back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)

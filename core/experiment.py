@@ -41,9 +41,8 @@ def run_experiment(comp: Composition, *, plugins: PluginManager | None = None,
     inputs = adapter.prepare_inputs(node_to_dict(exp.inputs))
     options = node_to_dict(exp.generate) or {}
 
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    folder = Path(output_dir or cfg.output_dir) / f"{stamp}-{exp.name}"
-    (folder / "outputs").mkdir(parents=True, exist_ok=True)
+    folder = _new_run_folder(Path(output_dir or cfg.output_dir), exp.name)
+    (folder / "outputs").mkdir()
     with atomic_path(folder / "config.yaml") as tmp:
         tmp.write_text(OmegaConf.to_yaml(cfg))
 
@@ -65,6 +64,20 @@ def run_experiment(comp: Composition, *, plugins: PluginManager | None = None,
     plot = _plot(rows, list(measures), folder / "plots" / "measures.png")
     _report(folder, comp, rows, list(measures), plot, adapter.describe_outputs(baseline))
     return folder
+
+
+def _new_run_folder(parent: Path, name: str) -> Path:
+    """``parent/<time>-<name>``, with a suffix if two runs start within the same second."""
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        folder = parent / (f"{stamp}-{name}" + (f"-{n}" if n else ""))
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a new run folder in {parent}")
 
 
 def _plot(rows: list[dict], measures: list[str], path: Path) -> Path | None:

@@ -2,7 +2,7 @@
 
 A fingerprint has two parts: an *architecture* hash (module types and parameter shapes, exact) and
 a *weight signature* (a few hundred weight values sampled at fixed places). Two fingerprints match
-when the architecture is the same and the signatures agree to about 1%: the same weights in fp16,
+when the architecture is the same and the signatures agree to about 2%: the same weights in fp16,
 bf16 or dequantised still match, a different checkpoint of the same architecture does not.
 """
 

@@ -65,5 +65,5 @@ def polysteer_after_generate(adapter: Any, inputs: Any, outputs: Any) -> None:
 
 
 @hookspec
-def polysteer_on_error(adapter: Any, error: BaseException) -> None:
+def polysteer_on_error(adapter: Any, error: Exception) -> None:
     """Observe a generation that raised ``error`` (it is re-raised afterwards)."""

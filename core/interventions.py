@@ -37,8 +37,12 @@ class InterventionFactory(Protocol):
                  options: dict[str, Any]) -> Intervention: ...
 
 
-class _Cached:
-    """Keeps one copy of a vector per (device, dtype), so the hot path never converts."""
+class PerDevice:
+    """Keeps one copy of a vector per (device, dtype), so the hot path never converts.
+
+    For plugin authors writing an intervention: build it once in the factory, call ``.on(x)``
+    in ``apply``.
+    """
 
     def __init__(self, vector: torch.Tensor):
         self._vector = vector.detach()
@@ -52,7 +56,8 @@ class _Cached:
         return v
 
 
-def _no_options(kind: str, options: dict[str, Any], allowed: tuple[str, ...] = ()) -> None:
+def check_options(kind: str, options: dict[str, Any], allowed: tuple[str, ...] = ()) -> None:
+    """Raise a clear error for options an intervention kind does not take."""
     unknown = set(options) - set(allowed)
     if unknown:
         raise ValueError(f"intervention {kind!r} takes no option(s) {sorted(unknown)}; "
@@ -63,7 +68,7 @@ def _no_options(kind: str, options: dict[str, Any], allowed: tuple[str, ...] = (
 class Add:
     """``x + w * site_norm * direction``."""
 
-    vector: _Cached
+    vector: PerDevice
 
     def apply(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return x + w * self.vector.on(x)
@@ -73,7 +78,7 @@ class Add:
 class ScaleComponent:
     """``x + w * (x . d) d``: scale the component along ``d`` by ``1 + w`` (``-1`` removes it)."""
 
-    direction: _Cached
+    direction: PerDevice
     sign: float = 1.0
 
     def apply(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -85,7 +90,7 @@ class ScaleComponent:
 class ClampDirection:
     """Set the projection on ``d`` to ``target``: ``x + w * (target - x . d) d``."""
 
-    direction: _Cached
+    direction: PerDevice
     target: float
 
     def apply(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -104,7 +109,7 @@ class ClampSAE:
     sae: SparseAutoencoder
     index: int
     target: float
-    row: _Cached
+    row: PerDevice
 
     def apply(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         f_i = self.sae.encode(x)[..., self.index]
@@ -113,32 +118,32 @@ class ClampSAE:
 
 def make_add(dictionary: FeatureDictionary, feature: int, options: dict[str, Any]) -> Add:
     """``add``: push along the feature's direction by ``w`` site norms."""
-    _no_options("add", options)
-    return Add(_Cached(dictionary.directions[feature] * dictionary.info.site_norm))
+    check_options("add", options)
+    return Add(PerDevice(dictionary.directions[feature] * dictionary.info.site_norm))
 
 
 def make_ablate(dictionary: FeatureDictionary, feature: int, options: dict[str, Any]
                 ) -> ScaleComponent:
     """``ablate``: remove ``w`` of the feature's component (``w = 1``: project it out)."""
-    _no_options("ablate", options)
-    return ScaleComponent(_Cached(dictionary.directions[feature]), sign=-1.0)
+    check_options("ablate", options)
+    return ScaleComponent(PerDevice(dictionary.directions[feature]), sign=-1.0)
 
 
 def make_scale(dictionary: FeatureDictionary, feature: int, options: dict[str, Any]
                ) -> ScaleComponent:
     """``scale``: multiply the feature's component by ``1 + w``."""
-    _no_options("scale", options)
-    return ScaleComponent(_Cached(dictionary.directions[feature]))
+    check_options("scale", options)
+    return ScaleComponent(PerDevice(dictionary.directions[feature]))
 
 
 def make_clamp(dictionary: FeatureDictionary, feature: int, options: dict[str, Any]):
     """``clamp``: set the feature to ``value`` times its typical firing value (default 1)."""
-    _no_options("clamp", options, ("value",))
+    check_options("clamp", options, ("value",))
     value = float(options.get("value", 1.0))
     target = value * float(dictionary.scales[feature])
     if isinstance(dictionary, SparseAutoencoder):
-        return ClampSAE(dictionary, feature, target, _Cached(dictionary.W_dec[feature]))
-    return ClampDirection(_Cached(dictionary.directions[feature]), target)
+        return ClampSAE(dictionary, feature, target, PerDevice(dictionary.W_dec[feature]))
+    return ClampDirection(PerDevice(dictionary.directions[feature]), target)
 
 
 BUILTIN_INTERVENTIONS: dict[str, InterventionFactory] = {

@@ -28,12 +28,12 @@ class Layout(Protocol):
 
 
 class _Sequence:
-    grid_shape = None
 
     def grid(self, native: Any) -> tuple[int, int] | None:
         return None
 
 
+@dataclass(frozen=True)
 class BPC(_Sequence):
     """Already ``(batch, positions, channels)``: transformer hidden states."""
 
@@ -43,10 +43,8 @@ class BPC(_Sequence):
     def write(self, native: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return x
 
-    def __repr__(self) -> str:
-        return "BPC()"
 
-
+@dataclass(frozen=True)
 class BCT(_Sequence):
     """Channels first, ``(batch, channels, time)``: convolutional audio models."""
 
@@ -56,10 +54,8 @@ class BCT(_Sequence):
     def write(self, native: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return x.transpose(1, 2)
 
-    def __repr__(self) -> str:
-        return "BCT()"
 
-
+@dataclass(frozen=True)
 class BCHW:
     """Images, ``(batch, channels, height, width)``; positions are the ``H*W`` cells, row-major."""
 
@@ -71,9 +67,6 @@ class BCHW:
 
     def grid(self, native: torch.Tensor) -> tuple[int, int]:
         return tuple(native.shape[-2:])
-
-    def __repr__(self) -> str:
-        return "BCHW()"
 
 
 @dataclass(frozen=True)

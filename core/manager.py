@@ -13,6 +13,7 @@ import difflib
 import importlib
 import importlib.metadata
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -69,8 +70,17 @@ class PluginInfo:
     def fix(self) -> str:
         """The command(s) that make the plugin ready, or ``""``."""
         if self.error:
-            return self.error
+            return self.error  # already says what failed and, when known, the fix
         return " && ".join(dict.fromkeys(r.install for r in self.missing))
+
+
+def _import_fix(err: Exception) -> str:
+    """'; fix: pip install X' for a missing module, naming its distribution when known."""
+    if not isinstance(err, ModuleNotFoundError) or not err.name:
+        return ""
+    top = err.name.split(".")[0]
+    dists = importlib.metadata.packages_distributions().get(top, [top])
+    return f"; fix: pip install {dists[0]}"
 
 
 def _polysteer_version() -> str:
@@ -146,14 +156,18 @@ class PluginManager:
             version = ep.dist.version if ep.dist else "?"
             try:
                 plugin = ep.load()
-            except ImportError as err:
-                missing = getattr(err, "name", None)
-                fix = f"pip install {missing}" if missing else "reinstall the plugin"
-                self.failures[ep.name] = PluginInfo(
-                    ep.name, version, False,
-                    error=f"import failed ({err}); fix: {fix}")
+            except Exception as err:  # a broken plugin must not stop polysteer from starting
+                self._fail(ep.name, version, f"import failed: {type(err).__name__}: {err}"
+                                             f"{_import_fix(err)}")
                 continue
-            self.register(plugin, ep.name, version=version)
+            try:
+                self.register(plugin, ep.name, version=version)
+            except PolysteerError as err:  # e.g. a name another plugin registered first
+                self._fail(ep.name, version, str(err))
+
+    def _fail(self, name: str, version: str, error: str) -> None:
+        self.failures[name] = PluginInfo(name, version, False, error=error)
+        warnings.warn(f"polysteer plugin {name!r} is not loaded: {error}", stacklevel=3)
 
     def check_pending(self) -> None:
         """Fail loudly if a plugin implements a hook that does not exist (a misspelling)."""

@@ -20,7 +20,7 @@ from polysteer.errors import SteeringError
 from polysteer.layout import BPC
 from polysteer.step import RowMap
 
-SITE_KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
+SITE_KINDS = ("resid_pre", "attn_out", "mlp_out", "resid_post")  # forward order
 
 
 @dataclass

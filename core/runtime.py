@@ -26,7 +26,7 @@ import torch
 
 from polysteer.adapter import ModelAdapter, SiteBinding
 from polysteer.dictionary import FeatureDictionary
-from polysteer.errors import ConfigError, PolysteerError, SteeringError
+from polysteer.errors import ConfigError, PolysteerError, RegistryError, SteeringError
 from polysteer.manager import PluginManager, current_plugin_manager
 from polysteer.paths import configs_dir, home
 from polysteer.step import RowMap, Step, StepClock
@@ -49,10 +49,9 @@ def dictionary_search_path(base_dir: Path | None = None) -> list[Path]:
 
 
 @lru_cache(maxsize=32)
-def _load_cached(path: str, mtime_ns: int, plugins_id: int) -> FeatureDictionary:
+def _load_cached(path: str, mtime_ns: int, manager: PluginManager) -> FeatureDictionary:
     from polysteer.dictionary import load_dictionary
 
-    manager = current_plugin_manager()
     for entry in manager.dictionary_formats:
         fmt = entry.value
         if fmt.detect(Path(path)):
@@ -60,8 +59,14 @@ def _load_cached(path: str, mtime_ns: int, plugins_id: int) -> FeatureDictionary
     return load_dictionary(path)
 
 
-def resolve_dictionary(ref: Any, base_dir: Path | None = None) -> FeatureDictionary:
-    """A loaded dictionary from a :class:`FeatureDictionary`, a folder path, or a name."""
+def resolve_dictionary(ref: Any, base_dir: Path | None = None,
+                       plugins: PluginManager | None = None) -> FeatureDictionary:
+    """A loaded dictionary from a :class:`FeatureDictionary`, a folder path, or a name.
+
+    Names are looked up in :func:`dictionary_search_path`; the folder is read by the first
+    registered dictionary format that recognises it (loads are cached while the folder is
+    unchanged).
+    """
     if isinstance(ref, FeatureDictionary):
         return ref
     if not isinstance(ref, str | Path):
@@ -71,7 +76,7 @@ def resolve_dictionary(ref: Any, base_dir: Path | None = None) -> FeatureDiction
         if candidate.is_dir():
             stat = candidate.stat()
             return _load_cached(str(candidate.resolve()), stat.st_mtime_ns,
-                                id(current_plugin_manager()))
+                                plugins or current_plugin_manager())
     searched = ", ".join(str(f) for f in dictionary_search_path(base_dir))
     raise FileNotFoundError(f"dictionary {str(ref)!r} not found; looked in: {searched}. Build it "
                             "(e.g. polysteer concept build) or give a folder path")
@@ -79,13 +84,20 @@ def resolve_dictionary(ref: Any, base_dir: Path | None = None) -> FeatureDiction
 
 # -- compiled pieces -----------------------------------------------------------------------------
 def _check_intensity(value: Any, what: str = "intensity") -> torch.Tensor | float:
-    values = [value] if isinstance(value, int | float) else list(value)
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise SteeringError(f"{what} must be a finite number (e.g. 0.5), got {v!r}")
-    if isinstance(value, int | float):
-        return float(value)
-    return torch.tensor(values, dtype=torch.float32)
+    """A float, or a ``(samples,)`` tensor of per-sample intensities; finite numbers only."""
+    if isinstance(value, str | bytes) or value is None:
+        raise SteeringError(f"{what} must be a finite number like 0.5 (or one per sample), "
+                            f"got {value!r}")
+    try:
+        values = torch.as_tensor(value, dtype=torch.float64).flatten()
+    except (TypeError, ValueError, RuntimeError):
+        raise SteeringError(f"{what} must be a finite number like 0.5 (or one per sample), "
+                            f"got {value!r}") from None
+    if isinstance(value, bool) or not torch.isfinite(values).all():
+        raise SteeringError(f"{what} must be finite numbers (e.g. 0.5), got {value!r}")
+    if torch.as_tensor(value).ndim == 0:
+        return float(values[0])
+    return values.float()
 
 
 @dataclass
@@ -105,6 +117,12 @@ class _RuleState:
         self.count = torch.zeros(rows, device=device)
         self.remaining = torch.zeros(rows, device=device)
         self.active = torch.zeros(rows, dtype=torch.bool, device=device)
+
+    def is_active(self, rows: int, device: torch.device) -> torch.Tensor:
+        """Whether the rule's action holds for each row in this step (False before any step)."""
+        if self.active is None or len(self.active) != rows:
+            return torch.zeros(rows, dtype=torch.bool, device=device)
+        return self.active.to(device)
 
     def on_advance(self, step: Step) -> None:
         if step.index == 0 or self.remaining is None or len(self.remaining) != step.rows.rows:
@@ -149,23 +167,27 @@ class _Compiled:
 
     def row_weights(self, rows: RowMap, x: torch.Tensor) -> torch.Tensor | None:
         """``(B, 1, 1)`` per-row factor (per-sample intensity, branch, rule gate) or None."""
-        if not self.apply_rules and not self.stop_rules:
-            key = (id(rows), x.device)
-            if key != self._rows_key:
-                self._rows_key, self._rows_weight = key, self._static_rows(rows, x.device)
-            base = self._rows_weight
-        else:
-            base = self._static_rows(rows, x.device)
-            gate = torch.full((rows.rows,), float(self.enabled), device=x.device)
-            for rule in self.stop_rules:
-                gate = gate * ~rule.active.to(x.device)
-            for rule in self.apply_rules:
-                gate = torch.where(rule.active.to(x.device), 1.0, gate)
+        if rows is not self._rows_key or self._rows_weight is None or \
+                self._rows_weight.device != x.device:
+            self._rows_key, self._rows_weight = rows, self._static_rows(rows, x.device)
+        base = self._rows_weight if self._rows_weight.numel() else None
+        if self.apply_rules or self.stop_rules or not self.enabled:
+            gate = self._gate(rows.rows, x.device)
             base = gate if base is None else base * gate
         return None if base is None else base.to(x.dtype)[:, None, None]
 
-    def _static_rows(self, rows: RowMap, device: torch.device) -> torch.Tensor | None:
-        factor = None
+    def _gate(self, n: int, device: torch.device) -> torch.Tensor:
+        """1 where the component is on: enabled unless a stop rule holds, or an apply rule holds."""
+        gate = torch.full((n,), float(self.enabled), device=device)
+        for rule in self.stop_rules:
+            gate = gate * ~rule.is_active(n, device)
+        for rule in self.apply_rules:
+            gate = torch.where(rule.is_active(n, device), 1.0, gate)
+        return gate
+
+    def _static_rows(self, rows: RowMap, device: torch.device) -> torch.Tensor:
+        """Per-sample intensity and branch selection, ``(rows,)``; empty when neither applies."""
+        factor = torch.empty(0, device=device)
         if isinstance(self.intensity, torch.Tensor):
             if rows.samples > len(self.intensity):
                 raise SteeringError(f"{len(self.intensity)} intensities given for a batch of "
@@ -173,9 +195,7 @@ class _Compiled:
             factor = self.intensity[rows.sample].to(device)
         if self.branches is not None:
             mask = rows.branch_mask(self.branches).to(device, torch.float32)
-            factor = mask if factor is None else factor * mask
-        if not self.enabled and factor is None:
-            factor = torch.zeros(rows.rows, device=device)
+            factor = mask if not factor.numel() else factor * mask
         return factor
 
 
@@ -191,10 +211,8 @@ class _SiteHook:
     captures: list[tuple[int, torch.Tensor]] | None = None
 
     def __call__(self, native: Any) -> Any:
-        step = self.clock.current
         x = self.binding.layout.read(native)
-        if step is None:  # a forward pass outside generate(): treat it as one single step
-            step = Step(0, 0.0, "single", new=x.shape[1], rows=RowMap.plain(x.shape[0]))
+        step = self.clock.current or self.clock.implicit_step(x.shape[0], x.shape[1])
         for rule in self.rules:
             rule.observe(x, step)
         y = x
@@ -233,7 +251,8 @@ class Steering:
             pairs = [(style, intensity)]
         else:
             pairs = list(style)
-        self.pairs = [(s, _check_intensity(i)) for s, i in pairs]
+        self.pairs = [(Style.load(s) if isinstance(s, str | Path) else s, _check_intensity(i))
+                      for s, i in pairs]
         self.capture_sites = list(capture)
         self.plugins = plugins
         self.clock = StepClock()
@@ -242,6 +261,7 @@ class Steering:
         self._hooks: dict[str, _SiteHook] = {}
         self._handles: list[Any] = []
         self._attached = None
+        self._entered = False
 
     # -- resolution (once, when the context opens) ----------------------------------------------
     def _site_hook(self, site: str) -> _SiteHook:
@@ -251,7 +271,7 @@ class Steering:
         return self._hooks[site]
 
     def _dictionary(self, ref: Any, style: Style) -> tuple[FeatureDictionary, _SiteHook]:
-        dictionary = resolve_dictionary(ref, style.base_dir)
+        dictionary = resolve_dictionary(ref, style.base_dir, self.plugins)
         hook = self._site_hook(dictionary.info.site)
         dictionary.check_compatible(self.adapter.model_fingerprint, dictionary.info.site,
                                     hook.binding.channels)
@@ -275,9 +295,12 @@ class Steering:
         where = f"component {comp.name!r} of style {style.name!r}"
         try:
             factory = plugins.interventions.get(comp.intervention)
+        except RegistryError as err:
+            raise SteeringError(f"{where}: intervention: {err}") from None
+        envelope = _build(plugins.schedules, comp.schedule, f"{where}: schedule")
+        mask = _build(plugins.position_masks, comp.positions, f"{where}: positions")
+        try:
             intervention = factory(dictionary, index, dict(comp.options))
-            envelope = _build(plugins.schedules, comp.schedule, f"{where}: schedule")
-            mask = _build(plugins.position_masks, comp.positions, f"{where}: positions")
         except (ValueError, TypeError) as err:
             raise SteeringError(f"{where}: {err}") from err
         return hook, _Compiled(comp.name, intervention, envelope, mask, weight, intensity,
@@ -335,11 +358,18 @@ class Steering:
         self._handles.append(handle)
 
     def __enter__(self) -> Steering:
+        if self._entered:
+            raise SteeringError("a steering context can be entered once; call steer(...) again "
+                                "for a new one")
+        self._entered = True
         try:
             self._compile()
             for hook in self._hooks.values():
                 if hook.components or hook.rules or hook.captures is not None:
                     self._install(hook)
+            # a forward pass nobody announced gets an implicit step; close it when the model returns
+            self._handles.append(self.adapter.model.register_forward_hook(
+                lambda *_: self.clock.end_implicit()))
             self._attached = self.adapter.attached(self.clock)
             self._attached.__enter__()
         except BaseException:
@@ -400,7 +430,7 @@ def _build(registry, spec: dict[str, Any], where: str):
         raise ConfigError(f"{where}: {err}") from None
     try:
         return factory(**params)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}: bad parameters {params} for kind {spec['kind']!r} ({err})"
                           ) from None
 

@@ -26,6 +26,13 @@ PositionMask = Callable[[Step, int, "tuple[int, int] | None", torch.device], "to
 """``mask(step, positions, grid, device) -> bool (positions,)`` or ``None`` for every position."""
 
 
+def _finite(name: str, value: Any) -> float:
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return v
+
+
 def _fraction(name: str, value: Any) -> float:
     v = float(value)
     if not 0.0 <= v <= 1.0 or math.isnan(v):
@@ -38,6 +45,9 @@ class Constant:
     """Always ``value``."""
 
     value: float = 1.0
+
+    def __post_init__(self) -> None:
+        _finite("constant value", self.value)
 
     def __call__(self, progress: float) -> float:
         return self.value
@@ -55,6 +65,7 @@ class Ramp:
     def __post_init__(self) -> None:
         if not _fraction("start", self.start) <= _fraction("end", self.end):
             raise ValueError(f"ramp start ({self.start}) must not exceed end ({self.end})")
+        _finite("ramp start_value", self.start_value), _finite("ramp end_value", self.end_value)
 
     def __call__(self, progress: float) -> float:
         if progress <= self.start:
@@ -76,6 +87,7 @@ class Window:
     def __post_init__(self) -> None:
         if not _fraction("start", self.start) <= _fraction("end", self.end):
             raise ValueError(f"window start ({self.start}) must not exceed end ({self.end})")
+        _finite("window value", self.value)
 
     def __call__(self, progress: float) -> float:
         return self.value if self.start <= progress <= self.end else 0.0
@@ -89,8 +101,9 @@ class Decay:
     value: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.half_life > 0:
+        if not _finite("decay half_life", self.half_life) > 0:
             raise ValueError(f"decay half_life must be > 0, got {self.half_life}")
+        _finite("decay value", self.value)
 
     def __call__(self, progress: float) -> float:
         return self.value * 0.5 ** (progress / self.half_life)
@@ -106,8 +119,8 @@ class Piecewise:
         pts = tuple((float(p), float(v)) for p, v in self.points)
         if not pts or [p for p, _ in pts] != sorted(p for p, _ in pts):
             raise ValueError("piecewise needs at least one [progress, value] point, sorted by progress")
-        for p, _ in pts:
-            _fraction("piecewise point", p)
+        for p, v in pts:
+            _fraction("piecewise point", p), _finite("piecewise value", v)
         object.__setattr__(self, "points", pts)
 
     def __call__(self, progress: float) -> float:
@@ -165,8 +178,10 @@ def mask_span(start: float = 0.0, end: float = 1.0) -> PositionMask:
 def mask_region(top: float = 0.0, bottom: float = 1.0, left: float = 0.0, right: float = 1.0
                 ) -> PositionMask:
     """A rectangle of an image site's ``(H, W)`` grid, in fractions of height and width."""
-    for name, v in (("top", top), ("bottom", bottom), ("left", left), ("right", right)):
-        _fraction(name, v)
+    if not (_fraction("top", top) <= _fraction("bottom", bottom)
+            and _fraction("left", left) <= _fraction("right", right)):
+        raise ValueError(f"region needs top <= bottom and left <= right, got top={top}, "
+                         f"bottom={bottom}, left={left}, right={right}")
 
     def mask(step: Step, n: int, grid, device) -> torch.Tensor:
         if grid is None:

@@ -100,6 +100,7 @@ class StepClock:
         self.total_steps: int | None = None
         self.current: Step | None = None
         self.generations: list[list[Step]] = []
+        self.implicit = False
         self._listeners: list = []
 
     @property
@@ -135,6 +136,22 @@ class StepClock:
         for listener in self._listeners:
             listener(step)
         return step
+
+    def implicit_step(self, batch: int, positions: int) -> Step:
+        """A forward pass nobody announced (the model called directly): one ``single`` step.
+
+        The runtime ends it after the model's forward pass with :meth:`end_implicit`.
+        """
+        self.begin(1)
+        self.implicit = True
+        return self.advance(phase="single", new=positions, prompt_length=positions,
+                            rows=RowMap.plain(batch))
+
+    def end_implicit(self) -> None:
+        """Close a step opened by :meth:`implicit_step`, so the next pass opens a new one."""
+        if self.implicit:
+            self.implicit = False
+            self.current = None
 
     def on_advance(self, listener) -> None:
         """Call ``listener(step)`` after every advance (the runtime uses it to tick rules)."""

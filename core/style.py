@@ -103,6 +103,13 @@ class Component:
     branches: tuple[str, ...] | None = None
     enabled: bool = True
 
+    def __post_init__(self) -> None:
+        # accept the short forms users write in Python too: schedule="ramp", positions="generated"
+        self.schedule = _kind_spec(self.schedule, f"{self.name}.schedule", "constant")
+        self.positions = _kind_spec(self.positions, f"{self.name}.positions", "all")
+        if isinstance(self.branches, str):
+            self.branches = (self.branches,)
+
     def identity(self) -> tuple:
         """Components with the same identity merge when styles are added."""
         dictionary = self.dictionary if isinstance(self.dictionary, str | None) else id(
@@ -155,15 +162,33 @@ class Style:
     __rmul__ = __mul__
 
     def __add__(self, other: Style) -> Style:
-        """Union of components (same component: weights add), rules and concepts."""
-        merged: dict[tuple, Component] = {}
-        for comp in [*self.components, *other.components]:
+        """Union of components (the same component: weights add), rules and concepts.
+
+        A component of ``other`` whose name is taken by a different component is renamed
+        ``<other style>.<name>`` (and ``other``'s rules follow it), so names stay unique.
+        """
+        merged: dict[tuple, Component] = {c.identity(): copy.copy(c) for c in self.components}
+        renamed: dict[str, str] = {}
+        for comp in other.components:
             key = comp.identity()
-            merged[key] = replace(merged[key], weight=merged[key].weight + comp.weight) \
-                if key in merged else copy.copy(comp)
-        concepts = {**self.concepts, **other.concepts}
+            if key in merged:
+                merged[key] = replace(merged[key], weight=merged[key].weight + comp.weight)
+                continue
+            taken = {c.name for c in merged.values()}
+            if comp.name in taken:
+                new = f"{other.name}.{comp.name}"
+                while new in taken:
+                    new += "'"
+                renamed[comp.name] = new
+                comp = replace(comp, name=new)
+            merged[comp.identity()] = copy.copy(comp)
+        rules = list(self.rules)
+        for rule in other.rules:
+            rule = replace(rule, target=renamed.get(rule.target, rule.target))
+            if rule not in rules:
+                rules.append(rule)
         return Style(name=f"{self.name}+{other.name}", components=list(merged.values()),
-                     rules=[*self.rules, *other.rules], concepts=concepts,
+                     rules=rules, concepts={**self.concepts, **other.concepts},
                      description=self.description or other.description,
                      base_dir=self.base_dir or other.base_dir)
 

@@ -225,6 +225,22 @@ class AdapterConformance:
         else:
             assert len(set(phases)) == 1, f"mixed phases {phases}"
 
+    def test_generated_only_steering_leaves_the_prompt_alone(self):
+        """Position accounting: a ``generated``-only component must not touch prompt positions."""
+        with steer(self.adapter, None, capture=[self.site]) as plain_run:
+            self._generate()
+        if plain_run.clock.history[0].phase != "prefill":
+            pytest.skip("no prompt/generated split for this adapter")
+        style = self._style(positions="generated")
+        with steer(self.adapter, style, intensity=self.strong_intensity, capture=[self.site]) as run:
+            self._generate()
+        prompt = run.clock.history[0].new  # the prefill's new positions are the prompt
+        plain, steered = plain_run.captured(self.site), run.captured(self.site)
+        assert torch.equal(plain[:, :prompt], steered[:, :prompt]), \
+            "prompt positions changed: does the adapter report offset and prompt_length?"
+        assert not torch.equal(plain[:, prompt:], steered[:, prompt:]), \
+            "generated positions were not steered: does the adapter report offset under a cache?"
+
     def test_rows_match_the_batch(self):
         with steer(self.adapter, None, capture=[self.site]) as run:
             self._generate()
