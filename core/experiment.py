@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def run_experiment(comp: Composition, *, plugins: PluginManager | None = None,
         outputs = adapter.generate(inputs, style=style, intensity=float(intensity), **options)
         files = adapter.save_outputs(outputs, folder / "outputs" / f"intensity-{intensity:g}")
         row = {"intensity": float(intensity),
-               **{name: float(m(adapter, outputs, baseline)) for name, m in measures.items()},
+               **{name: _finite_or_none(m(adapter, outputs, baseline)) for name, m in measures.items()},
                "outputs": [str(f.relative_to(folder)) for f in files],
                "samples": adapter.describe_outputs(outputs)}
         rows.append(row)
@@ -64,6 +65,12 @@ def run_experiment(comp: Composition, *, plugins: PluginManager | None = None,
     plot = _plot(rows, list(measures), folder / "plots" / "measures.png")
     _report(folder, comp, rows, list(measures), plot, adapter.describe_outputs(baseline))
     return folder
+
+
+def _finite_or_none(value: Any) -> float | None:
+    """A measure's value for strict JSON: NaN/inf (e.g. pitch of silence) become null."""
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def _new_run_folder(parent: Path, name: str) -> Path:
@@ -92,7 +99,8 @@ def _plot(rows: list[dict], measures: list[str], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     xs = [r["intensity"] for r in rows]
     for name in measures:
-        ax.plot(xs, [r[name] for r in rows], marker="o", label=name)
+        ax.plot(xs, [float("nan") if r[name] is None else r[name] for r in rows], marker="o",
+                label=name)
     ax.set_xlabel("intensity")
     ax.set_ylabel("measure")
     ax.legend()
@@ -107,7 +115,8 @@ def _plot(rows: list[dict], measures: list[str], path: Path) -> Path | None:
 def _report(folder: Path, comp: Composition, rows: list[dict], measures: list[str],
             plot: Path | None, baseline: list[str]) -> None:
     def cell(v: Any) -> str:
-        return f"<td>{html.escape(f'{v:.4g}' if isinstance(v, float) else str(v))}</td>"
+        text = f"{v:.4g}" if isinstance(v, float) else "n/a" if v is None else str(v)
+        return f"<td>{html.escape(text)}</td>"
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["intensity", *measures, "first sample"])
     body = "".join("<tr>" + cell(r["intensity"]) + "".join(cell(r[m]) for m in measures)
