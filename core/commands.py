@@ -99,5 +99,6 @@ CORE_COMMANDS: dict[str, Command] = {
     "config": Command("print the composed run config", _overrides_args, _config_run),
     "run": Command("run an experiment: sweep a style's intensity, measure, write a report",
                    _run_args, _run_run),
-    "demo": Command("the main demo: steer a model and show what changes", _demo_args, _demo_run),
+    "demo-reference": Command("the plumbing demo on the tiny reference model (no download)",
+                              _demo_args, _demo_run),
 }

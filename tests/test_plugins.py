@@ -14,7 +14,8 @@ def test_builtins_register_every_core_kind(plugin_manager):
     assert {"add", "clamp", "ablate", "scale"} <= set(plugin_manager.interventions.names())
     assert {"constant", "ramp", "window", "decay", "piecewise"} <= set(plugin_manager.schedules.names())
     assert {"all", "prompt", "generated", "span", "region"} <= set(plugin_manager.position_masks.names())
-    assert {"plugins", "sites", "config", "run", "demo"} <= set(plugin_manager.commands.names())
+    assert {"plugins", "sites", "config", "run", "demo-reference"} <= set(plugin_manager.commands.names())
+    assert {"demo", "steer", "inspect", "concept", "models"} <= set(plugin_manager.commands.names())
     assert plugin_manager.interventions.entry("add").plugin == "core"
 
 

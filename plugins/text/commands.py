@@ -160,7 +160,23 @@ def _models_run(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    _model_arg(p)
+    p.add_argument("--prompt", default=None, help="the prompt answered in every style")
+    p.add_argument("--max-new-tokens", type=int, default=40)
+    p.add_argument("--output-dir", default=None, help="also write demo.txt there")
+
+
+def _demo_run(args: argparse.Namespace) -> int:
+    from polysteer.plugins.text.demo import DEMO_PROMPT, run_text_demo
+
+    run_text_demo(args.model, args.prompt or DEMO_PROMPT, args.max_new_tokens, args.output_dir)
+    return 0
+
+
 TEXT_COMMANDS = {
+    "demo": Command("the main demo: SmolLM2 answering one prompt in several shipped styles",
+                    _demo_args, _demo_run),
     "steer": Command("generate text under a style (streams; --compare shows unsteered too)",
                      _steer_args, _steer_run),
     "inspect": Command("show which features fire on each token of a text", _inspect_args,
