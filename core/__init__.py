@@ -50,7 +50,7 @@ from polysteer.models import load_model
 from polysteer.registry import Registry, Requirement
 from polysteer.runtime import Steering, SteeringWarning, resolve_dictionary, steer
 from polysteer.step import RowMap, Step, StepClock
-from polysteer.style import Component, Rule, Style, blend
+from polysteer.style import Component, Rule, Style, blend, load_style
 
 __all__ = [
     "BCHW", "BCT", "BPC", "Command", "Component", "ConfigError", "CorruptFileError",
@@ -60,6 +60,6 @@ __all__ = [
     "RegistryError", "Requirement", "RowMap", "Rule", "SiteBinding", "SparseAutoencoder", "Step",
     "StepClock", "Steering", "SteeringError", "SteeringWarning", "Style", "blend",
     "create_plugin_manager", "current_plugin_manager", "difference_of_means", "direction_set",
-    "fingerprint", "hookimpl", "linear_probe", "load_dictionary", "load_model", "median_norm",
+    "fingerprint", "hookimpl", "linear_probe", "load_dictionary", "load_model", "load_style", "median_norm",
     "pca_of_differences", "resolve_dictionary", "steer", "use_plugin_manager",
 ]

@@ -229,6 +229,21 @@ class Style:
             tmp.write_text(text)
 
 
+def load_style(name_or_path: str | os.PathLike) -> Style:
+    """A style file, or a shipped style by name (``configs/style/<name>.yaml``)."""
+    from polysteer.paths import configs_dir
+
+    path = Path(name_or_path)
+    if path.exists():
+        return Style.load(path)
+    shipped = configs_dir() / "style" / f"{name_or_path}.yaml"
+    if shipped.exists():
+        return Style.load(shipped)
+    names = sorted(p.stem for p in (configs_dir() / "style").glob("*.yaml"))
+    raise FileNotFoundError(f"style {str(name_or_path)!r} is neither a file nor a shipped style; "
+                            f"shipped styles: {', '.join(names)}")
+
+
 def blend(a: Style, b: Style, t: float) -> Style:
     """``(1 - t) * a + t * b``: slide from style ``a`` (t=0) to style ``b`` (t=1)."""
     t = _number(t, "blend t")

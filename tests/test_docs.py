@@ -76,7 +76,6 @@ def test_hook_sections_are_unique():
 def test_python_examples_run(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("POLYSTEER_HOME", str(tmp_path / "polysteer-home"))
     monkeypatch.delenv("POLYSTEER_DISABLE_PLUGINS", raising=False)
     monkeypatch.setattr(sys, "argv", ["docs-example"])
     name = path.relative_to(ROOT).as_posix()

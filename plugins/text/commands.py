@@ -8,7 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from polysteer import Command, Style, load_model
+from polysteer import Command, load_model, load_style
 from polysteer.errors import PolysteerError
 from polysteer.paths import configs_dir
 
@@ -23,19 +23,6 @@ def _load(name: str):
     if Path(name).exists():
         return load_model({"kind": "transformers", "name": name})
     return load_model(name)
-
-
-def resolve_style(name: str) -> Style:
-    """A style file path, or the name of a shipped style (``configs/style/NAME.yaml``)."""
-    path = Path(name)
-    if not path.exists():
-        shipped = configs_dir() / "style" / f"{name}.yaml"
-        if not shipped.exists():
-            names = sorted(p.stem for p in (configs_dir() / "style").glob("*.yaml"))
-            raise FileNotFoundError(f"style {name!r} is neither a file nor a shipped style; "
-                                    f"shipped styles: {', '.join(names)}")
-        path = shipped
-    return Style.load(path)
 
 
 # -- steer --------------------------------------------------------------------------------------
@@ -55,7 +42,7 @@ def _steer_run(args: argparse.Namespace) -> int:
     from transformers import TextStreamer
 
     adapter = _load(args.model)
-    style = resolve_style(args.style)
+    style = load_style(args.style)
     options = {"max_new_tokens": args.max_new_tokens}
     if args.sample:
         options.update(do_sample=True, temperature=0.7)

@@ -104,4 +104,4 @@ def test_steer_command_compare_and_stream(adapter, monkeypatch, capsys, tmp_path
 
 def test_unknown_style_lists_shipped_styles():
     with pytest.raises(FileNotFoundError, match="reference-demo"):
-        commands.resolve_style("no-such-style")
+        ps.load_style("no-such-style")
