@@ -37,6 +37,9 @@ class SteeringWarning(UserWarning):
     """Some components of a style did not apply to this model."""
 
 
+OUTLIER_FACTOR = 10.0
+"""Rule read-outs skip tokens whose norm exceeds this many site norms (attention sinks)."""
+
 Intensity = float | Sequence[float]
 """One intensity for every sample, or one per logical sample of the batch."""
 
@@ -135,7 +138,10 @@ class _RuleState:
         if self.count is None or len(self.count) != x.shape[0] or self.count.device != x.device:
             self.reset(x.shape[0], x.device)
         new = x[:, -step.new:] if step.new else x
-        value = self.dictionary.encode(new)[..., self.feature].amax(dim=1) / self.scale
+        value = self.dictionary.encode(new)[..., self.feature] / self.scale
+        # attention sinks (norms far above the site's typical norm) read huge on any direction
+        sink = new.norm(dim=-1) > OUTLIER_FACTOR * self.dictionary.info.site_norm
+        value = value.masked_fill(sink, -math.inf).amax(dim=1)
         above = value > self.rule.above
         self.count = (self.count + 1) * above
         fired = self.count >= self.rule.for_steps

@@ -124,7 +124,9 @@ class Rule:
     """"When feature F's read-out > ``above`` for ``for_steps`` steps, apply/stop C for ``steps``.
 
     The read-out is the feature's value divided by its typical scale, maximised over the new
-    positions of each row; each batch row keeps its own rule state. ``steps: null`` holds forever.
+    positions of each row, leaving out attention sinks (tokens whose norm is over ten times the
+    site's typical norm, such as the first token of most LLMs); each batch row keeps its own rule
+    state. ``steps: null`` holds forever.
     A rule fires during one step and acts from the next one.
     """
 

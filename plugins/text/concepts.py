@@ -12,8 +12,8 @@ a template), the site, and the recommended intensity::
     negative: ["sure, happy to help lol", ...]
 
 ``build_concept`` turns it into a one-feature :class:`~polysteer.DirectionSet` tied to the model's
-fingerprint and site; activations of every real token except the first (an attention sink in
-most models) are used.
+fingerprint and site; activations of every real token are used except attention sinks (the first
+token, and any token whose norm is far above the site's median: see :func:`harvest_tokens`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from polysteer.concepts import difference_of_means, direction_set, median_norm, 
 from polysteer.errors import ConfigError
 
 METHODS = ("mean-diff", "pca")
+OUTLIER_FACTOR = 10.0
 
 
 @dataclass
@@ -75,20 +76,36 @@ class ConceptSpec:
                 [self.template.format(t) for t in self.negative])
 
 
+def harvest_tokens(adapter: Any, texts: list[str], sites: list[str], batch_size: int = 8,
+                   progress: bool = False, outlier_factor: float = OUTLIER_FACTOR
+                   ) -> dict[str, list[torch.Tensor]]:
+    """Per site, per text, the ``(tokens, channels)`` activations, all sites in one pass each batch.
+
+    Padding and the first real token are dropped, and so are attention-sink tokens elsewhere: any
+    token whose norm exceeds ``outlier_factor`` times the site's median token norm (in SmolLM2 a
+    sink can be 150x the median and would dominate every mean).
+    """
+    out: dict[str, list[torch.Tensor]] = {site: [] for site in sites}
+    batches = range(0, len(texts), batch_size)
+    for start in tqdm(batches, desc="harvesting activations", disable=not progress, unit="batch"):
+        with steer(adapter, None, capture=sites) as run:
+            _, mask = adapter.forward(texts[start:start + batch_size])
+        mask = mask.bool().cpu()
+        for site in sites:
+            for row, row_mask in zip(run.captured(site).float().cpu(), mask, strict=True):
+                tokens = row[row_mask]
+                out[site].append(tokens[1:] if len(tokens) > 1 else tokens)
+    for site, rows in out.items():
+        limit = outlier_factor * torch.cat(rows).norm(dim=-1).median()
+        out[site] = [r[r.norm(dim=-1) <= limit] if (r.norm(dim=-1) <= limit).any() else r
+                     for r in rows]
+    return out
+
+
 def token_activations(adapter: Any, texts: list[str], site: str, batch_size: int = 8,
                       progress: bool = False) -> list[torch.Tensor]:
-    """Per text, the ``(tokens, channels)`` activations at ``site`` (first real token dropped)."""
-    out: list[torch.Tensor] = []
-    batches = range(0, len(texts), batch_size)
-    for start in tqdm(batches, desc=f"activations at {site}", disable=not progress, unit="batch"):
-        chunk = texts[start:start + batch_size]
-        with steer(adapter, None, capture=[site]) as run:
-            _, mask = adapter.forward(chunk)
-        acts = run.captured(site).float().cpu()
-        for row, row_mask in zip(acts, mask.bool().cpu(), strict=True):
-            tokens = row[row_mask]
-            out.append(tokens[1:] if len(tokens) > 1 else tokens)
-    return out
+    """Per text, the ``(tokens, channels)`` activations at ``site`` (see :func:`harvest_tokens`)."""
+    return harvest_tokens(adapter, texts, [site], batch_size, progress)[site]
 
 
 def build_concept(adapter: Any, spec: ConceptSpec, progress: bool = False) -> DirectionSet:
