@@ -30,7 +30,7 @@ from polysteer.errors import ConfigError, PolysteerError, RegistryError, Steerin
 from polysteer.manager import PluginManager, current_plugin_manager
 from polysteer.paths import configs_dir, home
 from polysteer.step import RowMap, Step, StepClock
-from polysteer.style import Component, Rule, Style
+from polysteer.style import Component, Rule, Style, load_style
 
 
 class SteeringWarning(UserWarning):
@@ -257,7 +257,7 @@ class Steering:
             pairs = [(style, intensity)]
         else:
             pairs = list(style)
-        self.pairs = [(Style.load(s) if isinstance(s, str | Path) else s, _check_intensity(i))
+        self.pairs = [(load_style(s) if isinstance(s, str | Path) else s, _check_intensity(i))
                       for s, i in pairs]
         self.capture_sites = list(capture)
         self.plugins = plugins
@@ -446,11 +446,11 @@ def steer(adapter: ModelAdapter, style: Style | str | Path | Sequence[tuple[Styl
           plugins: PluginManager | None = None) -> Steering:
     """Steer ``adapter`` with ``style`` at ``intensity`` inside a ``with`` block.
 
-    ``style`` is a :class:`Style`, a path to a YAML style, ``None`` (only capture), or a list of
+    ``style`` is a :class:`Style`, a YAML file or shipped style name, ``None`` (only capture), or a list of
     ``(style, intensity)`` pairs (e.g. one style per batch row with per-sample intensities).
     ``intensity`` is one number or one per logical sample; 0 leaves outputs bit-identical.
     ``capture`` lists sites whose activations are recorded (see :meth:`Steering.captured`).
     """
     if isinstance(style, str | Path):
-        style = Style.load(style)
+        style = load_style(style)
     return Steering(adapter, style, intensity, capture=capture, plugins=plugins)
