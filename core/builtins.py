@@ -16,6 +16,7 @@ from polysteer.dictionary import NATIVE_FORMAT
 from polysteer.interventions import BUILTIN_INTERVENTIONS
 from polysteer.manager import hookimpl
 from polysteer.reference import ReferenceAdapter, ReferenceConfig, ReferenceLM
+from polysteer.saelens import SAELENS_FORMAT
 from polysteer.schedules import BUILTIN_ENVELOPES, BUILTIN_MASKS
 
 
@@ -68,6 +69,8 @@ def polysteer_register_config_schemas(registry):
 def polysteer_register_dictionary_formats(registry):
     registry.register("polysteer", NATIVE_FORMAT,
                       description="dictionary.json + dictionary.safetensors (native)")
+    registry.register("saelens", SAELENS_FORMAT,
+                      description="SAELens folders: cfg.json + sae_weights.safetensors")
 
 
 @hookimpl

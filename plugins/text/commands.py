@@ -1,4 +1,4 @@
-"""Text CLI commands: ``steer``, ``inspect``, ``concept`` and ``models``."""
+"""Text CLI commands: ``steer``, ``inspect``, ``concept``, ``dictionary`` and ``models``."""
 
 from __future__ import annotations
 
@@ -79,16 +79,24 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
     _model_arg(p)
     p.add_argument("--dictionary", required=True, help="dictionary folder or name")
     p.add_argument("--top", type=int, default=3, help="features shown per token")
+    p.add_argument("--html", metavar="PATH", help="also write an HTML page highlighting the tokens per "
+                   "feature")
+    p.add_argument("--html-features", type=int, default=8, metavar="N",
+                   help="features shown in the HTML page (default 8, the strongest in the text)")
     p.add_argument("text", help="the text to read")
 
 
 def _inspect_run(args: argparse.Namespace) -> int:
-    from polysteer.plugins.text.inspect import inspect_text
+    from polysteer.plugins.text.inspect import read_text, top_per_token, write_inspect_html
 
     adapter = _load(args.model)
-    for row in inspect_text(adapter, args.dictionary, args.text, top=args.top):
+    readout = read_text(adapter, args.dictionary, args.text)
+    for row in top_per_token(readout, top=args.top):
         feats = "  ".join(f"{label} {value:+.2f}" for label, value in row["features"])
         print(f"{row['token']!r:>16}  {feats}")
+    if args.html:
+        path = write_inspect_html(readout, args.html, features=args.html_features)
+        print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -115,6 +123,36 @@ def _concept_run(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else home() / "dictionaries" / f"{args.model}-{spec.name}"
     dictionary.save(out)
     print(f"{dictionary.describe()}\nsaved to {out} (recommended intensity {spec.intensity})")
+    return 0
+
+
+# -- dictionary ---------------------------------------------------------------------------------
+def _dictionary_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["harvest", "train"],
+                   help="harvest: store activations only (resumable); train: harvest if needed, "
+                        "train the SAE, report metrics and save it")
+    p.add_argument("config", help="dictionary config YAML (configs/dictionary/NAME.yaml or a path)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="override config keys, dotted for sections (train.steps=200)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def _dictionary_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from polysteer.plugins.text.dictionary import harvest_from_config, load_config, summary, train_from_config
+
+    cfg = load_config(args.config, args.overrides)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    adapter = _load(cfg.model)
+    if args.action == "harvest":
+        store = harvest_from_config(cfg, adapter)
+        print(f"{store.n_tokens(cfg.site)} tokens of {cfg.site} in {store.folder}")
+        return 0
+    sae, metrics, folder = train_from_config(cfg, adapter)
+    print("\n".join(summary(metrics)))
+    print(f"{sae.describe()}\nsaved to {folder}")
     return 0
 
 
@@ -169,5 +207,7 @@ TEXT_COMMANDS = {
     "inspect": Command("show which features fire on each token of a text", _inspect_args,
                        _inspect_run),
     "concept": Command("build concept dictionaries from examples", _concept_args, _concept_run),
+    "dictionary": Command("harvest activations and train a sparse autoencoder from a config",
+                          _dictionary_args, _dictionary_run),
     "models": Command("list, install and verify embedded models", _models_args, _models_run),
 }
