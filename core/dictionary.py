@@ -166,14 +166,21 @@ class FeatureDictionary(nn.Module):
                 "architecture and weights are required)")
 
     # -- files --------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Save as a folder with ``dictionary.json`` and ``dictionary.safetensors``, atomically."""
+    def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+        """Save as a folder with ``dictionary.json`` and ``dictionary.safetensors``, atomically.
+
+        ``dtype`` (e.g. ``torch.float16``, half the size) stores floating tensors in that type;
+        :func:`load_dictionary` always returns float32.
+        """
         path = Path(path)
         meta = {"format": "polysteer-dictionary", "version": FORMAT_VERSION, "kind": self.kind,
                 "d_in": self.d_in, "d_features": self.d_features, "labels": self.labels,
                 "info": self.info.to_json(), "arch": self._arch()}
+        tensors = self._tensors()
+        if dtype is not None:
+            tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
         _replace_folder(path, lambda tmp: (
-            write_tensors(tmp / "dictionary.safetensors", self._tensors()),
+            write_tensors(tmp / "dictionary.safetensors", tensors),
             write_json(tmp / "dictionary.json", meta)))
         return path
 

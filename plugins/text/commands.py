@@ -199,7 +199,21 @@ def _demo_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _labels_args(p: argparse.ArgumentParser) -> None:
+    from polysteer.plugins.text import labels
+
+    labels.add_arguments(p)
+
+
+def _labels_run(args: argparse.Namespace) -> int:
+    from polysteer.plugins.text import labels
+
+    return labels.run(args)
+
+
 TEXT_COMMANDS = {
+    "labels": Command("label dictionary features (top contexts, promoted tokens), verify labels by "
+                      "steering, show and edit them", _labels_args, _labels_run),
     "demo": Command("the main demo: SmolLM2 answering one prompt in several shipped styles",
                     _demo_args, _demo_run),
     "steer": Command("generate text under a style (streams; --compare shows unsteered too)",

@@ -16,6 +16,7 @@ import torch
 
 from polysteer import FeatureDictionary, resolve_dictionary, steer
 from polysteer.fileio import atomic_path
+from polysteer.runtime import OUTLIER_FACTOR
 
 
 @dataclass
@@ -42,7 +43,8 @@ class Readout:
 def read_text(adapter: Any, dictionary: FeatureDictionary | str, text: str) -> Readout:
     """Run ``text`` through the model and read every token through ``dictionary``.
 
-    The dictionary is checked against the model (fingerprint, site) first.
+    The dictionary is checked against the model (fingerprint, site) first. Attention-sink tokens
+    (norm over ten site norms) read 0.
     """
     d = resolve_dictionary(dictionary)
     site = d.info.site
@@ -52,6 +54,9 @@ def read_text(adapter: Any, dictionary: FeatureDictionary | str, text: str) -> R
     acts = run.captured(site)[0][mask[0].bool()].float()
     with torch.no_grad():
         values = d.to(acts.device).encode(acts) / d.scales.to(acts.device).clamp_min(1e-8)
+    # attention sinks (the first token, ~170x the typical norm in SmolLM2) read huge on every
+    # feature and mean nothing: show them as silent, as rule read-outs treat them
+    values[acts.norm(dim=-1) > OUTLIER_FACTOR * d.info.site_norm] = 0.0
     ids = adapter.encode([text], chat=False)["input_ids"][0][mask[0].bool()]
     tokens = adapter.tokenizer.convert_ids_to_tokens(ids.tolist())
     pieces = [adapter.tokenizer.convert_tokens_to_string([t]) for t in tokens]

@@ -1,0 +1,364 @@
+"""Feature dictionaries for text models: harvest token activations from corpora, train an SAE.
+
+The pieces:
+
+* :class:`TextForward`: a ``forward(batch)`` for :func:`polysteer.harvest.harvest` that tokenizes a
+  batch of plain texts (no chat template, truncated to ``max_tokens``) and keeps the attention
+  mask, plus its :meth:`~TextForward.row_filter`, which drops padding, each text's first token
+  and attention sinks (tokens above ``OUTLIER_FACTOR`` x the batch's median norm, the rule of
+  :func:`polysteer.plugins.text.concepts.harvest_tokens`). The mask lives on the object, so the
+  filter works when the driver cuts the forward pass short (its result is ``None`` then).
+* :func:`harvest_texts`: texts -> :class:`~polysteer.harvest.ActivationStore` (resumable).
+* :class:`DictionaryConfig` and :func:`train_from_config`: the config-driven pipeline behind
+  ``polysteer dictionary harvest|train CONFIG [key=value ...]``: harvest (or resume), train,
+  evaluate FVE / L0 / dead fraction and loss recovered (next-token cross-entropy on held-out
+  texts: clean, zero-ablated, spliced), save the SAE with its metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from polysteer import RowMap
+from polysteer.errors import ConfigError
+from polysteer.plugins.text.concepts import OUTLIER_FACTOR
+from polysteer.sae_training import TrainConfig
+
+DEFAULT_MAX_TOKENS = 128
+
+
+# -- harvesting ----------------------------------------------------------------------------------
+def tokenize(adapter: Any, texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS,
+             padding_side: str = "right") -> dict[str, torch.Tensor]:
+    """Plain texts (no chat template) to ``input_ids`` / ``attention_mask``, truncated and padded."""
+    encoded = adapter.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True,
+                                max_length=max_tokens, padding_side=padding_side)
+    device = next(adapter.model.parameters()).device
+    return {k: v.to(device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+
+
+def keep_mask(acts: torch.Tensor, attention_mask: torch.Tensor,
+              outlier_factor: float = OUTLIER_FACTOR) -> torch.Tensor:
+    """``(B, P)`` bool: real tokens, not the first of each text, not an attention sink.
+
+    A sink is a token whose norm exceeds ``outlier_factor`` times the median norm of the other
+    kept tokens of the batch (SmolLM2's first token is ~170x the median; later sinks also occur).
+    """
+    mask = attention_mask.bool().to(acts.device)
+    first = mask.int().cumsum(1) == 1
+    keep = mask & ~first
+    if keep.any():
+        norms = acts.float().norm(dim=-1)
+        limit = outlier_factor * norms[keep].median()
+        keep &= norms <= limit
+    return keep
+
+
+def filter_rows(acts: torch.Tensor, attention_mask: torch.Tensor,
+                outlier_factor: float = OUTLIER_FACTOR) -> torch.Tensor:
+    """The kept ``(N, C)`` rows of a captured ``(B, P, C)`` activation (see :func:`keep_mask`)."""
+    return acts[keep_mask(acts, attention_mask, outlier_factor)]
+
+
+class TextForward:
+    """``forward(texts)`` for the harvest driver; :meth:`row_filter` uses the mask it kept."""
+
+    def __init__(self, adapter: Any, max_tokens: int = DEFAULT_MAX_TOKENS,
+                 outlier_factor: float = OUTLIER_FACTOR):
+        self.adapter, self.max_tokens, self.outlier_factor = adapter, max_tokens, outlier_factor
+        self.mask: torch.Tensor | None = None
+        self.tokens = 0
+
+    @torch.no_grad()
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        encoded = tokenize(self.adapter, texts, self.max_tokens)
+        ids = encoded["input_ids"]
+        self.mask = encoded["attention_mask"]
+        self.tokens += int(self.mask.sum())
+        self.adapter.begin_generation(1)
+        self.adapter.advance_step(phase="single", new=ids.shape[1], prompt_length=ids.shape[1],
+                                  rows=RowMap.plain(ids.shape[0]))
+        return self.adapter.model(**encoded).logits
+
+    def row_filter(self, acts: torch.Tensor, _result: Any = None) -> torch.Tensor:
+        if self.mask is None:
+            raise RuntimeError("row_filter called before any forward pass")
+        return filter_rows(acts, self.mask, self.outlier_factor)
+
+
+def text_batches(texts: Sequence[str], batch_size: int, seed: int = 0, sort_window: int = 16
+                 ) -> list[list[str]]:
+    """Deterministic batches: texts shuffled, then sorted by length within windows of
+    ``sort_window`` batches (less padding, corpora still mixed across the store)."""
+    order = list(texts)
+    random.Random(seed).shuffle(order)
+    window = batch_size * sort_window
+    out: list[list[str]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=len)
+        out += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return out
+
+
+def harvest_texts(adapter: Any, texts: Sequence[str], sites: Sequence[str], folder: str | os.PathLike,
+                  *, max_tokens: int = DEFAULT_MAX_TOKENS, batch_size: int = 16,
+                  shard_tokens: int = 65_536, seed: int = 0, progress: bool = True,
+                  details: dict | None = None):
+    """Harvest ``sites`` over ``texts`` into an :class:`ActivationStore` in ``folder``.
+
+    Resumes an unfinished store in ``folder`` (same texts, order and settings give the same rows);
+    the forward pass stops after the deepest site.
+    """
+    from polysteer.harvest import harvest
+
+    fwd = TextForward(adapter, max_tokens)
+    batches = text_batches(texts, batch_size, seed)
+    info = {"max_tokens": max_tokens, "texts": len(texts), "seed": seed, **(details or {})}
+    return harvest(adapter, batches, list(sites), folder, forward=fwd, row_filter=fwd.row_filter,
+                   shard_tokens=shard_tokens, total_items=len(texts), progress=progress,
+                   details=info)
+
+
+# -- loss recovered ------------------------------------------------------------------------------
+def next_token_loss(adapter: Any, max_tokens: int = DEFAULT_MAX_TOKENS):
+    """``loss_fn(texts)``: mean next-token cross-entropy over real tokens (right padding, so
+    position 0 is every text's first token: what :func:`~polysteer.sae_training.splice` skips)."""
+    def loss_fn(texts: Sequence[str]) -> torch.Tensor:
+        encoded = tokenize(adapter, texts, max_tokens, padding_side="right")
+        ids, mask = encoded["input_ids"], encoded["attention_mask"].bool()
+        logits = adapter.model(**encoded).logits.float()
+        target = ids[:, 1:].masked_fill(~(mask[:, 1:] & mask[:, :-1]), -100)
+        return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                 target.reshape(-1), ignore_index=-100)
+    return loss_fn
+
+
+def text_loss_recovered(adapter: Any, sae: Any, site: str, texts: Sequence[str],
+                        max_tokens: int = DEFAULT_MAX_TOKENS, batch_size: int = 8) -> dict[str, float]:
+    """Clean / zero-ablated / spliced next-token loss on ``texts`` and the loss recovered."""
+    from polysteer.sae_training import loss_recovered
+
+    batches = [list(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
+    with torch.no_grad():
+        return loss_recovered(adapter, sae, site, batches, next_token_loss(adapter, max_tokens))
+
+
+# -- the config ----------------------------------------------------------------------------------
+@dataclass
+class DataConfig:
+    """Which texts: registry names or local files, up to ``max_texts`` each; ``eval_texts`` of each
+    corpus are held out (never harvested) for loss recovered."""
+
+    datasets: list[str] = field(default_factory=lambda: ["rotten-tomatoes", "bbc-news",
+                                                         "moviedialog", "sms-spam"])
+    max_texts: int = 2000
+    min_chars: int = 20
+    eval_texts: int = 16
+    seed: int = 0
+
+
+@dataclass
+class HarvestConfig:
+    """Where and how to harvest; ``folder`` defaults to $POLYSTEER_HOME/activations/NAME."""
+
+    folder: str | None = None
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    batch_size: int = 16
+    shard_tokens: int = 65_536
+
+
+@dataclass
+class DictionaryConfig:
+    """A whole ``polysteer dictionary`` run; see ``configs/dictionary/smollm2-res-sae.yaml``."""
+
+    name: str
+    site: str
+    train: TrainConfig
+    model: str = "smollm2"
+    data: DataConfig = field(default_factory=DataConfig)
+    harvest: HarvestConfig = field(default_factory=HarvestConfig)
+    output: str | None = None
+    save_dtype: str = "float16"
+    description: str = ""
+
+    def store_folder(self) -> Path:
+        from polysteer.paths import home
+
+        if self.harvest.folder:
+            return Path(self.harvest.folder).expanduser()
+        model = Path(self.model).name
+        return home() / "activations" / f"{model}-{self.name}-{self.site}"
+
+    def output_folder(self) -> Path:
+        from polysteer.paths import home
+
+        return Path(self.output).expanduser() if self.output else home() / "dictionaries" / self.name
+
+
+SECTIONS = {"data": DataConfig, "harvest": HarvestConfig, "train": TrainConfig}
+TOP_KEYS = ("name", "site", "model", "data", "harvest", "train", "output", "save_dtype", "description")
+
+
+def _names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _set_override(data: dict, item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key=value (e.g. train.steps=200)")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw else None
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_config(data: Any, overrides: Sequence[str] = (), where: str = "config") -> DictionaryConfig:
+    """Validate a config mapping (plus ``key=value`` overrides, dotted for sections)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for item in overrides:
+        _set_override(data, item)
+    unknown = sorted(set(data) - set(TOP_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {list(TOP_KEYS)}")
+    for key in ("name", "site", "train"):
+        if data.get(key) is None:
+            raise ConfigError(f"{where}: {key}: missing (required)")
+    sections: dict[str, Any] = {}
+    for key, cls in SECTIONS.items():
+        node = data.get(key) or {}
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: {key}: expected a mapping of {_names(cls)}")
+        bad = sorted(set(node) - set(_names(cls)))
+        if bad:
+            raise ConfigError(f"{where}: {key}: unknown key(s) {bad}; allowed: {_names(cls)}")
+        try:
+            sections[key] = cls(**node)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where}: {key}: {err}") from err
+    if isinstance(sections["data"].datasets, str):
+        sections["data"].datasets = [sections["data"].datasets]
+    if data.get("save_dtype", "float16") not in ("float16", "float32"):
+        raise ConfigError(f"{where}: save_dtype: {data['save_dtype']!r} is not float16 or float32")
+    rest = {k: v for k, v in data.items() if k not in SECTIONS}
+    return DictionaryConfig(**rest, **sections)
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> DictionaryConfig:
+    """Read a dictionary config YAML (a path, or a name under configs/dictionary/)."""
+    from polysteer.paths import configs_dir
+
+    p = Path(path)
+    if not p.exists():
+        named = configs_dir() / "dictionary" / f"{path}.yaml"
+        if not named.exists():
+            raise ConfigError(f"dictionary config {str(path)!r} not found (not a file, not "
+                              f"{named})")
+        p = named
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: not valid YAML ({err})") from err
+    return parse_config(data, overrides, str(p))
+
+
+# -- the pipeline --------------------------------------------------------------------------------
+def load_texts(cfg: DataConfig, progress: bool = True) -> tuple[list[str], list[str]]:
+    """(train texts, held-out texts) from every dataset in ``cfg``, deterministic."""
+    from polysteer.datasets import load_dataset
+
+    train, held = [], []
+    for name in cfg.datasets:
+        texts = [t for t in load_dataset(name, progress=progress).texts
+                 if len(t.strip()) >= cfg.min_chars]
+        random.Random(f"{cfg.seed}:{name}").shuffle(texts)
+        held += texts[:cfg.eval_texts]
+        train += texts[cfg.eval_texts:cfg.eval_texts + cfg.max_texts]
+    if not train:
+        raise ConfigError(f"no training texts in {cfg.datasets} (min_chars={cfg.min_chars})")
+    return train, held
+
+
+def _say(message: str, progress: bool) -> None:
+    if progress:
+        print(message, flush=True)
+
+
+def harvest_from_config(cfg: DictionaryConfig, adapter: Any, progress: bool = True):
+    """Harvest (or resume, or reuse a finished) store for ``cfg``; returns the store."""
+    texts, _ = load_texts(cfg.data, progress)
+    folder = cfg.store_folder()
+    details = {"max_tokens": cfg.harvest.max_tokens, "texts": len(texts), "seed": cfg.data.seed,
+               "datasets": list(cfg.data.datasets), "name": cfg.name}
+    _check_store_matches(folder, details)
+    _say(f"harvesting {cfg.site} over {len(texts)} texts into {folder}", progress)
+    return harvest_texts(adapter, texts, [cfg.site], folder, max_tokens=cfg.harvest.max_tokens,
+                         batch_size=cfg.harvest.batch_size, shard_tokens=cfg.harvest.shard_tokens,
+                         seed=cfg.data.seed, progress=progress, details=details)
+
+
+def _check_store_matches(folder: Path, details: dict) -> None:
+    """An existing store in ``folder`` must come from the same texts and settings (else resuming
+    or reusing it would mix corpora): a clear error naming what differs."""
+    from polysteer.harvest import MANIFEST, ActivationStore
+
+    if not (folder / MANIFEST).exists():
+        return
+    stored = ActivationStore.open(folder).manifest.get("details", {})
+    differ = {k: (stored.get(k), v) for k, v in details.items() if stored.get(k) != v}
+    if differ:
+        what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
+        raise ConfigError(f"{folder} holds a harvest of other data ({what}): set harvest.folder to "
+                          "another folder or delete it")
+
+
+def train_from_config(cfg: DictionaryConfig, adapter: Any, progress: bool = True,
+                      output: str | os.PathLike | None = None):
+    """Harvest if needed, train, measure loss recovered, save; returns ``(sae, metrics, folder)``."""
+    from polysteer.sae_training import train_sae
+
+    store = harvest_from_config(cfg, adapter, progress)
+    _, held = load_texts(cfg.data, progress=False)
+    _say(f"training on {store.n_tokens(cfg.site)} tokens", progress)
+    sae, metrics = train_sae(store, cfg.train, site=cfg.site, model=adapter.model_fingerprint,
+                             progress=progress,
+                             details={"name": cfg.name, "description": cfg.description,
+                                      "data": dataclasses.asdict(cfg.data),
+                                      "harvest": {**dataclasses.asdict(cfg.harvest),
+                                                  "tokens": store.n_tokens(cfg.site)}})
+    if held:
+        lr = text_loss_recovered(adapter, sae, cfg.site, held, cfg.harvest.max_tokens)
+        metrics.update({f"loss_{k}" if k != "loss_recovered" else k: v for k, v in lr.items()})
+        sae.info.details["metrics"].update({k: metrics[k] for k in
+                                            ("loss_clean", "loss_zero", "loss_spliced",
+                                             "loss_recovered")})
+    folder = Path(output) if output else cfg.output_folder()
+    sae.save(folder, dtype=getattr(torch, cfg.save_dtype))
+    return sae, metrics, folder
+
+
+REPORTED = ("fve", "l0", "dead_fraction", "eval_dead_fraction", "loss_clean", "loss_zero",
+            "loss_spliced", "loss_recovered", "tokens", "tokens_per_second", "seconds")
+
+
+def summary(metrics: dict[str, Any]) -> Iterator[str]:
+    """``key: value`` lines of the metrics worth printing."""
+    for key in REPORTED:
+        if key in metrics:
+            value = metrics[key]
+            yield f"{key:>20}: {value:.4f}" if isinstance(value, float) else f"{key:>20}: {value}"

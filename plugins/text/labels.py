@@ -1,0 +1,446 @@
+"""Labels for text features: top contexts, promoted tokens, a rule-made label, verified by effect.
+
+* :func:`collect_text_reports` runs the model over texts and streams the dictionary's feature
+  values into :class:`~polysteer.labels.FeatureReport` s, then adds each feature's top contexts
+  with the firing token highlighted (``…the «cat» sat…``) and the tokens it promotes through the
+  unembedding (decoder direction, times the final norm's weight, through ``lm_head``).
+* :func:`auto_label` names each feature by rule: its most frequent firing token if that dominates
+  the top contexts, else its top promoted tokens. User labels are left alone.
+* :func:`verify_labels` steers with each feature (``add`` at a moderate intensity) over a few
+  neutral prompts and measures the change in mean log-probability of the label's tokens in the
+  next-token distribution (teacher-forced: every position of the prompts, steered minus
+  unsteered). Features whose score is below a threshold are flagged: their label does not hold.
+* :func:`label_dictionary` does all of it and saves the labels with the dictionary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from polysteer.dictionary import FeatureDictionary
+from polysteer.labels import (
+    FeatureReport,
+    ReportCollector,
+    apply_labels,
+    keep_user_labels,
+    label_table,
+    labels_path,
+    load_labels,
+    set_label,
+)
+from polysteer.runtime import dictionary_search_path, resolve_dictionary, steer
+from polysteer.style import Component, Style
+
+NEUTRAL_PROMPTS = (
+    "The weather today is",
+    "I went to the store and",
+    "Here is a short story about",
+    "My favourite thing to do is",
+    "The meeting starts at",
+    "She opened the door and",
+)
+"""Prompts with no particular topic, used to verify labels by effect."""
+
+BPE_MARKERS = ("Ġ", "▁", "Ċ", "ĉ")
+VERIFY_INTENSITY = 0.5
+VERIFY_THRESHOLD = 0.05
+"""A label holds when steering raises its tokens' mean log-probability by at least this (nats)."""
+
+
+# -- tokens -------------------------------------------------------------------------------------
+def clean_token(tokenizer: Any, token_id: int) -> str:
+    """A token as a word: decoded, BPE markers (``Ġ``, ``▁``) removed, whitespace stripped; a
+    token of only whitespace shows as ``⏎`` (newlines) or ``␣``."""
+    text = tokenizer.decode([int(token_id)])
+    if text and not text.strip():
+        return "⏎" if "\n" in text else "␣"
+    if not text.strip():
+        text = tokenizer.convert_ids_to_tokens(int(token_id)) or ""
+    for marker in BPE_MARKERS:
+        text = text.replace(marker, " ")
+    return text.strip()
+
+
+def starts_word(tokenizer: Any, token_id: int) -> bool:
+    """Whether a token begins a word (a leading space or BPE word marker)."""
+    piece = tokenizer.convert_ids_to_tokens(int(token_id)) or ""
+    return piece[:1] in ("Ġ", "▁", " ") or tokenizer.decode([int(token_id)])[:1] == " "
+
+
+def render_context(tokenizer: Any, ids: Sequence[int], position: int, window: int = 8) -> str:
+    """The tokens around ``position`` with the firing token in «guillemets», e.g.
+    ``…the «cat» sat…``; ``…`` marks where the text goes on, newlines show as ``⏎``."""
+    ids = [int(i) for i in ids]
+    start, end = max(0, position - window), min(len(ids), position + window + 1)
+    before = tokenizer.decode(ids[start:position])
+    with_token = tokenizer.decode(ids[start:position + 1])
+    whole = tokenizer.decode(ids[start:end])
+    if with_token.startswith(before) and whole.startswith(with_token):
+        token, after = with_token[len(before):], whole[len(with_token):]
+    else:  # decoding is not prefix-stable here: fall back to token by token
+        pieces = [tokenizer.decode([i]) for i in ids[start:end]]
+        before, token = "".join(pieces[:position - start]), pieces[position - start]
+        after = "".join(pieces[position - start + 1:])
+    lead = token[:len(token) - len(token.lstrip())]
+    text = f"{before}{lead}«{token.strip() or token}»{after}".replace("\n", "⏎")
+    return ("…" if start > 0 else "") + text + ("…" if end < len(ids) else "")
+
+
+def _final_norm(model: Any) -> Any:
+    base = getattr(model, "base_model", model)
+    for name in ("norm", "ln_f", "final_layer_norm", "final_norm"):
+        module = getattr(base, name, None)
+        if isinstance(module, torch.nn.Module):
+            return module
+    return None
+
+
+@torch.no_grad()
+def promoted_logits(adapter: Any, directions: torch.Tensor) -> torch.Tensor:
+    """``(features, vocab)`` logit effect of each direction: ``lm_head(norm_weight * d)``.
+
+    The final norm is approximated by its elementwise weight (and mean-centring for a LayerNorm);
+    its division by the token's norm is a positive factor that does not change the ranking.
+    """
+    model = adapter.model
+    head = model.get_output_embeddings()
+    weight = head.weight
+    d = directions.to(weight.device, torch.float32)
+    norm = _final_norm(model)
+    if norm is not None:
+        if isinstance(norm, torch.nn.LayerNorm) or getattr(norm, "bias", None) is not None:
+            d = d - d.mean(dim=-1, keepdim=True)
+        scale = getattr(norm, "weight", None)
+        if isinstance(scale, torch.Tensor) and scale.shape == d.shape[-1:]:
+            d = d * scale.float()
+    return d @ weight.float().T
+
+
+def promoted_tokens(adapter: Any, dictionary: FeatureDictionary, features: Sequence[int] | None = None,
+                    k: int = 10, chunk: int = 256) -> dict[int, list[tuple[int, str, float]]]:
+    """Per feature, the ``k`` tokens it promotes most: ``[(token_id, word, logit effect), ...]``.
+
+    Special tokens and tokens that clean to nothing are skipped.
+    """
+    tokenizer = adapter.tokenizer
+    features = list(range(dictionary.d_features)) if features is None else list(features)
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    directions = dictionary.directions.detach()
+    out: dict[int, list[tuple[int, str, float]]] = {}
+    for start in range(0, len(features), chunk):
+        part = features[start:start + chunk]
+        logits = promoted_logits(adapter, directions[part])
+        logits[:, [i for i in special if i < logits.shape[1]]] = -torch.inf
+        top = logits.topk(min(logits.shape[1], k + 8), dim=-1)
+        for f, values, ids in zip(part, top.values.tolist(), top.indices.tolist(), strict=True):
+            words = [(i, clean_token(tokenizer, i), v) for i, v in zip(ids, values, strict=True)
+                     if v != -torch.inf]
+            out[f] = [w for w in words if w[1]][:k]
+    return out
+
+
+# -- reports ------------------------------------------------------------------------------------
+def _device(adapter: Any) -> torch.device:
+    return next(iter(adapter.model.parameters()), torch.empty(0)).device
+
+
+@torch.no_grad()
+def collect_text_reports(adapter: Any, dictionary: FeatureDictionary | str, texts: Sequence[str],
+                         top_k: int = 10, batch_size: int = 8, window: int = 8, promoted_k: int = 10,
+                         skip_first: bool = True, progress: bool = False) -> list[FeatureReport]:
+    """Reports for every feature from ``texts``, with contexts and promoted tokens in ``details``.
+
+    ``details`` holds ``contexts`` (rendered, one per top example), ``firing`` (the firing token
+    as a word, per top example), ``firing_ids`` and ``promoted`` / ``promoted_ids``. The first
+    token of each text (an attention sink in most models) is skipped unless ``skip_first=False``.
+    """
+    d = resolve_dictionary(dictionary)
+    site = d.info.site
+    d.check_compatible(adapter.model_fingerprint, site, adapter.bind(site).channels)
+    d.to(_device(adapter))
+    collector = ReportCollector(d, top_k)
+    texts = list(texts)
+    skip = 1 if skip_first else 0
+    for start in tqdm(range(0, len(texts), batch_size), desc="reading features", unit="batch",
+                      disable=not progress):
+        with steer(adapter, None, capture=[site]) as run:
+            _, mask = adapter.forward(texts[start:start + batch_size])
+        acts = run.captured(site)
+        for row, (values, row_mask) in enumerate(zip(acts, mask.bool(), strict=True)):
+            collector.add(values[row_mask][skip:], example=start + row, offset=skip)
+    reports = collector.reports()
+    _add_text_details(adapter, reports, texts, window, promoted_k, d)
+    return reports
+
+
+def _add_text_details(adapter: Any, reports: list[FeatureReport], texts: list[str], window: int,
+                      promoted_k: int, dictionary: FeatureDictionary) -> None:
+    tokenizer = adapter.tokenizer
+    cache: dict[int, list[int]] = {}
+
+    def ids_of(example: int) -> list[int]:
+        if example not in cache:
+            encoded = adapter.encode([texts[example]], chat=False)
+            cache[example] = encoded["input_ids"][0][encoded["attention_mask"][0].bool()].tolist()
+        return cache[example]
+
+    promoted = promoted_tokens(adapter, dictionary, k=promoted_k)
+    for report in reports:
+        contexts, firing, firing_ids = [], [], []
+        for top in report.top:
+            ids = ids_of(top.example)
+            contexts.append(render_context(tokenizer, ids, top.position, window))
+            firing_ids.append(ids[top.position])
+            firing.append(clean_token(tokenizer, ids[top.position]))
+        report.details.update(
+            contexts=contexts, firing=firing, firing_ids=firing_ids,
+            promoted=[w for _, w, _ in promoted[report.feature]],
+            promoted_ids=[i for i, _, _ in promoted[report.feature]],
+            promoted_starts=[starts_word(tokenizer, i) for i, _, _ in promoted[report.feature]])
+
+
+def auto_label(reports: Sequence[FeatureReport], dominance: float = 0.5, words: int = 3
+               ) -> list[FeatureReport]:
+    """Label each ``auto`` report by rule (in place); ``user`` labels are never touched.
+
+    If one firing token (as a word) accounts for more than ``dominance`` of the top contexts,
+    the label is that word; otherwise it is the first ``words`` distinct promoted words (whole
+    words first, where the tokenizer marks word starts, then words with letters or digits)
+    joined with ``" / "``. ``details["label_tokens"]`` records the token ids behind the label (used by
+    :func:`verify_labels`) and ``details["label_rule"]`` which rule made it.
+    """
+    for report in reports:
+        if report.source == "user":
+            continue
+        details = report.details
+        firing, firing_ids = details.get("firing", []), details.get("firing_ids", [])
+        counts = Counter(w.lower() for w in firing if w)
+        if counts:
+            word, count = counts.most_common(1)[0]
+            if count / len(firing) > dominance:
+                forms = Counter(w for w in firing if w.lower() == word)
+                report.label = forms.most_common(1)[0][0]
+                details["label_tokens"] = sorted({i for i, w in zip(firing_ids, firing, strict=True)
+                                                  if w.lower() == word})
+                details["label_rule"] = "firing token"
+                continue
+        chosen: list[tuple[int, str]] = []
+        promoted = list(zip(details.get("promoted_ids", []), details.get("promoted", []), strict=True))
+        starts = details.get("promoted_starts") or [False] * len(promoted)
+        rank = {p: (not s, not any(c.isalnum() for c in p[1]))
+                for p, s in zip(promoted, starts, strict=True)}
+        promoted.sort(key=rank.__getitem__)  # stable: whole words, then with letters, first
+        for token_id, w in promoted:
+            if w.lower() not in {c[1].lower() for c in chosen}:
+                chosen.append((token_id, w))
+            if len(chosen) == words:
+                break
+        if chosen:
+            report.label = " / ".join(w for _, w in chosen)
+            details["label_tokens"] = [i for i, _ in chosen]
+            details["label_rule"] = "promoted tokens"
+    return list(reports)
+
+
+def label_tokens(adapter: Any, report: FeatureReport) -> list[int]:
+    """The token ids a label stands for: recorded by :func:`auto_label`, or for a user label its
+    words as tokens (with and without a leading space; unknown tokens dropped)."""
+    if report.source != "user" and report.details.get("label_tokens"):
+        return [int(i) for i in report.details["label_tokens"]]
+    tokenizer = adapter.tokenizer
+    unk = getattr(tokenizer, "unk_token_id", None)
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    ids: set[int] = set()
+    for word in report.label.replace("/", " ").split():
+        for variant in (word, " " + word):
+            pieces = tokenizer(variant, add_special_tokens=False)["input_ids"]
+            if pieces and pieces[0] != unk and pieces[0] not in special:
+                ids.add(int(pieces[0]))
+    return sorted(ids)
+
+
+@torch.no_grad()
+def _mean_logprob(adapter: Any, prompts: list[str], tokens: torch.Tensor, style: Style | None,
+                  intensity: float) -> torch.Tensor:
+    """Mean log-probability of ``tokens`` over every real position of ``prompts``."""
+    with steer(adapter, style, intensity):
+        logits, mask = adapter.forward(prompts)
+    logp = torch.log_softmax(logits.float(), dim=-1)[..., tokens.to(logits.device)]  # (B, P, T)
+    mask = mask.bool().to(logp.device)
+    return logp[mask].mean()
+
+
+def verify_labels(adapter: Any, dictionary: FeatureDictionary | str, reports: Sequence[FeatureReport],
+                  prompts: Sequence[str] = NEUTRAL_PROMPTS, intensity: float = VERIFY_INTENSITY,
+                  threshold: float = VERIFY_THRESHOLD, features: Sequence[int] | None = None,
+                  progress: bool = False) -> list[dict[str, Any]]:
+    """Verify labels by effect; sets ``effect_score`` and ``flagged`` on the reports.
+
+    For each feature (all, or ``features``) with label tokens, steer with it (``add`` at
+    ``intensity`` site norms) over ``prompts`` and score the mean log-probability of its label
+    tokens in the next-token distribution, steered minus unsteered, over every prompt position.
+    A score below ``threshold`` flags the label. Returns a row per verified feature:
+    ``{"feature", "label", "score", "flagged", "tokens"}``.
+    """
+    d = resolve_dictionary(dictionary)
+    d.check_compatible(adapter.model_fingerprint, d.info.site, adapter.bind(d.info.site).channels)
+    prompts = list(prompts)
+    wanted = range(len(reports)) if features is None else [int(f) for f in features]
+    rows = []
+    baselines: dict[tuple[int, ...], float] = {}
+    for index in tqdm(wanted, desc="verifying labels", unit="feature", disable=not progress):
+        report = reports[index]
+        tokens = label_tokens(adapter, report)
+        if not tokens:
+            report.effect_score, report.flagged = None, False
+            continue
+        key = tuple(tokens)
+        ids = torch.tensor(tokens)
+        if key not in baselines:
+            baselines[key] = float(_mean_logprob(adapter, prompts, ids, None, 0.0))
+        style = Style(name="verify-label", components=[
+            Component(name=f"feature {report.feature}", dictionary=d, feature=report.feature)])
+        score = float(_mean_logprob(adapter, prompts, ids, style, intensity)) - baselines[key]
+        report.effect_score, report.flagged = score, score < threshold
+        report.details["verify"] = {"intensity": intensity, "threshold": threshold,
+                                    "prompts": len(prompts)}
+        rows.append({"feature": report.feature, "label": report.label, "score": score,
+                     "flagged": report.flagged, "tokens": tokens})
+    return rows
+
+
+def label_dictionary(adapter: Any, dictionary: FeatureDictionary | str, texts: Sequence[str],
+                     folder: str | os.PathLike | None = None, top_k: int = 10, verify: bool = True,
+                     verify_features: Sequence[int] | None = None, intensity: float = VERIFY_INTENSITY,
+                     threshold: float = VERIFY_THRESHOLD, prompts: Sequence[str] = NEUTRAL_PROMPTS,
+                     batch_size: int = 8, progress: bool = False) -> list[FeatureReport]:
+    """Collect reports, label automatically (keeping user labels in ``folder``), verify by
+    effect, and set the labels on the dictionary (saving dictionary and ``labels.json`` in
+    ``folder`` if given)."""
+    d = resolve_dictionary(dictionary)
+    reports = collect_text_reports(adapter, d, texts, top_k=top_k, batch_size=batch_size,
+                                   progress=progress)
+    if folder is not None:
+        keep_user_labels(reports, folder)
+    auto_label(reports)
+    if verify:
+        verify_labels(adapter, d, reports, prompts, intensity, threshold, verify_features, progress)
+    return apply_labels(d, reports, folder)
+
+
+def feature_card(report: FeatureReport) -> str:
+    """A multi-line description of one report: label, stats, contexts, promoted tokens."""
+    score = "not verified" if report.effect_score is None else (
+        f"{report.effect_score:+.3f}{' (label does not hold)' if report.flagged else ''}")
+    lines = [f"feature {report.feature}: {report.label} [{report.source}]",
+             f"  density {report.density:.4f} over {report.positions} positions; effect {score}"]
+    if report.details.get("promoted"):
+        lines.append(f"  promotes: {', '.join(report.details['promoted'])}")
+    contexts = report.details.get("contexts", [])
+    for top, context in zip(report.top, contexts, strict=False):
+        lines.append(f"  {top.value:8.3f}  {context}")
+    if report.histogram and sum(report.histogram):
+        peak = max(report.histogram)
+        lines.append("  histogram (value: count)")
+        for lo, count in zip(report.bin_edges, report.histogram, strict=False):
+            lines.append(f"  {lo:8.3f} {'#' * max(1 if count else 0, round(30 * count / peak))} {count}")
+    return "\n".join(lines)
+
+
+# -- CLI: polysteer labels build|show|set -------------------------------------------------------
+def dictionary_folder(ref: str) -> Path:
+    """The folder of a dictionary given as a path or a name on the dictionary search path."""
+    if Path(ref).is_dir():
+        return Path(ref)
+    for folder in dictionary_search_path():
+        if (folder / ref).is_dir():
+            return folder / ref
+    raise FileNotFoundError(f"dictionary {ref!r} not found; looked in: "
+                            f"{', '.join(map(str, dictionary_search_path()))}")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    build = sub.add_parser("build", help="label a dictionary's features from a corpus")
+    build.add_argument("--model", default="smollm2",
+                       help="model config name (smollm2), adapter kind, or local model folder")
+    build.add_argument("--dictionary", required=True, help="dictionary folder or name")
+    build.add_argument("--dataset", required=True,
+                       help="registered dataset name or local .txt/.jsonl/.csv file")
+    build.add_argument("--limit", type=int, default=2000, help="texts read (default 2000)")
+    build.add_argument("--top-k", type=int, default=10, help="top contexts kept per feature")
+    build.add_argument("--batch-size", type=int, default=8)
+    build.add_argument("--verify", type=int, default=64, metavar="N",
+                       help="verify the labels of the N densest features by effect (0: none, "
+                            "-1: all; default 64)")
+    build.add_argument("--intensity", type=float, default=VERIFY_INTENSITY,
+                       help="steering intensity for verification")
+    build.add_argument("--threshold", type=float, default=VERIFY_THRESHOLD,
+                       help="minimum log-prob gain (nats) for a label to hold")
+    show = sub.add_parser("show", help="print the labels table, or one feature in detail")
+    show.add_argument("dictionary", help="dictionary folder or name")
+    show.add_argument("--feature", help="feature index or label to show in detail")
+    show.add_argument("--limit", type=int, default=None, help="rows shown")
+    show.add_argument("--flagged", action="store_true", help="only labels that did not hold")
+    edit = sub.add_parser("set", help="set a user label (never replaced by automatic labelling)")
+    edit.add_argument("dictionary", help="dictionary folder or name")
+    edit.add_argument("feature", help="feature index or current label")
+    edit.add_argument("label", help="the new label")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "set":
+        report = set_label(dictionary_folder(args.dictionary), args.feature, args.label)
+        print(f"feature {report.feature}: {report.label} [user]")
+        return 0
+    if args.action == "show":
+        folder = dictionary_folder(args.dictionary)
+        if not labels_path(folder).exists():
+            print(f"{folder} has no labels yet: run `polysteer labels build`")
+            return 1
+        reports = load_labels(folder)
+        if args.feature is not None:
+            feature = args.feature
+            matches = [r for r in reports if str(r.feature) == feature or r.label == feature]
+            if not matches:
+                print(f"no feature {feature!r} in {folder}")
+                return 1
+            print(feature_card(matches[0]))
+            return 0
+        shown = [r for r in reports if r.flagged] if args.flagged else reports
+        print(label_table(shown, args.limit))
+        return 0
+    return _build(args)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from polysteer.datasets import load_dataset
+    from polysteer.plugins.text.commands import _load
+
+    folder = dictionary_folder(args.dictionary)
+    adapter = _load(args.model)
+    texts = load_dataset(args.dataset).texts[:args.limit]
+    d = resolve_dictionary(folder.resolve())
+    reports = collect_text_reports(adapter, d, texts, top_k=args.top_k, batch_size=args.batch_size,
+                                   progress=True)
+    keep_user_labels(reports, folder)
+    auto_label(reports)
+    if args.verify:
+        order = sorted(range(len(reports)), key=lambda i: -reports[i].density)
+        chosen = order if args.verify < 0 else order[:args.verify]
+        verify_labels(adapter, d, reports, intensity=args.intensity, threshold=args.threshold,
+                      features=chosen, progress=True)
+    apply_labels(d, reports, folder)
+    print(label_table(reports, 40))
+    flagged = sum(r.flagged for r in reports)
+    print(f"\nlabelled {len(reports)} features of {d.describe()}; {flagged} label(s) did not hold; "
+          f"saved to {labels_path(folder)}")
+    return 0
