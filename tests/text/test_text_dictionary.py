@@ -284,5 +284,9 @@ def test_shipped_sae_inspect_is_deterministic(smollm2_adapter, capsys, plugin_ma
     a = inspect_text(smollm2_adapter, "smollm2-res-sae", HELD_OUT[1], top=3)
     b = inspect_text(smollm2_adapter, "smollm2-res-sae", HELD_OUT[1], top=3)
     assert a == b and len(a) > 5 and all(len(row["features"]) == 3 for row in a)
-    assert main(["inspect", "--model", "smollm2", "--dictionary", "smollm2-res-sae", HELD_OUT[0]]) == 0
-    assert "feature" in capsys.readouterr().out
+    assert main(["inspect", "--model", "smollm2", "--dictionary", "smollm2-res-sae",
+                 "I loved this film"]) == 0
+    rows = {line.split()[0].strip("'").lstrip("Ġ"): line for line in capsys.readouterr().out.splitlines()
+            if line.strip().startswith("'")}
+    # the shipped auto labels: a feature that fires on "film" is labelled after it
+    assert "film" in rows["film"].split("+")[0], rows["film"]
