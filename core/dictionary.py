@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ import torch
 from torch import nn
 
 from polysteer.errors import CorruptFileError, DictionaryMismatchError, SteeringError
-from polysteer.fileio import publish_mode, read_json, read_tensors, write_json, write_tensors
+from polysteer.fileio import read_json, read_tensors, write_folder, write_json, write_tensors
 from polysteer.fingerprint import ModelFingerprint
 
 FORMAT_VERSION = 1
@@ -179,7 +177,7 @@ class FeatureDictionary(nn.Module):
         tensors = self._tensors()
         if dtype is not None:
             tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
-        _replace_folder(path, lambda tmp: (
+        write_folder(path, lambda tmp: (
             write_tensors(tmp / "dictionary.safetensors", tensors),
             write_json(tmp / "dictionary.json", meta)))
         return path
@@ -303,29 +301,6 @@ def load_dictionary(path: str | os.PathLike) -> FeatureDictionary:
             f"{path} is not a valid polysteer dictionary ({type(err).__name__}: {err}); "
             "recreate it or check that it was written by polysteer") from err
     return d
-
-
-def _replace_folder(path: Path, write) -> None:
-    """Write a folder under a temporary name with ``write(tmp)``, then swap it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        write(tmp)
-        publish_mode(tmp, directory=True)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            try:
-                os.replace(tmp, path)
-            except BaseException:
-                os.replace(old, path)  # put the previous version back
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @dataclass(frozen=True)

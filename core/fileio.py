@@ -8,8 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,49 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def publish_folder(tmp: Path, final: Path, *, replace: bool = True, marker: str | None = None) -> bool:
+    """Move the finished folder ``tmp`` to ``final``; readers never see a half-written one.
+
+    An existing ``final`` is swapped out (and put back if the swap fails). With ``replace=False``
+    a complete ``final`` (one holding the file ``marker``) is kept and False returned, as it is when
+    a concurrent writer of the same folder won the race; the caller then deletes ``tmp``.
+    """
+    if final.exists():
+        if not replace and marker and (final / marker).is_file():
+            return False
+        aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
+        os.replace(final, aside / final.name)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            os.replace(aside / final.name, final)  # put the previous version back
+            raise
+        finally:
+            shutil.rmtree(aside, ignore_errors=True)
+        return True
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if marker and (final / marker).is_file():
+            return False
+        raise
+    return True
+
+
+def write_folder(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Write a folder under a temporary name with ``write(tmp)``, then publish it atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        write(tmp)
+        publish_mode(tmp, directory=True)
+        publish_folder(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

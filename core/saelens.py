@@ -43,9 +43,9 @@ from typing import Any
 
 import torch
 
-from polysteer.dictionary import DictionaryFormat, DictionaryInfo, SparseAutoencoder, _replace_folder
+from polysteer.dictionary import DictionaryFormat, DictionaryInfo, SparseAutoencoder
 from polysteer.errors import CorruptFileError, PolysteerError
-from polysteer.fileio import read_json, read_tensors, write_json, write_tensors
+from polysteer.fileio import read_json, read_tensors, write_folder, write_json, write_tensors
 from polysteer.fingerprint import ModelFingerprint
 
 CFG_FILE = "cfg.json"
@@ -231,7 +231,7 @@ def export_saelens(sae: SparseAutoencoder, folder: str | os.PathLike) -> Path:
             "site_norm": sae.info.site_norm, "method": sae.info.method, "details": sae.info.details,
             "model": sae.info.model.to_json() if sae.info.model else None,
             "feature_scale": sae.feature_scale.detach().float().cpu().tolist()}
-    _replace_folder(folder, lambda tmp: (
+    write_folder(folder, lambda tmp: (
         write_tensors(tmp / WEIGHTS_FILE, tensors),
         write_json(tmp / CFG_FILE, cfg),
         write_json(tmp / SIDECAR_FILE, side)))

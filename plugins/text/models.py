@@ -31,7 +31,7 @@ from polysteer.errors import (
     PolysteerError,
     RegistryError,
 )
-from polysteer.fileio import sha256_file
+from polysteer.fileio import publish_folder, sha256_file
 from polysteer.paths import home
 
 MANIFEST = "polysteer-model.json"
@@ -224,25 +224,6 @@ def _share_permissions(folder: Path) -> None:
             path.chmod(mode & 0o666)
 
 
-def _publish(tmp: Path, final: Path, replace: bool) -> None:
-    """Rename the finished ``tmp`` folder to ``final``; readers never see a half-written model."""
-    if final.exists():
-        if not replace and (final / MANIFEST).is_file():
-            shutil.rmtree(tmp)  # another process finished the same install first
-            return
-        aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
-        os.replace(final, aside / final.name)
-        os.replace(tmp, final)
-        shutil.rmtree(aside, ignore_errors=True)
-        return
-    try:
-        os.replace(tmp, final)
-    except OSError:
-        if not (final / MANIFEST).is_file():
-            raise
-        shutil.rmtree(tmp)  # lost a race to a concurrent install of the same model
-
-
 def install_model(name: str, progress: bool = True, force: bool = False) -> Path:
     """Convert embedded model ``name`` into the cache once and return its folder.
 
@@ -265,7 +246,7 @@ def install_model(name: str, progress: bool = True, force: bool = False) -> Path
         _convert(weights, tmp, progress)
         _write_manifest(tmp, spec, weights)
         _share_permissions(tmp)
-        _publish(tmp, final, replace=force)
+        publish_folder(tmp, final, replace=force, marker=MANIFEST)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _say(f"{spec.title} ready in {final} ({time.perf_counter() - started:.0f} s)", progress)
