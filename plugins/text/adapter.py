@@ -56,16 +56,21 @@ class TransformersAdapter(ModelAdapter):
         return SiteBinding(resolved.module, layout, resolved.channels, hook=resolved.hook)
 
     # -- inputs ---------------------------------------------------------------------------------
-    def encode(self, prompts: Prompt | list[Prompt], chat: bool | None = None
-               ) -> dict[str, torch.Tensor]:
-        """Tokenize one prompt or a batch (left-padded), applying the chat template if any."""
+    def encode(self, prompts: Prompt | list[Prompt], chat: bool | None = None,
+               max_tokens: int | None = None, padding_side: str = "left") -> dict[str, torch.Tensor]:
+        """Tokenize one prompt or a batch, applying the chat template if any.
+
+        Batches are left-padded for generation; ``padding_side="right"`` suits teacher-forced
+        losses. ``max_tokens`` truncates each text.
+        """
         batch = [prompts] if isinstance(prompts, str) or _is_chat(prompts) else list(prompts)
         use_template = bool(getattr(self.tokenizer, "chat_template", None)) if chat is None else chat
         texts = [self._render(p, use_template) for p in batch]
         device = next(self.model.parameters()).device
         encoded = self.tokenizer(texts, return_tensors="pt", padding=True,
-                                 add_special_tokens=not use_template)
-        return {k: v.to(device) for k, v in encoded.items()}
+                                 add_special_tokens=not use_template, padding_side=padding_side,
+                                 truncation=max_tokens is not None, max_length=max_tokens)
+        return {k: encoded[k].to(device) for k in ("input_ids", "attention_mask")}
 
     def _render(self, prompt: Prompt, use_template: bool) -> str:
         if not use_template:
@@ -120,10 +125,13 @@ class TransformersAdapter(ModelAdapter):
         return hook
 
     @torch.no_grad()
-    def forward(self, prompts: Prompt | list[Prompt], chat: bool | None = False
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One forward pass (a single step): ``(logits, attention_mask)``; no template by default."""
-        encoded = self.encode(prompts, chat)
+    def forward(self, prompts: Prompt | list[Prompt] | dict[str, torch.Tensor],
+                chat: bool | None = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward pass (a single step): ``(logits, attention_mask)``; no template by default.
+
+        ``prompts`` may also be the output of :meth:`encode`.
+        """
+        encoded = prompts if isinstance(prompts, dict) else self.encode(prompts, chat)
         ids = encoded["input_ids"]
         self.begin_generation(1)
         self.advance_step(phase="single", new=ids.shape[1], prompt_length=ids.shape[1],

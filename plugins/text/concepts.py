@@ -76,29 +76,38 @@ class ConceptSpec:
                 [self.template.format(t) for t in self.negative])
 
 
+def keep_mask(acts: torch.Tensor, attention_mask: torch.Tensor,
+              outlier_factor: float = OUTLIER_FACTOR) -> torch.Tensor:
+    """``(B, P)`` bool: real tokens, not the first of each text, not an attention sink.
+
+    A sink is a token whose norm exceeds ``outlier_factor`` times the median norm of the other
+    kept tokens of the batch (SmolLM2's first token is ~170x the median; later sinks also occur
+    and would dominate every mean).
+    """
+    mask = attention_mask.bool().to(acts.device)
+    keep = mask & ~(mask.int().cumsum(1) == 1)
+    if keep.any():
+        norms = acts.float().norm(dim=-1)
+        keep &= norms <= outlier_factor * norms[keep].median()
+    return keep
+
+
 def harvest_tokens(adapter: Any, texts: list[str], sites: list[str], batch_size: int = 8,
                    progress: bool = False, outlier_factor: float = OUTLIER_FACTOR
                    ) -> dict[str, list[torch.Tensor]]:
     """Per site, per text, the ``(tokens, channels)`` activations, all sites in one pass each batch.
 
-    Padding and the first real token are dropped, and so are attention-sink tokens elsewhere: any
-    token whose norm exceeds ``outlier_factor`` times the site's median token norm (in SmolLM2 a
-    sink can be 150x the median and would dominate every mean).
+    Only the tokens :func:`keep_mask` keeps: no padding, no first token, no attention sinks.
     """
     out: dict[str, list[torch.Tensor]] = {site: [] for site in sites}
     batches = range(0, len(texts), batch_size)
     for start in tqdm(batches, desc="harvesting activations", disable=not progress, unit="batch"):
         with steer(adapter, None, capture=sites) as run:
             _, mask = adapter.forward(texts[start:start + batch_size])
-        mask = mask.bool().cpu()
         for site in sites:
-            for row, row_mask in zip(run.captured(site).float().cpu(), mask, strict=True):
-                tokens = row[row_mask]
-                out[site].append(tokens[1:] if len(tokens) > 1 else tokens)
-    for site, rows in out.items():
-        limit = outlier_factor * torch.cat(rows).norm(dim=-1).median()
-        out[site] = [r[r.norm(dim=-1) <= limit] if (r.norm(dim=-1) <= limit).any() else r
-                     for r in rows]
+            acts = run.captured(site).float().cpu()
+            keep = keep_mask(acts, mask.cpu(), outlier_factor)
+            out[site].extend(row[k] for row, k in zip(acts, keep, strict=True))
     return out
 
 

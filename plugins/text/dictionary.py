@@ -28,41 +28,14 @@ from typing import Any
 import torch
 import yaml
 
-from polysteer import RowMap
 from polysteer.errors import ConfigError
-from polysteer.plugins.text.concepts import OUTLIER_FACTOR
+from polysteer.plugins.text.concepts import OUTLIER_FACTOR, keep_mask
 from polysteer.sae_training import TrainConfig
 
 DEFAULT_MAX_TOKENS = 128
 
 
 # -- harvesting ----------------------------------------------------------------------------------
-def tokenize(adapter: Any, texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS,
-             padding_side: str = "right") -> dict[str, torch.Tensor]:
-    """Plain texts (no chat template) to ``input_ids`` / ``attention_mask``, truncated and padded."""
-    encoded = adapter.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True,
-                                max_length=max_tokens, padding_side=padding_side)
-    device = next(adapter.model.parameters()).device
-    return {k: v.to(device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
-
-
-def keep_mask(acts: torch.Tensor, attention_mask: torch.Tensor,
-              outlier_factor: float = OUTLIER_FACTOR) -> torch.Tensor:
-    """``(B, P)`` bool: real tokens, not the first of each text, not an attention sink.
-
-    A sink is a token whose norm exceeds ``outlier_factor`` times the median norm of the other
-    kept tokens of the batch (SmolLM2's first token is ~170x the median; later sinks also occur).
-    """
-    mask = attention_mask.bool().to(acts.device)
-    first = mask.int().cumsum(1) == 1
-    keep = mask & ~first
-    if keep.any():
-        norms = acts.float().norm(dim=-1)
-        limit = outlier_factor * norms[keep].median()
-        keep &= norms <= limit
-    return keep
-
-
 def filter_rows(acts: torch.Tensor, attention_mask: torch.Tensor,
                 outlier_factor: float = OUTLIER_FACTOR) -> torch.Tensor:
     """The kept ``(N, C)`` rows of a captured ``(B, P, C)`` activation (see :func:`keep_mask`)."""
@@ -80,14 +53,12 @@ class TextForward:
 
     @torch.no_grad()
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
-        encoded = tokenize(self.adapter, texts, self.max_tokens)
-        ids = encoded["input_ids"]
+        # encode first: the driver may stop the forward pass early, the row filter needs the mask
+        encoded = self.adapter.encode(list(texts), chat=False, max_tokens=self.max_tokens,
+                                      padding_side="right")
         self.mask = encoded["attention_mask"]
         self.tokens += int(self.mask.sum())
-        self.adapter.begin_generation(1)
-        self.adapter.advance_step(phase="single", new=ids.shape[1], prompt_length=ids.shape[1],
-                                  rows=RowMap.plain(ids.shape[0]))
-        return self.adapter.model(**encoded).logits
+        return self.adapter.forward(encoded)[0]
 
     def row_filter(self, acts: torch.Tensor, _result: Any = None) -> torch.Tensor:
         if self.mask is None:
@@ -133,7 +104,7 @@ def next_token_loss(adapter: Any, max_tokens: int = DEFAULT_MAX_TOKENS):
     """``loss_fn(texts)``: mean next-token cross-entropy over real tokens (right padding, so
     position 0 is every text's first token: what :func:`~polysteer.sae_training.splice` skips)."""
     def loss_fn(texts: Sequence[str]) -> torch.Tensor:
-        encoded = tokenize(adapter, texts, max_tokens, padding_side="right")
+        encoded = adapter.encode(list(texts), chat=False, max_tokens=max_tokens, padding_side="right")
         ids, mask = encoded["input_ids"], encoded["attention_mask"].bool()
         logits = adapter.model(**encoded).logits.float()
         target = ids[:, 1:].masked_fill(~(mask[:, 1:] & mask[:, :-1]), -100)
