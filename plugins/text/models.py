@@ -12,7 +12,6 @@ import io
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -25,6 +24,7 @@ from typing import Any
 
 import torch
 
+from polysteer.console import say
 from polysteer.errors import (
     CorruptFileError,
     MissingDependencyError,
@@ -127,11 +127,6 @@ def locate_weights(name: str) -> Path:
 def _require(module: str, pip_command: str, purpose: str) -> None:
     if importlib.util.find_spec(module) is None:
         raise MissingDependencyError(f"{purpose} needs {module}: {pip_command}")
-
-
-def _say(message: str, enabled: bool) -> None:
-    if enabled:
-        print(f"polysteer: {message}", file=sys.stderr, flush=True)
 
 
 @contextmanager
@@ -237,7 +232,7 @@ def install_model(name: str, progress: bool = True, force: bool = False) -> Path
     _require("transformers", _TRANSFORMERS_PIP, "converting an embedded model")
     _require("gguf", _CONVERT_PIP, "converting an embedded model")
     _require("accelerate", _CONVERT_PIP, "converting an embedded model")
-    _say(f"converting {spec.title} from {weights} into {final} "
+    say(f"converting {spec.title} from {weights} into {final} "
          "(once, about 30 s)...", progress)
     started = time.perf_counter()
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -249,7 +244,7 @@ def install_model(name: str, progress: bool = True, force: bool = False) -> Path
         publish_folder(tmp, final, replace=force, marker=MANIFEST)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    _say(f"{spec.title} ready in {final} ({time.perf_counter() - started:.0f} s)", progress)
+    say(f"{spec.title} ready in {final} ({time.perf_counter() - started:.0f} s)", progress)
     return final
 
 
