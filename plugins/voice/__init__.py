@@ -25,3 +25,17 @@ REQUIRES = [Requirement("torchaudio", VOICE_EXTRA)]
 def polysteer_register_measures(registry):
     for name, measure in VOICE_MEASURES.items():
         registry.register(name, measure, requires=REQUIRES)
+
+
+@hookimpl
+def polysteer_register_adapters(registry):
+    from polysteer.plugins.voice import tts
+
+    tts.register_adapters(registry)  # vits (Piper voices, VITS/MMS folders)
+
+
+@hookimpl
+def polysteer_register_config_schemas(registry):
+    from polysteer.plugins.voice import tts
+
+    tts.register_config_schemas(registry)

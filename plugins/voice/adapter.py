@@ -1,0 +1,213 @@
+"""The VITS adapter: Piper voices and transformers VITS/MMS checkpoints, steered in one pass.
+
+VITS makes a whole utterance in one forward pass, so a generation is a single ``single`` step
+covering every position. Positions are phonemes at the text-encoder and duration-predictor sites
+and output frames (hop 256 samples at 22.05 kHz for Piper) at the flow and decoder sites, so
+"along the utterance" is the position axis: the core ``span`` mask (``positions: {kind: span,
+start: 0.66}``) steers only the last third of what is said.
+
+Sites (forward order), each presented as ``(B, positions, channels)``:
+
+=============================  ========================  ======================================
+site                           positions                 what it is
+=============================  ========================  ======================================
+``text_encoder.layers.N``      phonemes                  output of encoder layer N
+``duration_predictor.input``   phonemes                  what the duration predictor reads
+``flow.N``                     frames                    output of the N-th coupling layer run
+``decoder.input``              frames                    latent frames the vocoder turns to audio
+``decoder.conv_pre``           frames                    the vocoder's first convolution
+``decoder.upsample.N``         frames x upsampling       output of upsampling block N
+=============================  ========================  ======================================
+"""
+
+from __future__ import annotations
+
+import os
+import wave
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from polysteer import BCT, BPC, MaybeTuple, ModelAdapter, RowMap, SiteBinding, SteeringError
+from polysteer.fileio import atomic_path
+from polysteer.plugins.voice.phonemes import phonemes_to_ids, phonemize
+from polysteer.plugins.voice.vits import Synthesis, load_vits_folder, synthesize
+
+
+class VitsAdapter(ModelAdapter):
+    """Adapter for a VITS ``nn.Module`` (transformers ``VitsModel`` layout).
+
+    ``generate(inputs, seed=0, noise_scale=None, noise_w=None, length_scale=None)`` takes text
+    (one string or a list; phonemised with espeak-ng), ``{"phonemes": str | list[str]}`` (IPA,
+    no espeak needed), ``{"ids": ...}`` or an id tensor ``(B, P)``. It returns waveforms
+    ``(B, T)`` at :attr:`sample_rate`, zero past each row's length; :attr:`last` holds the
+    lengths and the predicted durations of the latest generation.
+    """
+
+    modality = "voice"
+
+    def __init__(self, model: torch.nn.Module, name: str, *, phoneme_id_map: dict | None = None,
+                 espeak_voice: str = "en-us", sample_rate: int | None = None,
+                 noise_scale: float | None = None, noise_w: float | None = None,
+                 length_scale: float | None = None, tokenizer: Any = None):
+        super().__init__(model, name)
+        config = model.config
+        self.phoneme_id_map = phoneme_id_map
+        self.espeak_voice = espeak_voice
+        self.tokenizer = tokenizer
+        self.sample_rate = int(sample_rate or config.sampling_rate)
+        self.noise_scale = float(config.noise_scale if noise_scale is None else noise_scale)
+        self.noise_w = float(config.noise_scale_duration if noise_w is None else noise_w)
+        self.length_scale = float(1.0 / config.speaking_rate if length_scale is None else length_scale)
+        self.hop = int(torch.tensor(config.upsample_rates).prod())
+        self.last: Synthesis | None = None
+
+    @classmethod
+    def load(cls, name_or_path: str = "joe", device: str = "cpu", **options: Any) -> VitsAdapter:
+        """An embedded voice (``joe``, converted on first use) or a VITS folder (Piper-converted or
+        transformers/MMS with its tokenizer)."""
+        from polysteer.plugins.voice.piper import EMBEDDED_VOICES, install_voice
+
+        if name_or_path in EMBEDDED_VOICES:
+            folder = install_voice(name_or_path)
+        else:
+            folder = Path(os.fspath(name_or_path)).expanduser()
+            if not (folder / "config.json").is_file():
+                raise FileNotFoundError(f"{folder} is not a VITS folder (no config.json); pass an "
+                                        f"embedded voice ({', '.join(EMBEDDED_VOICES)}) or a folder")
+        model, extra = load_vits_folder(folder)
+        tokenizer = None
+        if not extra and (folder / "vocab.json").is_file():
+            from transformers import VitsTokenizer
+
+            tokenizer = VitsTokenizer.from_pretrained(folder)
+        model.to(device)
+        settings = {"phoneme_id_map": extra.get("phoneme_id_map"),
+                    "espeak_voice": extra.get("espeak_voice", "en-us"),
+                    "sample_rate": extra.get("sample_rate"), "noise_scale": extra.get("noise_scale"),
+                    "noise_w": extra.get("noise_w"), "length_scale": extra.get("length_scale")}
+        settings.update({k: v for k, v in options.items() if v is not None})
+        return cls(model, folder.name.removeprefix("piper-"), tokenizer=tokenizer, **settings)
+
+    # -- sites ----------------------------------------------------------------------------------
+    def _table(self) -> dict[str, tuple[torch.nn.Module, Any, int, str]]:
+        m, config = self.model, self.model.config
+        table: dict[str, tuple[torch.nn.Module, Any, int, str]] = {}
+        for i, layer in enumerate(m.text_encoder.encoder.layers):
+            table[f"text_encoder.layers.{i}"] = (layer, MaybeTuple(BPC()), config.hidden_size, "output")
+        table["duration_predictor.input"] = (m.duration_predictor, BCT(), config.hidden_size, "input")
+        for k, flow in enumerate(reversed(m.flow.flows)):  # synthesis runs the flows in reverse
+            table[f"flow.{k}"] = (flow, MaybeTuple(BCT()), config.flow_size, "output")
+        table["decoder.input"] = (m.decoder, BCT(), config.flow_size, "input")
+        table["decoder.conv_pre"] = (m.decoder.conv_pre, BCT(), config.upsample_initial_channel, "output")
+        for i, up in enumerate(m.decoder.upsampler):
+            table[f"decoder.upsample.{i}"] = (up, BCT(), up.out_channels, "output")
+        return table
+
+    def sites(self) -> list[str]:
+        return list(self._table())
+
+    def bind(self, site: str) -> SiteBinding:
+        table = self._table()
+        if site not in table:
+            raise SteeringError(f"unknown site {site!r} for VITS voice {self.name}; sites are: "
+                                f"{', '.join(table)}")
+        module, layout, channels, hook = table[site]
+        return SiteBinding(module, layout, channels, hook=hook, arg_index=0, arg_name="inputs")
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def encode(self, inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ids (B, P), lengths (B,))`` from text, ``{"phonemes": ...}``, ``{"ids": ...}`` or ids."""
+        if isinstance(inputs, dict) and "phonemes" in inputs:
+            rows = [self._phoneme_ids(p) for p in _as_list(inputs["phonemes"])]
+        elif isinstance(inputs, dict) and "ids" in inputs:
+            rows = [list(map(int, r)) for r in _id_rows(inputs["ids"])]
+        elif isinstance(inputs, torch.Tensor):
+            ids = inputs if inputs.dim() == 2 else inputs.unsqueeze(0)
+            return ids.long(), torch.full((ids.shape[0],), ids.shape[1], dtype=torch.long)
+        else:
+            rows = [self._text_ids(t) for t in _as_list(inputs)]
+        if not rows or any(len(r) == 0 for r in rows):
+            raise ValueError("nothing to say: an input has no phonemes")
+        lengths = torch.tensor([len(r) for r in rows])
+        ids = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+        return ids, lengths
+
+    def _phoneme_ids(self, phonemes: str) -> list[int]:
+        if self.phoneme_id_map is None:
+            raise ValueError(f"voice {self.name} has no phoneme map (not a Piper voice); pass text")
+        return phonemes_to_ids(phonemes, self.phoneme_id_map)
+
+    def _text_ids(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"expected text (str), {{'phonemes': ...}} or ids, got {type(text).__name__}")
+        if self.tokenizer is not None:
+            return self.tokenizer(text)["input_ids"]
+        return self._phoneme_ids(phonemize(text, self.espeak_voice))
+
+    def prepare_inputs(self, spec: Any) -> Any:
+        if spec is None:
+            return ["The weather is lovely today.", "Could you pass me the salt, please?"]
+        return spec
+
+    # -- generation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def run_generation(self, inputs: Any, seed: int = 0, noise_scale: float | None = None,
+                       noise_w: float | None = None, length_scale: float | None = None) -> torch.Tensor:
+        """One pass (a ``single`` step over every position): waveforms ``(B, T)``."""
+        ids, lengths = self.encode(inputs)
+        device = next(self.model.parameters()).device
+        self.begin_generation(1)
+        self.advance_step(phase="single", new=0, rows=RowMap.plain(ids.shape[0]))
+        generator = torch.Generator(device=device).manual_seed(int(seed))
+        self.last = synthesize(
+            self.model, ids.to(device), lengths.to(device),
+            noise_scale=self.noise_scale if noise_scale is None else noise_scale,
+            noise_scale_duration=self.noise_w if noise_w is None else noise_w,
+            length_scale=self.length_scale if length_scale is None else length_scale,
+            generator=generator)
+        return self.last.waveform
+
+    # -- outputs --------------------------------------------------------------------------------
+    def waveforms(self, outputs: torch.Tensor) -> list[torch.Tensor]:
+        """Each row cut to its length (from the latest generation, when it made ``outputs``)."""
+        lengths = self.last.lengths if self.last is not None and self.last.waveform is outputs else None
+        rows = outputs if outputs.dim() == 2 else outputs.unsqueeze(0)
+        return [rows[i, : int(lengths[i])] if lengths is not None else rows[i] for i in range(len(rows))]
+
+    def describe_outputs(self, outputs: torch.Tensor) -> list[str]:
+        return [f"{len(w) / self.sample_rate:.2f} s of speech at {self.sample_rate} Hz"
+                for w in self.waveforms(outputs)]
+
+    def save_outputs(self, outputs: torch.Tensor, stem: Path) -> list[Path]:
+        paths = []
+        for i, w in enumerate(self.waveforms(outputs)):
+            path = stem.with_name(f"{stem.name}{'' if len(outputs) == 1 else f'-{i}'}.wav")
+            write_wav(path, w, self.sample_rate)
+            paths.append(path)
+        return paths
+
+
+def write_wav(path: Path, waveform: torch.Tensor, sample_rate: int) -> Path:
+    """Write a mono float waveform in [-1, 1] as 16-bit PCM WAV, atomically."""
+    pcm = (waveform.detach().float().clamp(-1, 1) * 32767).round().to(torch.int16).cpu().numpy()
+    with atomic_path(path) as tmp, wave.open(str(tmp), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(int(sample_rate))
+        out.writeframes(pcm.tobytes())
+    return path
+
+
+def _as_list(value: Any) -> list:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _id_rows(ids: Any) -> list:
+    if isinstance(ids, torch.Tensor):
+        return ids.tolist() if ids.dim() == 2 else [ids.tolist()]
+    ids = list(ids)
+    return ids if ids and isinstance(ids[0], list | tuple | torch.Tensor) else [ids]

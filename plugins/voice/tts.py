@@ -1,0 +1,43 @@
+"""What the voice plugin registers for text-to-speech: the ``vits`` adapter, its config, ``speak``.
+
+Kept apart from ``__init__`` so the plugin's hooks stay one line per registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from polysteer import Requirement
+
+TTS_EXTRA = "pip install 'polysteer[voice]'"
+TTS_REQUIRES = [Requirement("transformers", TTS_EXTRA), Requirement("onnx", TTS_EXTRA)]
+
+
+@dataclass
+class VitsModelConfig:
+    """Config node ``model`` for ``kind: vits``."""
+
+    kind: str = "vits"
+    name: str = "joe"  # an embedded voice, or a VITS folder (Piper-converted or transformers/MMS)
+    device: str = "cpu"
+    noise_scale: float | None = None  # None: the voice's own (0.667 for joe)
+    noise_w: float | None = None
+    length_scale: float | None = None
+
+
+def load_vits(node: dict[str, Any]):
+    """A VITS voice: the embedded Piper voice ``joe`` (en_US-joe-medium) or a VITS folder."""
+    from polysteer.plugins.voice.adapter import VitsAdapter
+
+    return VitsAdapter.load(node.get("name", "joe"), node.get("device", "cpu"),
+                            noise_scale=node.get("noise_scale"), noise_w=node.get("noise_w"),
+                            length_scale=node.get("length_scale"))
+
+
+def register_adapters(registry: Any) -> None:
+    registry.register("vits", load_vits, requires=TTS_REQUIRES)
+
+
+def register_config_schemas(registry: Any) -> None:
+    registry.register("model.vits", VitsModelConfig)
