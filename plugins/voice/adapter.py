@@ -62,6 +62,8 @@ class VitsAdapter(ModelAdapter):
         self.length_scale = float(1.0 / config.speaking_rate if length_scale is None else length_scale)
         self.hop = int(torch.tensor(config.upsample_rates).prod())
         self.last: Synthesis | None = None
+        self.last_ids: torch.Tensor | None = None
+        self._phoneme_ids_set = _letter_ids(phoneme_id_map) if phoneme_id_map else None
 
     @classmethod
     def load(cls, name_or_path: str = "joe", device: str = "cpu", **options: Any) -> VitsAdapter:
@@ -169,7 +171,20 @@ class VitsAdapter(ModelAdapter):
             noise_scale_duration=self.noise_w if noise_w is None else noise_w,
             length_scale=self.length_scale if length_scale is None else length_scale,
             generator=generator)
+        self.last_ids = ids.to(device)
         return self.last.waveform
+
+    def speaking_rate(self) -> torch.Tensor:
+        """Phonemes per second of each row of the latest generation, from predicted durations
+        (pad, start/end, space, punctuation and stress symbols take time but are not counted)."""
+        from polysteer.plugins.voice.measures import speaking_rate
+
+        if self.last is None or self.last_ids is None:
+            raise ValueError("no generation yet: call generate() first")
+        counted = None
+        if self._phoneme_ids_set is not None:
+            counted = torch.isin(self.last_ids, self._phoneme_ids_set) & (self.last.durations > 0)
+        return speaking_rate(self.last.durations, self.hop / self.sample_rate, counted)
 
     # -- outputs --------------------------------------------------------------------------------
     def waveforms(self, outputs: torch.Tensor) -> list[torch.Tensor]:
@@ -200,6 +215,14 @@ def write_wav(path: Path, waveform: torch.Tensor, sample_rate: int) -> Path:
         out.setframerate(int(sample_rate))
         out.writeframes(pcm.tobytes())
     return path
+
+
+def _letter_ids(id_map: dict) -> torch.Tensor:
+    """Ids of the symbols that are phonemes (IPA letters), not pads, stress or punctuation."""
+    import unicodedata
+
+    return torch.tensor(sorted({i for sym, ids in id_map.items() if len(sym) == 1
+                                and unicodedata.category(sym) in ("Ll", "Lu", "Lo") for i in ids}))
 
 
 def _as_list(value: Any) -> list:

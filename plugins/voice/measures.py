@@ -232,11 +232,45 @@ def voice_flatness(adapter: Any, outputs: Any, baseline: Any) -> float:
     return _batch_mean(spectral_flatness(outputs, adapter_sample_rate(adapter)))
 
 
+# -- speaking rate: from the durations a TTS model predicted, not from the audio ---------------
+def speaking_rate(durations: torch.Tensor, frame_seconds: float,
+                  counted: torch.Tensor | None = None) -> torch.Tensor:
+    """Phonemes per second, per row: counted phonemes over the time all symbols take.
+
+    ``durations`` ``(B, P)`` are frames per input symbol (0 on padding), ``frame_seconds`` the
+    length of one frame (hop / sample rate), ``counted`` ``(B, P)`` marks the symbols that are
+    phonemes (default: every symbol with a non-zero duration). NaN for a row with no time.
+    """
+    d = torch.as_tensor(durations).float()
+    if d.dim() == 1:
+        d = d.unsqueeze(0)
+    keep = (d > 0) if counted is None else torch.as_tensor(counted).bool()
+    seconds = d.sum(-1) * float(frame_seconds)
+    phonemes = keep.float().sum(-1)
+    nan = torch.full_like(seconds, float("nan"))
+    return torch.where(seconds > 0, phonemes / seconds.clamp_min(1e-12), nan)
+
+
+def voice_speaking_rate(adapter: Any, outputs: Any, baseline: Any) -> float:
+    """Phonemes per second from the adapter's predicted durations (mean over the batch).
+
+    Needs an adapter that keeps its latest synthesis' durations (``adapter.speaking_rate()``,
+    as the VITS adapter does); the audio alone does not say where phonemes are.
+    """
+    rate = getattr(adapter, "speaking_rate", None)
+    if not callable(rate):
+        raise PolysteerError(
+            f"voice_speaking_rate needs durations; {type(adapter).__name__} has no speaking_rate() "
+            "method (the VITS adapter has one)")
+    return _batch_mean(rate())
+
+
 VOICE_MEASURES = {
     "voice_pitch_median": voice_pitch_median,
     "voice_pitch_range": voice_pitch_range,
     "voice_centroid": voice_centroid,
     "voice_loudness": voice_loudness,
     "voice_flatness": voice_flatness,
+    "voice_speaking_rate": voice_speaking_rate,
 }
 """The measures the voice plugin registers, by name."""

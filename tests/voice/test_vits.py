@@ -172,3 +172,21 @@ def test_a_transformers_vits_folder_loads_with_weight_norm_folded(tmp_path):
     got = synthesize(model, ids, torch.tensor([9]), **kwargs).waveform
     assert got.shape == expected.shape
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_speaking_rate_counts_phonemes_per_second_of_predicted_durations():
+    from polysteer.plugins.voice.measures import speaking_rate, voice_speaking_rate
+
+    adapter = _adapter()
+    adapter.generate({"phonemes": ["ab", "ab ab"]}, noise_w=0.0)
+    rate = adapter.speaking_rate()
+    d = adapter.last.durations
+    ids = adapter.last_ids
+    letters = torch.isin(ids, torch.tensor([adapter.phoneme_id_map[c][0] for c in "ab"]))
+    expected = letters.sum(-1) / (d.sum(-1) * adapter.hop / adapter.sample_rate)
+    assert torch.allclose(rate, expected)
+    slow = speaking_rate(d * 2, adapter.hop / adapter.sample_rate, letters)
+    assert torch.allclose(slow, rate / 2)  # twice the frames per phoneme: half the rate
+    assert voice_speaking_rate(adapter, None, None) == pytest.approx(rate.mean().item())
+    adapter.generate({"phonemes": ["ab", "ab ab"]}, noise_w=0.0, length_scale=2.0)
+    assert (adapter.speaking_rate() < rate).all()
