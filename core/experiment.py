@@ -42,7 +42,7 @@ def run_experiment(comp: Composition, *, plugins: PluginManager | None = None,
     inputs = adapter.prepare_inputs(node_to_dict(exp.inputs))
     options = node_to_dict(exp.generate) or {}
 
-    folder = _new_run_folder(Path(output_dir or cfg.output_dir), exp.name)
+    folder = new_run_folder(Path(output_dir or cfg.output_dir), exp.name)
     (folder / "outputs").mkdir()
     with atomic_path(folder / "config.yaml") as tmp:
         tmp.write_text(OmegaConf.to_yaml(cfg))
@@ -73,7 +73,7 @@ def _finite_or_none(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _new_run_folder(parent: Path, name: str) -> Path:
+def new_run_folder(parent: Path, name: str) -> Path:
     """``parent/<time>-<name>``, with a suffix if two runs start within the same second."""
     parent.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

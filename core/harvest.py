@@ -284,6 +284,28 @@ def _remaining(batches: Iterable[Sequence[Any]], skip: int) -> Iterator[tuple[Se
         skip = 0
 
 
+def capture_batch(adapter: Any, sites: Sequence[str], forward: Callable[[Sequence[Any]], Any],
+                  batch: Sequence[Any], *, stop_early: bool = True) -> tuple[Any, Any]:
+    """``(steering context, forward's result)`` after running ``forward(batch)`` capturing ``sites``.
+
+    Read activations with ``context.captured(site)``. With ``stop_early`` the pass is cut short
+    after the deepest site and the result is ``None``.
+    """
+    from polysteer.runtime import steer
+
+    result = None
+    with steer(adapter, None, capture=sites) as run:
+        handle = _stop_after(adapter, sites) if stop_early else None
+        try:
+            result = forward(batch)
+        except _StopForward:
+            pass
+        finally:
+            if handle is not None:
+                handle.remove()
+    return run, result
+
+
 def harvest(adapter: Any, batches: Iterable[Sequence[Any]], sites: Sequence[str],
             folder: str | os.PathLike, *, forward: Callable[[Sequence[Any]], Any],
             row_filter: RowFilter = skip_first_position, shard_tokens: int = DEFAULT_SHARD_TOKENS,
@@ -299,8 +321,6 @@ def harvest(adapter: Any, batches: Iterable[Sequence[Any]], sites: Sequence[str]
     after the deepest site (``forward``'s result is then ``None``, so a filter needing it must
     get what it needs another way, or pass ``stop_early=False``).
     """
-    from polysteer.runtime import steer
-
     store = _open_or_create(adapter, sites, folder, shard_tokens, details)
     if store.done:
         return store
@@ -308,16 +328,7 @@ def harvest(adapter: Any, batches: Iterable[Sequence[Any]], sites: Sequence[str]
                disable=not progress)
     with bar:
         for batch, items in _remaining(batches, store.items_done):
-            result = None
-            with steer(adapter, None, capture=sites) as run:
-                handle = _stop_after(adapter, sites) if stop_early else None
-                try:
-                    result = forward(batch)
-                except _StopForward:
-                    pass
-                finally:
-                    if handle is not None:
-                        handle.remove()
+            run, result = capture_batch(adapter, sites, forward, batch, stop_early=stop_early)
             for site in sites:
                 store.add(site, row_filter(run.captured(site), result))
             store.commit(items)

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from polysteer.adapter import ModelAdapter, SiteBinding
+from polysteer.classifier import StreamingScore, resolve_classifier
 from polysteer.dictionary import FeatureDictionary
 from polysteer.errors import ConfigError, PolysteerError, RegistryError, SteeringError
 from polysteer.manager import PluginManager, current_plugin_manager
@@ -134,20 +135,37 @@ class _RuleState:
         self.active = self.remaining > 0
         self.remaining = self.remaining - 1
 
-    def observe(self, x: torch.Tensor, step: Step) -> None:
-        if self.count is None or len(self.count) != x.shape[0] or self.count.device != x.device:
-            self.reset(x.shape[0], x.device)
-        new = x[:, -step.new:] if step.new else x
+    def read(self, new: torch.Tensor) -> torch.Tensor:
+        """The ``(B,)`` read-out of this step's new positions."""
         value = self.dictionary.encode(new)[..., self.feature] / self.scale
         # attention sinks (norms far above the site's typical norm) read huge on any direction
         sink = new.norm(dim=-1) > OUTLIER_FACTOR * self.dictionary.info.site_norm
-        value = value.masked_fill(sink, -math.inf).amax(dim=1)
-        above = value > self.rule.above
+        return value.masked_fill(sink, -math.inf).amax(dim=1)
+
+    def observe(self, x: torch.Tensor, step: Step) -> None:
+        if self.count is None or len(self.count) != x.shape[0] or self.count.device != x.device:
+            self.reset(x.shape[0], x.device)
+        above = self.read(x[:, -step.new:] if step.new else x) > self.rule.above
         self.count = (self.count + 1) * above
         fired = self.count >= self.rule.for_steps
         hold = float(self.rule.steps) if self.rule.steps is not None else math.inf
         self.remaining = torch.where(fired, torch.full_like(self.remaining, hold), self.remaining)
         self.events.append((step.index, fired))
+
+
+@dataclass
+class _ClassifierRuleState(_RuleState):
+    """A rule read by a classifier: its probability over every position of the generation so far."""
+
+    stream: StreamingScore | None = None
+
+    def reset(self, rows: int, device: torch.device) -> None:
+        super().reset(rows, device)
+        if self.stream is not None:
+            self.stream.reset(rows, device)
+
+    def read(self, new: torch.Tensor) -> torch.Tensor:
+        return self.stream.update(new)
 
 
 @dataclass
@@ -338,13 +356,29 @@ class Steering:
             self.not_applied.append((rule.name or f"rule on {rule.target}",
                                      f"its target {rule.target!r} did not apply"))
             return
-        dictionary, hook = self._dictionary(rule.dictionary, style)
-        index = dictionary.feature_index(rule.feature)
-        scale = float(dictionary.scales[index]) or 1.0
-        state = _RuleState(rule, dictionary, index, scale)
+        if rule.classifier is not None:
+            state, hook = self._classifier_rule(rule, style)
+        else:
+            dictionary, hook = self._dictionary(rule.dictionary, style)
+            index = dictionary.feature_index(rule.feature)
+            scale = float(dictionary.scales[index]) or 1.0
+            state = _RuleState(rule, dictionary, index, scale)
         hook.rules.append(state)
         self.clock.on_advance(state.on_advance)
         (target.apply_rules if rule.action == "apply" else target.stop_rules).append(state)
+
+    def _classifier_rule(self, rule: Rule, style: Style) -> tuple[_RuleState, _SiteHook]:
+        classifier = resolve_classifier(rule.classifier, style.base_dir, self.plugins)
+        hook = self._site_hook(classifier.site)
+        classifier.check_compatible(self.adapter.model_fingerprint, classifier.site,
+                                    hook.binding.channels)
+        if classifier.dictionary is not None:
+            classifier.dictionary.check_compatible(self.adapter.model_fingerprint, classifier.site,
+                                                   hook.binding.channels)
+            classifier.dictionary.to(next(iter(self.adapter.model.parameters()),
+                                          torch.empty(0)).device)
+        return _ClassifierRuleState(rule, classifier.dictionary, -1, 1.0,
+                                    stream=StreamingScore(classifier)), hook
 
     # -- installing hooks -----------------------------------------------------------------------
     def _install(self, hook: _SiteHook) -> None:

@@ -2,7 +2,8 @@
 
 A style is a list of *components* (a feature of a dictionary, or a cross-modal *concept*, with a
 weight, an intervention kind, a schedule and a position mask) plus *rules* that switch components
-on or off when a feature's read-out crosses a threshold. Styles are YAML files; they add
+on or off when a feature's read-out (or a fitted classifier's score) crosses a threshold. Styles
+are YAML files; they add
 (``a + b``), scale (``0.5 * a``) and blend (``blend(a, b, 0.3)``). Every validation error names the
 key path, e.g. ``components[1].schedule.kind``.
 
@@ -19,6 +20,8 @@ Example::
     rules:
       - when: {dictionary: dictionaries/scam, feature: scam, above: 0.5}
         then: {apply: cautious, steps: 20}
+      - when: {classifier: smollm2-sms-spam, above: 0.9}   # polysteer classify fit
+        then: {apply: cautious}
 """
 
 from __future__ import annotations
@@ -121,23 +124,25 @@ class Component:
 
 @dataclass
 class Rule:
-    """"When feature F's read-out > ``above`` for ``for_steps`` steps, apply/stop C for ``steps``.
+    """"When a read-out > ``above`` for ``for_steps`` steps, apply/stop component C for ``steps``.
 
-    The read-out is the feature's value divided by its typical scale, maximised over the new
-    positions of each row, leaving out attention sinks (tokens whose norm is over ten times the
-    site's typical norm, such as the first token of most LLMs); each batch row keeps its own rule
-    state. ``steps: null`` holds forever.
-    A rule fires during one step and acts from the next one.
+    The read-out is either feature F of a dictionary (its value divided by its typical scale,
+    maximised over the new positions of each row, leaving out attention sinks: tokens whose norm is
+    over ten times the site's typical norm, such as the first token of most LLMs), or a fitted
+    classifier's probability over every position seen so far in the generation (``classifier``,
+    see :mod:`polysteer.classifier`). Each batch row keeps its own rule state. ``steps: null``
+    holds forever. A rule fires during one step and acts from the next one.
     """
 
-    dictionary: DictionaryRef
-    feature: int | str
+    dictionary: DictionaryRef | None
+    feature: int | str | None
     above: float
     action: str  # "apply" or "stop"
     target: str  # a component name
     for_steps: int = 1
     steps: int | None = None
     name: str = ""
+    classifier: Any = None  # a classifier folder path or name, or a loaded FeatureClassifier
 
 
 @dataclass
@@ -335,7 +340,10 @@ def _parse_component(data: Any, path: str, concepts: dict) -> Component:
 def _parse_rule(data: Any, path: str, component_names: list[str]) -> Rule:
     _check_keys(data, path, ("when", "then"), ("name",))
     when, then = data["when"], data["then"]
-    _check_keys(when, f"{path}.when", ("dictionary", "feature", "above"), ("for_steps",))
+    if isinstance(when, dict) and "classifier" in when:
+        _check_keys(when, f"{path}.when", ("classifier", "above"), ("for_steps",))
+    else:
+        _check_keys(when, f"{path}.when", ("dictionary", "feature", "above"), ("for_steps",))
     _check_keys(then, f"{path}.then", (), ("apply", "stop", "steps"))
     actions = [a for a in ("apply", "stop") if a in then]
     if len(actions) != 1:
@@ -352,9 +360,10 @@ def _parse_rule(data: Any, path: str, component_names: list[str]) -> Rule:
     if steps is not None and (not isinstance(steps, int) or steps < 1):
         raise ConfigError(f"{path}.then.steps: expected an integer >= 1 or null (forever), "
                           f"got {steps!r}")
-    return Rule(dictionary=when["dictionary"], feature=when["feature"],
+    return Rule(dictionary=when.get("dictionary"), feature=when.get("feature"),
                 above=_number(when["above"], f"{path}.when.above"), action=action, target=target,
-                for_steps=for_steps, steps=steps, name=str(data.get("name", "")))
+                for_steps=for_steps, steps=steps, name=str(data.get("name", "")),
+                classifier=when.get("classifier"))
 
 
 def _ref_dict(dictionary: Any, feature: Any, weight: float | None = None) -> dict:
@@ -387,5 +396,12 @@ def _rule_to_dict(r: Rule) -> dict:
     then: dict[str, Any] = {r.action: r.target}
     if r.steps is not None:
         then["steps"] = r.steps
-    when = {**_ref_dict(r.dictionary, r.feature), "above": r.above, "for_steps": r.for_steps}
+    if r.classifier is not None:
+        if not isinstance(r.classifier, str):
+            raise ConfigError("a style holding a loaded classifier object cannot be saved: save the "
+                              "classifier to a folder and refer to it by path")
+        source = {"classifier": r.classifier}
+    else:
+        source = _ref_dict(r.dictionary, r.feature)
+    when = {**source, "above": r.above, "for_steps": r.for_steps}
     return {"name": r.name, "when": when, "then": then}

@@ -225,3 +225,21 @@ TEXT_COMMANDS = {
                           _dictionary_args, _dictionary_run),
     "models": Command("list, install and verify embedded models", _models_args, _models_run),
 }
+
+
+# -- classify -----------------------------------------------------------------------------------
+def _classify_args(p: argparse.ArgumentParser) -> None:
+    from polysteer.plugins.text import classify_cli
+
+    classify_cli.add_arguments(p)
+
+
+def _classify_run(args: argparse.Namespace) -> int:
+    from polysteer.plugins.text import classify_cli
+
+    return classify_cli.run(args)
+
+
+TEXT_COMMANDS["classify"] = Command(
+    "fit a sparse classifier on dictionary features (with baselines), or predict with one",
+    _classify_args, _classify_run)

@@ -14,6 +14,7 @@ import warnings
 import pytest
 import torch
 
+from polysteer.classifier import LinearFit, from_fit
 from polysteer.concepts import direction_set, median_norm
 from polysteer.errors import DictionaryMismatchError, PolysteerError, SteeringError
 from polysteer.reference import ReferenceAdapter, ReferenceConfig, ReferenceLM, reference_prompts
@@ -347,6 +348,44 @@ def test_rules_reset_between_generations(position_adapter, prompts, trigger):
         coef = _delta_coef(before, after, d, generation)
         assert torch.allclose(coef, expected, atol=1e-4), f"generation {generation}"
     assert [e["step"] for e in after.rule_events()] == [3, 3]
+
+
+def _trigger_classifier(trigger, pool: str = "max"):
+    """A classifier over the trigger feature: P > 0.5 once its pooled read-out exceeds 0.8."""
+    scale = float(trigger.scales[0])
+    fit = LinearFit(torch.tensor([10.0 / scale]), -8.0, torch.zeros(1), torch.ones(1), "l1", 0.0)
+    return from_fit(fit, name="alarm-classifier", classes=("calm", "alarm"), site=trigger.info.site,
+                    site_norm=trigger.info.site_norm, channels=32, model=trigger.info.model,
+                    dictionary=trigger, dictionary_ref=None, pools=(pool,))
+
+
+def test_classifier_rule_fires_when_the_score_over_the_generation_crosses(position_adapter, prompts,
+                                                                          trigger):
+    a = position_adapter
+    d = _dirs(a, prompts)
+    rule = Rule(dictionary=None, feature=None, above=0.5, action="apply", target="C", steps=2,
+                name="classified", classifier=_trigger_classifier(trigger))
+    style = _style(_comp(d, name="C", enabled=False), rules=(rule,))
+    before, after = _measure(a, style, 1.0, lambda: a.generate(prompts, max_new_tokens=8))
+    # the running max passes 0.8 at position 8 (step 3) and stays there: the rule keeps firing,
+    # so C acts from step 4 (position 9) to the end; nothing before
+    events = after.rule_events()
+    assert [e["step"] for e in events] == [3, 4, 5, 6, 7] and events[0]["rows"] == [0, 1]
+    expected = torch.zeros(2, PROMPT + 7)
+    expected[:, 9:] = 1.0
+    assert torch.allclose(_delta_coef(before, after, d), expected, atol=1e-4)
+
+
+def test_a_mean_pooled_classifier_that_never_crosses_leaves_outputs_identical(position_adapter, prompts,
+                                                                              trigger):
+    a = position_adapter
+    d = _dirs(a, prompts)
+    rule = Rule(dictionary=None, feature=None, above=0.5, action="apply", target="C",
+                classifier=_trigger_classifier(trigger, pool="mean"))
+    style = _style(_comp(d, name="C", enabled=False), rules=(rule,))
+    before, after = _measure(a, style, 1.0, lambda: a.generate(prompts, max_new_tokens=8))
+    assert after.rule_events() == []
+    assert torch.equal(after.captured(SITE), before.captured(SITE))
 
 
 def test_rule_gate_combines_with_per_sample_intensity(position_adapter, trigger):

@@ -283,3 +283,18 @@ def test_saving_a_style_holding_a_loaded_dictionary_errors(tmp_path):
         s.save(tmp_path / "mem.yaml")
     assert not (tmp_path / "mem.yaml").exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_classifier_rule_parses_round_trips_and_rejects_mixed_keys(tmp_path):
+    data = copy.deepcopy(FULL)
+    data["rules"][0]["when"] = {"classifier": "smollm2-sms-spam", "above": 0.9}
+    s = Style.from_dict(data)
+    rule = s.rules[0]
+    assert (rule.classifier, rule.dictionary, rule.feature, rule.above) == ("smollm2-sms-spam", None,
+                                                                           None, 0.9)
+    s.save(tmp_path / "s.yaml")
+    assert Style.load(tmp_path / "s.yaml").rules == s.rules
+    data["rules"][0]["when"]["feature"] = "scam"
+    with pytest.raises(ConfigError, match=r"rules\[0\]\.when\.feature: unknown key; allowed keys are "
+                                          r"classifier, above, for_steps"):
+        Style.from_dict(data)
