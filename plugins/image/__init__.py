@@ -1,23 +1,58 @@
-"""The image plugin: image statistics as measures, today; diffusers pipelines, next.
+"""The image plugin: diffusers pipelines steered per denoising step, and image measures.
 
-Today it registers measures of generated images (float tensors ``(B, 3, H, W)`` in [0, 1]) for
-``polysteer run`` experiments: ``image_brightness`` (mean Rec. 709 luma), ``image_warmth`` (mean
-red minus mean blue), ``image_saturation`` (mean HSV saturation), ``image_contrast`` (standard
-deviation of luma) and ``image_distance`` (mean absolute pixel difference to the unsteered image
-with the same seed). They are pure torch (:mod:`polysteer.plugins.image.measures`).
+Registers the ``diffusers`` model adapter (``model: {kind: diffusers, name: avatars}``): the shipped
+``avatars`` model (a 4.5M-parameter attribute-conditioned UNet2DModel polysteer trains on cartoon
+faces, see ``docs/image.md``) or any local diffusers pipeline folder (UNet2D, Stable Diffusion
+family, DiT/transformer denoisers). Sites are ``down.N``, ``mid``, ``up.N`` (and ``.attn.J``) for UNets
+and ``blocks.N`` for transformers, all ``(B, H*W, C)``; the step clock follows the denoising steps.
 
-Coming: a diffusers model adapter (UNet and transformer sites in ``(B, H*W, C)`` layout, a step
-clock over denoising steps, classifier-free guidance rows) and the small diffusion model polysteer
-trains and ships as the default.
+Measures of generated images (float tensors ``(B, 3, H, W)`` in [0, 1]): ``image_brightness``,
+``image_warmth``, ``image_saturation``, ``image_contrast`` and ``image_distance`` (pure torch,
+:mod:`polysteer.plugins.image.measures`). The CLI command ``polysteer draw`` renders a style.
+Everything that imports diffusers is imported lazily.
 """
 
 from __future__ import annotations
 
-from polysteer import hookimpl
+from dataclasses import dataclass
+from typing import Any
+
+from polysteer import Requirement, hookimpl
 from polysteer.plugins.image.measures import IMAGE_MEASURES
+
+IMAGE_EXTRA = "pip install 'polysteer[image]'"
+REQUIRES = [Requirement("diffusers", IMAGE_EXTRA), Requirement("PIL", IMAGE_EXTRA)]
+
+
+@dataclass
+class DiffusersModelConfig:
+    """Config node ``model`` for ``kind: diffusers``."""
+
+    kind: str = "diffusers"
+    name: str = "avatars"  # a shipped name or a local diffusers pipeline folder
+    dtype: str = "float32"
+    device: str = "cpu"
+
+
+def load_diffusers(node: dict[str, Any]):
+    """A diffusers pipeline: the shipped ``avatars`` or a local pipeline folder."""
+    from polysteer.plugins.image.adapter import DiffusersAdapter
+
+    return DiffusersAdapter.load(node.get("name", "avatars"), node.get("dtype", "float32"),
+                                 node.get("device", "cpu"))
 
 
 @hookimpl
 def polysteer_register_measures(registry):
     for name, measure in IMAGE_MEASURES.items():
         registry.register(name, measure)
+
+
+@hookimpl
+def polysteer_register_adapters(registry):
+    registry.register("diffusers", load_diffusers, requires=REQUIRES)
+
+
+@hookimpl
+def polysteer_register_config_schemas(registry):
+    registry.register("model.diffusers", DiffusersModelConfig)
