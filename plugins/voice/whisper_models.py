@@ -40,6 +40,7 @@ MANIFEST_VERSION = 1
 VOICE_PIP = "pip install 'polysteer[voice]'"
 CT2_FILES = ("model.bin", "config.json", "tokenizer.json")
 SAMPLE_RATE = 16000
+HOP_LENGTH = 160  # samples between log-mel frames
 TIMESTAMP_STEP_S = 0.02
 
 
@@ -179,7 +180,13 @@ def convert_ct2(files: Mapping[str, bytes], out: Path, where: str = "model.bin")
                                f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
     model.tie_weights()
     model.generation_config = generation
-    features = WhisperFeatureExtractor(feature_size=dims["num_mel_bins"], sampling_rate=SAMPLE_RATE)
+    # the window the encoder was trained on: 2 mel frames (10 ms each) per encoder position
+    window_samples = dims["max_source_positions"] * 2 * HOP_LENGTH
+    if window_samples % SAMPLE_RATE:
+        raise CorruptFileError(f"{where}: {dims['max_source_positions']} encoder positions are not a whole "
+                               "number of seconds of audio; not a Whisper layout")
+    features = WhisperFeatureExtractor(feature_size=dims["num_mel_bins"], sampling_rate=SAMPLE_RATE,
+                                       hop_length=HOP_LENGTH, chunk_length=window_samples // SAMPLE_RATE)
     model.save_pretrained(out)
     WhisperProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(out)
     return {"spec": f"{ct2.spec} revision {ct2.revision}", "dims": dims,
@@ -315,11 +322,12 @@ def _source_folder(name_or_path: str | os.PathLike[str]) -> Path:
                                    f"with install_whisper({text!r}, force=True)")
         return folder
     folder = Path(text).expanduser()
-    if not (folder / "config.json").is_file() or not (folder / "preprocessor_config.json").is_file():
+    processor = [n for n in ("preprocessor_config.json", "processor_config.json") if (folder / n).is_file()]
+    if not (folder / "config.json").is_file() or not processor:
         raise FileNotFoundError(
             f"{text} is not an embedded Whisper model ({', '.join(sorted(EMBEDDED))}) nor a transformers "
-            "Whisper folder (config.json and preprocessor_config.json); convert a CTranslate2 folder "
-            "with convert_ct2_folder(SRC, OUT)")
+            "Whisper folder (config.json and preprocessor_config.json or processor_config.json); convert "
+            "a CTranslate2 folder with convert_ct2_folder(SRC, OUT)")
     return folder
 
 
