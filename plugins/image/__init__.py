@@ -56,3 +56,11 @@ def polysteer_register_adapters(registry):
 @hookimpl
 def polysteer_register_config_schemas(registry):
     registry.register("model.diffusers", DiffusersModelConfig)
+
+
+@hookimpl
+def polysteer_register_commands(registry):
+    from polysteer.plugins.image.commands import IMAGE_COMMANDS
+
+    for name, command in IMAGE_COMMANDS.items():
+        registry.register(name, command, requires=REQUIRES)

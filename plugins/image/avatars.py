@@ -268,7 +268,7 @@ def load_avatar_pipeline(folder: Any, dtype: torch.dtype = torch.float32) -> Ava
     from polysteer.fileio import read_json, read_tensors
 
     folder = Path(folder)
-    unet = UNet2DModel.from_pretrained(folder / "unet").to(dtype).eval()
+    unet = UNet2DModel.from_pretrained(folder / "unet", dtype=dtype).eval()
     cfg = read_json(folder / "conditioner" / "config.json")
     conditioner = AttributeConditioner(cfg["dim"], dict(cfg["attributes"]))  # [[name, values], ...]
     state = read_tensors(folder / "conditioner" / "model.safetensors")
