@@ -62,9 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=30000, help="dataset size")
     p.add_argument("--size", type=int, default=32, help="image side in pixels")
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--warmup", type=int, default=200, help="linear warm-up steps")
-    p.add_argument("--ema", type=float, default=0.999, help="EMA decay (warmed up as (1+n)/(10+n))")
+    p.add_argument("--lr", type=float, default=8e-4)
+    p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
+    p.add_argument("--ema", type=float, default=0.998, help="EMA decay (warmed up as (1+n)/(10+n))")
     p.add_argument("--p-drop", type=float, default=0.25, help="per-attribute condition dropout")
     p.add_argument("--p-uncond", type=float, default=0.15, help="probability that every attribute is dropped")
     p.add_argument("--seed", type=int, default=0)
@@ -74,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample-minutes", type=float, default=10.0)
     p.add_argument("--sample-steps", type=int, default=25, help="DDIM steps for sample grids")
     p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--export-to", type=Path, default=None,
+                   help="only export OUT/checkpoint's EMA weights as a pipeline folder here, then stop")
     return p.parse_args(argv)
 
 
@@ -231,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     random.seed(args.seed)
+    if args.export_to is not None:
+        trainer = Trainer(args)
+        trainer.load(args.out / "checkpoint")
+        export(trainer, args, args.export_to)
+        print(f"exported step {trainer.step} -> {args.export_to}", file=sys.stderr)
+        return 0
     images, labels = load_data(args)
     trainer = Trainer(args)
     ckpt, log_path = args.out / "checkpoint", args.out / "log.jsonl"

@@ -1,0 +1,62 @@
+"""Overhead of steering the shipped avatar diffusion model: steered / plain denoising in one process.
+
+25 DDIM steps at 32 x 32, unconditional, batch 1 and 8, for one direction (``mid``), a 3-component
+style (``down.2``, ``mid``, ``up.1``; a ramp schedule over progress and a region mask) and a reactive
+rule reading a feature every step. Target: ratio <= 1.03.
+
+    python benchmarks/image_overhead.py [--model avatars] [--steps 25] [--repeats 3] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from overhead import _dictionary, _style, report, run_cases
+
+import polysteer as ps
+
+SITES = ["mid", "down.2", "up.1"]
+
+
+def image_cases(adapter, sites: list[str]) -> dict[str, ps.Style]:
+    """One direction, a 3-component style (schedule + region mask), a reactive rule."""
+    dicts = [_dictionary(adapter, s, i) for i, s in enumerate(sites)]
+    feature = {"dictionary": "d", "feature": "f"}
+    return {
+        "one direction": _style({"components": [{**feature, "weight": 0.1}]}, dicts[:1]),
+        "3-component style": _style({"components": [
+            {"name": "a", **feature, "weight": 0.1},
+            {"name": "b", **feature, "weight": 0.1, "schedule": {"kind": "ramp", "end": 0.5}},
+            {"name": "c", **feature, "weight": 0.1,
+             "positions": {"kind": "region", "top": 0.0, "bottom": 0.5}}]}, dicts),
+        "reactive rule": _style({
+            "components": [{"name": "a", **feature, "weight": 0.1, "enabled": False}],
+            "rules": [{"when": {**feature, "above": 0.5}, "then": {"apply": "a", "steps": 4}}]},
+            dicts[:1]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="avatars", help="shipped image model or pipeline folder")
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    adapter = ps.load_model({"kind": "diffusers", "name": args.model})
+    styles = image_cases(adapter, SITES)
+    batches = {b: b for b in args.batch}
+
+    def generate(batch):
+        return adapter.generate(batch, num_inference_steps=args.steps)
+
+    results = run_cases(adapter, styles, generate, batches, args.steps, args.repeats)
+    report(f"{args.model}, {args.steps} denoising steps, 1 thread, median of {args.repeats} interleaved runs",
+           results, args.json)
+
+
+if __name__ == "__main__":
+    main()
