@@ -12,6 +12,8 @@ Sites (forward order), each presented as ``(B, positions, channels)``:
 site                           positions                 what it is
 =============================  ========================  ======================================
 ``text_encoder.layers.N``      phonemes                  output of encoder layer N
+``text_encoder.project``       phonemes                  prior means and log-scales (acoustics
+                                                         only: durations do not read it)
 ``duration_predictor.input``   phonemes                  what the duration predictor reads
 ``flow.N``                     frames                    output of the N-th coupling layer run
 ``decoder.input``              frames                    latent frames the vocoder turns to audio
@@ -98,6 +100,7 @@ class VitsAdapter(ModelAdapter):
         table: dict[str, tuple[torch.nn.Module, Any, int, str]] = {}
         for i, layer in enumerate(m.text_encoder.encoder.layers):
             table[f"text_encoder.layers.{i}"] = (layer, MaybeTuple(BPC()), config.hidden_size, "output")
+        table["text_encoder.project"] = (m.text_encoder.project, BCT(), 2 * config.flow_size, "output")
         table["duration_predictor.input"] = (m.duration_predictor, BCT(), config.hidden_size, "input")
         for k, flow in enumerate(reversed(m.flow.flows)):  # synthesis runs the flows in reverse
             table[f"flow.{k}"] = (flow, MaybeTuple(BCT()), config.flow_size, "output")

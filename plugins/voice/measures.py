@@ -251,6 +251,16 @@ def speaking_rate(durations: torch.Tensor, frame_seconds: float,
     return torch.where(seconds > 0, phonemes / seconds.clamp_min(1e-12), nan)
 
 
+def spectral_centroid_frames(wave: Any, sample_rate: int, *, n_fft: int = 1024,
+                             hop_length: int | None = None) -> torch.Tensor:
+    """Spectral centroid in Hz per frame, ``(B, frames)``, NaN on silent frames (frame ``k`` is
+    centred on sample ``k * hop_length``; hop ``n_fft // 4`` by default)."""
+    power, freqs, silent = _power_frames(wave, sample_rate, n_fft, hop_length)
+    mag = power.sqrt()
+    centroid = (mag * freqs).sum(-1) / mag.sum(-1).clamp_min(1e-20)
+    return torch.where(silent, torch.full_like(centroid, float("nan")), centroid)
+
+
 def voice_speaking_rate(adapter: Any, outputs: Any, baseline: Any) -> float:
     """Phonemes per second from the adapter's predicted durations (mean over the batch).
 

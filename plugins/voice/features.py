@@ -1,0 +1,233 @@
+"""Voice features built through the core: probes on measured attributes and contrastive pairs.
+
+Everything here is synthesis plus core builders (:func:`polysteer.linear_probe`,
+:func:`polysteer.difference_of_means`, :func:`polysteer.direction_set`); nothing is voice-specific
+in the dictionaries themselves.
+
+* **Measured attributes.** Sentences are synthesised (fixed seed) while a site is captured; the
+  audio is measured frame by frame (F0 by YIN, spectral centroid) and averaged over each
+  phoneme's predicted frames, or the predicted duration itself is taken; a ridge probe from the
+  phoneme activations to that value gives a direction: ``higher pitch`` (at
+  ``text_encoder.project``, which the duration predictor does not read, so the speaking rate stays
+  put), ``brighter`` (``text_encoder.layers.5``) and ``slower`` (``duration_predictor.input``).
+* **Contrastive examples.** The same sentences ending in ``?`` or ``!`` against ``.``: the
+  difference of mean activations gives ``question`` and ``exclamation``.
+
+Each feature is then checked by effect: held-out sentences are synthesised at a few intensities and
+the measured pitch, centroid and speaking rate are stored in the dictionary's details.
+``python -m polysteer.plugins.voice.features [--out configs/dictionary]`` rebuilds the shipped
+dictionaries of the embedded voice (``joe-pitch``, ``joe-brightness``, ``joe-rate``,
+``joe-intonation``) in about two minutes on one CPU thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from polysteer import DirectionSet, Style, difference_of_means, direction_set, linear_probe, median_norm
+from polysteer.runtime import steer
+
+PROBE_SITE = "text_encoder.layers.5"
+PITCH_SITE = "text_encoder.project"  # after the split: moves pitch, leaves durations alone
+RATE_SITE = "duration_predictor.input"
+F0_RANGE = {"fmin": 60.0, "fmax": 400.0}
+INTENSITIES = (0.0, 0.25, 0.5, 1.0)
+
+SENTENCES: tuple[str, ...] = (
+    "The weather is lovely today.", "Could you pass me the salt, please.",
+    "I never thought I would see the ocean again.", "Turn left at the second traffic light.",
+    "My brother plays the violin every evening.", "We should leave before it starts to rain.",
+    "The library closes at eight on weekdays.", "She painted the kitchen a bright yellow.",
+    "Nobody knows where the old map went.", "Please remember to water the plants.",
+    "The train to Boston is running late.", "He laughed so hard that he cried.",
+    "Our team finally won the championship.", "A cup of tea sounds wonderful right now.",
+    "The children built a castle out of sand.", "Write your name at the top of the page.",
+    "This bridge was built over a hundred years ago.", "I would like two tickets for the evening show.",
+    "The museum has a new exhibit about whales.", "Keep the receipt in case you need to return it.",
+    "The garden is full of roses in June.", "You can find the keys on the kitchen table.",
+    "The meeting was moved to Thursday morning.", "My grandmother makes the best apple pie.",
+    "The dog chased the ball across the park.", "It takes an hour to drive to the coast.",
+    "They opened a small bakery on our street.", "The stars are very bright tonight.",
+    "He forgot his umbrella at the office.", "The river froze during the long winter.",
+    "We watched the sunset from the hill.", "The printer is out of paper again.",
+)
+"""Training sentences (statements; the contrastive sets swap the final full stop)."""
+
+HELD_OUT: tuple[str, ...] = (
+    "Let me tell you a story about a small village.", "The soup needs a little more salt.",
+    "Our flight leaves early in the morning.", "The cat is sleeping on the warm windowsill.",
+)
+"""Sentences never used for building, for checking each feature's effect."""
+
+
+@dataclass
+class Harvest:
+    """Per-sentence phoneme activations and per-phoneme measurements of synthesised speech."""
+
+    acts: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # site -> [(P, C)]
+    pitch: list[torch.Tensor] = field(default_factory=list)  # [(P,)] Hz, NaN where unvoiced
+    centroid: list[torch.Tensor] = field(default_factory=list)  # [(P,)] Hz
+    log_duration: list[torch.Tensor] = field(default_factory=list)  # [(P,)] log frames
+
+
+def per_phoneme(values: torch.Tensor, durations: torch.Tensor) -> torch.Tensor:
+    """Mean of frame ``values`` ``(frames,)`` over each phoneme's frames, ignoring NaN: ``(P,)``."""
+    ends = durations.long().cumsum(0)
+    frames = torch.arange(len(values))
+    which = torch.searchsorted(ends, frames, right=True)  # the phoneme each frame belongs to
+    ok = ~values.isnan() & (which < len(durations))
+    total = torch.zeros(len(durations)).index_add_(0, which[ok], values[ok].float())
+    count = torch.zeros(len(durations)).index_add_(0, which[ok], torch.ones(int(ok.sum())))
+    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, math.nan))
+
+
+def _frame_measures(adapter: Any, wave: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """F0 and spectral centroid per output frame ``(frames,)``, aligned to the latent frames."""
+    from polysteer.plugins.voice.measures import f0_frames, spectral_centroid_frames
+
+    hop = adapter.hop
+    f0 = f0_frames(wave, adapter.sample_rate, hop_s=hop / adapter.sample_rate, **F0_RANGE)[0]
+    window = int(2 * math.ceil(adapter.sample_rate / F0_RANGE["fmin"]) + 2)
+    shift = round(window / 2 / hop)  # a YIN frame starting at k * hop is centred `shift` frames on
+    pitch = torch.full((frames,), math.nan)
+    pitch[shift: shift + len(f0)] = f0[: max(0, frames - shift)]
+    centroid = spectral_centroid_frames(wave, adapter.sample_rate, n_fft=4 * hop, hop_length=hop)[0]
+    bright = torch.full((frames,), math.nan)
+    bright[: min(frames, len(centroid))] = centroid[:frames]
+    return pitch, bright
+
+
+def harvest(adapter: Any, sentences: Sequence[Any], sites: Sequence[str], *, seed: int = 0,
+            progress: bool = True, measure: bool = True) -> Harvest:
+    """Synthesise each sentence alone (no padding effects) capturing ``sites``; measure it."""
+    from tqdm import tqdm
+
+    out = Harvest(acts={s: [] for s in sites})
+    for sentence in tqdm(sentences, desc="synthesising", disable=not progress, leave=False):
+        with steer(adapter, None, capture=list(sites)) as run:
+            wave = adapter.generate(sentence, seed=seed)
+        for site in sites:
+            out.acts[site].append(run.captured(site)[0])
+        durations = adapter.last.durations[0]
+        out.log_duration.append(torch.log(durations.clamp_min(1)))
+        if measure:
+            frames = int(adapter.last.frames[0])
+            pitch, bright = _frame_measures(adapter, wave[:, : int(adapter.last.lengths[0])], frames)
+            out.pitch.append(per_phoneme(pitch, durations))
+            out.centroid.append(per_phoneme(bright, durations))
+    return out
+
+
+def probe_direction(acts: list[torch.Tensor], values: list[torch.Tensor],
+                    ridge: float = 0.1) -> tuple[torch.Tensor, float]:
+    """A ridge probe from phoneme activations to a measured value (NaN rows left out), and its
+    correlation with the value on the training rows."""
+    x, y = torch.cat(acts), torch.cat(values)
+    ok = ~y.isnan()
+    x, y = x[ok], y[ok]
+    w = linear_probe(x, y, ridge=ridge)
+    pred = (x - x.mean(0)) @ w
+    r = torch.corrcoef(torch.stack([pred, y]))[0, 1].item()
+    return w, r
+
+
+def measure_effect(adapter: Any, dictionary: DirectionSet, feature: str,
+                   intensities: Sequence[float] = INTENSITIES,
+                   sentences: Sequence[str] = HELD_OUT, seed: int = 0) -> dict[str, list[float]]:
+    """Median pitch, last-third pitch, centroid and speaking rate of held-out speech per intensity."""
+    from polysteer.plugins.voice.measures import pitch, spectral_centroid
+
+    style = one_feature_style(dictionary, feature)
+    table: dict[str, list[float]] = {"intensity": list(intensities), "pitch_hz": [], "pitch_end_hz": [],
+                                     "centroid_hz": [], "rate_phonemes_per_s": []}
+    for intensity in intensities:
+        rows: dict[str, list[float]] = {k: [] for k in table if k != "intensity"}
+        for sentence in sentences:
+            with steer(adapter, style, intensity=intensity):
+                wave = adapter.generate(sentence, seed=seed)[:, : int(adapter.last.lengths[0])]
+            rows["pitch_hz"].append(pitch(wave, adapter.sample_rate, **F0_RANGE).median.item())
+            tail = wave[:, wave.shape[-1] * 2 // 3:]
+            rows["pitch_end_hz"].append(pitch(tail, adapter.sample_rate, **F0_RANGE).median.item())
+            rows["centroid_hz"].append(spectral_centroid(wave, adapter.sample_rate).item())
+            rows["rate_phonemes_per_s"].append(adapter.speaking_rate().item())
+        for key, values in rows.items():
+            finite = [v for v in values if math.isfinite(v)]
+            table[key].append(round(sum(finite) / len(finite), 2) if finite else math.nan)
+    return table
+
+
+def one_feature_style(dictionary: DirectionSet, feature: str, **component: Any) -> Style:
+    """A one-component ``add`` style over an in-memory dictionary."""
+    style = Style.from_dict({"name": feature, "components": [
+        {"dictionary": "in-memory", "feature": feature, **component}]})
+    style.components[0].dictionary = dictionary
+    return style
+
+
+def _pack(adapter: Any, vectors: list[torch.Tensor], labels: list[str], site: str, acts: list[torch.Tensor],
+          method: str, details: dict[str, Any]) -> DirectionSet:
+    norm = median_norm(torch.cat(acts).unsqueeze(0))
+    return direction_set(vectors, labels, site=site, site_norm=norm, model=adapter.model_fingerprint,
+                         method=method, details=details)
+
+
+def build_voice_dictionaries(adapter: Any, *, prefix: str = "joe", progress: bool = True,
+                             check: bool = True) -> dict[str, DirectionSet]:
+    """Every shipped voice dictionary of ``adapter``'s voice, by name (``<prefix>-pitch``, ...)."""
+    sites = [PROBE_SITE, PITCH_SITE, RATE_SITE]
+    base = harvest(adapter, SENTENCES, sites, progress=progress)
+    made: dict[str, DirectionSet] = {}
+    common = {"sentences": len(SENTENCES), "seed": 0, "voice": adapter.name}
+    for name, label, values, site in (("pitch", "higher pitch", base.pitch, PITCH_SITE),
+                                      ("brightness", "brighter", base.centroid, PROBE_SITE),
+                                      ("rate", "slower", base.log_duration, RATE_SITE)):
+        w, r = probe_direction(base.acts[site], values)
+        target = {"pitch": "F0 (Hz, YIN) per phoneme", "brightness": "spectral centroid (Hz) per phoneme",
+                  "rate": "log predicted duration (frames) per phoneme"}[name]
+        made[f"{prefix}-{name}"] = _pack(adapter, [w], [label], site, base.acts[site], "linear-probe",
+                                         {**common, "target": target, "train_r": round(r, 3)})
+    questions = harvest(adapter, [s[:-1] + "?" for s in SENTENCES], [PROBE_SITE], progress=progress,
+                        measure=False)
+    exclaims = harvest(adapter, [s[:-1] + "!" for s in SENTENCES], [PROBE_SITE], progress=progress,
+                       measure=False)
+    statements = torch.cat(base.acts[PROBE_SITE])
+    vectors = [difference_of_means(torch.cat(q.acts[PROBE_SITE]), statements) for q in (questions, exclaims)]
+    made[f"{prefix}-intonation"] = _pack(
+        adapter, vectors, ["question", "exclamation"], PROBE_SITE, base.acts[PROBE_SITE], "mean-diff",
+        {**common, "positive": {"question": "same sentences ending in '?'",
+                                "exclamation": "same sentences ending in '!'"},
+         "negative": "the sentences ending in '.'"})
+    if check:
+        for dictionary in made.values():
+            dictionary.info.details["effect"] = {
+                label: measure_effect(adapter, dictionary, label) for label in dictionary.labels}
+    return made
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Rebuild the embedded voice's dictionaries into ``--out`` (default: the shipped folder)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).parents[2] / "configs" / "dictionary")
+    parser.add_argument("--voice", default="joe")
+    args = parser.parse_args(argv)
+    from polysteer.plugins.voice.adapter import VitsAdapter
+
+    torch.set_num_threads(1)
+    adapter = VitsAdapter.load(args.voice)
+    for name, dictionary in build_voice_dictionaries(adapter, prefix=args.voice).items():
+        dictionary.save(args.out / name)
+        print(name, dictionary.describe())
+        for label, effect in dictionary.info.details.get("effect", {}).items():
+            print(f"  {label}: {effect}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
