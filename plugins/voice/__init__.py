@@ -43,3 +43,10 @@ def polysteer_register_config_schemas(registry):
 
     tts.register_config_schemas(registry)
     whisper.register_config_schemas(registry)
+
+
+@hookimpl
+def polysteer_register_commands(registry):
+    from polysteer.plugins.voice import tts
+
+    tts.register_commands(registry)  # speak

@@ -41,3 +41,10 @@ def register_adapters(registry: Any) -> None:
 
 def register_config_schemas(registry: Any) -> None:
     registry.register("model.vits", VitsModelConfig)
+
+
+def register_commands(registry: Any) -> None:
+    from polysteer.plugins.voice.commands import VOICE_COMMANDS
+
+    for name, command in VOICE_COMMANDS.items():
+        registry.register(name, command, requires=TTS_REQUIRES)

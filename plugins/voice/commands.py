@@ -1,0 +1,125 @@
+"""Voice CLI command ``speak``: synthesise text with a VITS voice, optionally steered and compared."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+from polysteer import Command, load_model, load_style
+from polysteer.console import say
+from polysteer.errors import MissingDependencyError
+
+
+def _speak_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--voice", default="joe",
+                   help="embedded voice (joe), model config name, or a VITS folder")
+    p.add_argument("--style", help="style YAML file or shipped style name (e.g. joe-higher-pitch)")
+    p.add_argument("--intensity", type=float, default=1.0, help="style intensity (default 1.0)")
+    p.add_argument("--compare", action="store_true",
+                   help="also write the unsteered speech, print measured differences, draw spectrograms")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same voice)")
+    p.add_argument("--phonemes", action="store_true", help="the text is espeak IPA phonemes")
+    p.add_argument("-o", "--output", type=Path, default=Path("speech.wav"), help="WAV file to write")
+    p.add_argument("text", help="what to say")
+
+
+def _load_voice(name: str) -> Any:
+    if Path(name).expanduser().is_dir():
+        return load_model({"kind": "vits", "name": name})
+    return load_model(name if name != "joe" else "vits")
+
+
+def measure_speech(adapter: Any, wave: Any) -> dict[str, float]:
+    """The voice measures of one waveform (``(1, T)``, cut to its length) and its speaking rate."""
+    from polysteer.plugins.voice import measures as m
+
+    rate = adapter.sample_rate
+    pitch = m.pitch(wave, rate, fmin=60.0, fmax=400.0)
+    return {"duration_s": wave.shape[-1] / rate, "pitch_median_hz": pitch.median.item(),
+            "pitch_range_hz": pitch.range.item(), "centroid_hz": m.spectral_centroid(wave, rate).item(),
+            "loudness_lufs": m.loudness(wave, rate).item(),
+            "flatness": m.spectral_flatness(wave, rate).item(),
+            "rate_phonemes_per_s": adapter.speaking_rate().item()}
+
+
+def compare_table(plain: dict[str, float], steered: dict[str, float], title: str) -> str:
+    """A readable table: measure, unsteered, steered, difference."""
+    lines = [f"{'measure':<22}{'unsteered':>12}{title[:16]:>18}{'change':>12}"]
+    for key, a in plain.items():
+        b = steered[key]
+        change = b - a if math.isfinite(a) and math.isfinite(b) else float("nan")
+        lines.append(f"{key:<22}{a:>12.2f}{b:>18.2f}{change:>+12.2f}")
+    return "\n".join(lines)
+
+
+def spectrogram_png(path: Path, waves: list[tuple[str, Any]], sample_rate: int) -> Path:
+    """Log-mel spectrograms of the waveforms, stacked, written atomically to ``path``."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise MissingDependencyError(
+            "the spectrogram needs matplotlib: pip install 'polysteer[plots]'") from err
+    import torch
+    import torchaudio
+
+    from polysteer.fileio import atomic_path
+
+    mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=1024, hop_length=256, n_mels=80)
+    fig, axes = plt.subplots(len(waves), 1, figsize=(9, 2.6 * len(waves)), squeeze=False)
+    for ax, (title, wave) in zip(axes[:, 0], waves, strict=True):
+        db = 10 * torch.log10(mel(wave.reshape(-1)).clamp_min(1e-10))
+        ax.imshow(db.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=float(db.max()) - 80,
+                  extent=(0, wave.shape[-1] / sample_rate, 0, 80))
+        ax.set_title(title)
+        ax.set_ylabel("mel bin")
+    axes[-1, 0].set_xlabel("seconds")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _speak_run(args: argparse.Namespace) -> int:
+    from polysteer.plugins.voice.adapter import write_wav
+
+    adapter = _load_voice(args.voice)
+    style = load_style(args.style) if args.style else None
+    inputs = {"phonemes": args.text} if args.phonemes else args.text
+
+    def speak(intensity: float) -> Any:
+        out = adapter.generate(inputs, style=style, intensity=intensity, seed=args.seed)
+        return out[:, : int(adapter.last.lengths[0])]
+
+    steered = speak(args.intensity)
+    steered_measures = measure_speech(adapter, steered) if args.compare else None
+    write_wav(args.output, steered[0], adapter.sample_rate)
+    say(f"wrote {args.output} ({steered.shape[-1] / adapter.sample_rate:.2f} s)")
+    if not args.compare:
+        return 0
+    if style is None:
+        say("--compare without --style: nothing to compare against; pass --style")
+        return 2
+    plain = speak(0.0)
+    plain_path = args.output.with_name(f"{args.output.stem}.unsteered{args.output.suffix or '.wav'}")
+    write_wav(plain_path, plain[0], adapter.sample_rate)
+    title = f"{style.name} x {args.intensity:g}"
+    print(compare_table(measure_speech(adapter, plain), steered_measures, title))
+    png = spectrogram_png(args.output.with_suffix(".png"), [("unsteered", plain), (title, steered)],
+                          adapter.sample_rate)
+    say(f"wrote {plain_path} and {png}")
+    return 0
+
+
+VOICE_COMMANDS = {
+    "speak": Command("synthesise speech with a VITS voice (--style to steer, --compare for both)",
+                     _speak_args, _speak_run,
+                     description="Say TEXT with the embedded Piper voice (or a VITS folder) and write a "
+                                 "WAV. With --style it is steered; --compare also writes the unsteered "
+                                 "speech, prints measured differences and draws both spectrograms."),
+}
