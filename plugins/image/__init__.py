@@ -44,7 +44,9 @@ def load_diffusers(node: dict[str, Any]):
 
 @hookimpl
 def polysteer_register_measures(registry):
-    for name, measure in IMAGE_MEASURES.items():
+    from polysteer.plugins.image.classifier import classifier_measures
+
+    for name, measure in {**IMAGE_MEASURES, **classifier_measures()}.items():
         registry.register(name, measure)
 
 

@@ -20,7 +20,7 @@ import torch
 
 from polysteer import ModelAdapter, RowMap, SiteBinding
 from polysteer.fileio import atomic_path
-from polysteer.plugins.image.measures import image_brightness, image_warmth
+from polysteer.plugins.image.measures import brightness, warmth
 from polysteer.plugins.image.sites import denoiser_of, resolve, site_table
 
 _COND_FIRST = ("DiTPipeline",)  # pipelines that batch [cond; uncond] instead of [uncond; cond]
@@ -149,7 +149,7 @@ class DiffusersAdapter(ModelAdapter):
 
     # -- outputs --------------------------------------------------------------------------------
     def describe_outputs(self, outputs: torch.Tensor) -> list[str]:
-        b, w = image_brightness(outputs), image_warmth(outputs)
+        b, w = brightness(outputs), warmth(outputs)
         h, wd = outputs.shape[-2:]
         return [f"{h}x{wd} image, brightness {b[i]:.3f}, warmth {w[i]:+.3f}" for i in range(len(outputs))]
 
