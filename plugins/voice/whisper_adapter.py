@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
+import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -119,9 +120,21 @@ class WhisperAdapter(ModelAdapter):
         return out.input_features.to(device, dtype)
 
     def prepare_inputs(self, spec: Any) -> Any:
+        """``experiment.inputs`` for Whisper: a WAV file path or a list of them (16 kHz waveforms)."""
         if spec is None:
-            raise ValueError("a Whisper experiment needs audio inputs (waveforms at 16 kHz)")
-        return spec
+            raise ValueError("a Whisper experiment needs audio: set experiment.inputs to WAV file paths")
+        paths = [spec] if isinstance(spec, str | Path) else list(spec)
+        if not all(isinstance(p, str | Path) for p in paths):
+            return spec  # already waveforms
+        waves = []
+        for path in paths:
+            wave_, rate = read_wav(path)
+            if rate != SAMPLE_RATE:
+                import torchaudio
+
+                wave_ = torchaudio.functional.resample(wave_, rate, SAMPLE_RATE)
+            waves.append(wave_)
+        return waves
 
     # -- generation -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -207,3 +220,22 @@ def _quiet_generate() -> Iterator[None]:
         yield
     finally:
         log.setLevel(level)
+
+
+def read_wav(path: str | Path) -> tuple[torch.Tensor, int]:
+    """A PCM WAV file as a mono float waveform ``(T,)`` in [-1, 1] and its sample rate."""
+    import numpy as np
+
+    try:
+        with wave.open(str(path), "rb") as handle:
+            width, channels, rate = handle.getsampwidth(), handle.getnchannels(), handle.getframerate()
+            raw = handle.readframes(handle.getnframes())
+    except (wave.Error, EOFError) as err:
+        raise ValueError(f"{path} is not a PCM WAV file ({err}); convert it, e.g. with "
+                         "`ffmpeg -i IN -ac 1 -ar 16000 OUT.wav`") from err
+    dtypes = {1: (np.uint8, 128.0, 128.0), 2: (np.int16, 0.0, 32768.0), 4: (np.int32, 0.0, 2.0 ** 31)}
+    if width not in dtypes:
+        raise ValueError(f"{path} has {8 * width}-bit samples; polysteer reads 8, 16 and 32-bit PCM WAV")
+    dtype, offset, scale = dtypes[width]
+    samples = (np.frombuffer(raw, dtype=dtype).astype(np.float32) - offset) / scale
+    return torch.from_numpy(samples.reshape(-1, channels).mean(axis=1)), rate

@@ -155,3 +155,33 @@ def test_texts_and_saved_outputs(tmp_path):
 def test_registered_adapter_kind(plugin_manager):
     entry = plugin_manager.adapters.get("whisper")
     assert callable(entry)
+
+
+def test_experiment_inputs_are_wav_files(tmp_path):
+    import wave
+
+    from polysteer.plugins.voice.whisper_adapter import read_wav
+
+    adapter, waves = tiny_whisper_adapter(), tiny_waveforms(seconds=0.25)
+    paths = []
+    for i, (rate, channels) in enumerate([(16000, 1), (8000, 2)]):
+        x = torch.nn.functional.interpolate(waves[i][None, None], scale_factor=rate / 16000)[0, 0]
+        pcm = (x.clamp(-1, 1) * 32767).round().to(torch.int16)
+        pcm = pcm.repeat_interleave(channels)  # stereo: both channels the same
+        path = tmp_path / f"{i}.wav"
+        with wave.open(str(path), "wb") as out:
+            out.setnchannels(channels)
+            out.setsampwidth(2)
+            out.setframerate(rate)
+            out.writeframes(pcm.numpy().tobytes())
+        paths.append(str(path))
+    wave0, rate0 = read_wav(paths[0])
+    assert rate0 == 16000 and (wave0 - waves[0]).abs().max() < 1e-4
+    inputs = adapter.prepare_inputs(paths)
+    assert [w.shape[0] for w in inputs] == [4000, 4000]  # the 8 kHz stereo file resampled, mixed down
+    assert adapter.generate(inputs, max_new_tokens=3).shape == (2, 3)
+    with pytest.raises(ValueError, match="needs audio"):
+        adapter.prepare_inputs(None)
+    (tmp_path / "bad.wav").write_bytes(b"not a wav")
+    with pytest.raises(ValueError, match="not a PCM WAV file"):
+        read_wav(tmp_path / "bad.wav")
