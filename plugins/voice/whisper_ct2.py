@@ -110,15 +110,14 @@ def read_ct2(data: bytes | memoryview, where: str = "model.bin") -> CT2Model:
                                f"versions {SUPPORTED_BINARY_VERSIONS}")
     spec, revision = (reader.string(), reader.unpack("I")) if version >= 2 else ("", 1)
     variables = dict(_variable(reader, version) for _ in range(reader.unpack("I")))
-    if version >= 3:
-        for _ in range(reader.unpack("I")):
-            alias, target = reader.string(), reader.string()
-            if target not in variables:
-                raise CorruptFileError(f"{where}: alias {alias!r} points at missing {target!r}")
-            variables[alias] = variables[target]
+    aliases = [(reader.string(), reader.string()) for _ in range(reader.unpack("I") if version >= 3 else 0)]
     if reader.pos != len(reader.data):
         raise CorruptFileError(f"{where} has {len(reader.data) - reader.pos} unread bytes at the end")
     quantisation = _dequantise(variables)
+    for alias, target in aliases:  # after dequantising, so an alias of a quantised weight is float too
+        if target not in variables:
+            raise CorruptFileError(f"{where}: alias {alias!r} points at missing {target!r}")
+        variables[alias] = variables[target]
     return CT2Model(spec, revision, variables, quantisation)
 
 

@@ -137,13 +137,14 @@ def _ct2_variables(model: Any) -> dict[str, Any]:
 
 
 def _quantise(variables: dict[str, Any], quantization: str | None) -> dict[str, Any]:
-    """CTranslate2's weight quantisation: int8 per output row, int16 one scale, or float16."""
+    """CTranslate2's weight quantisation of linear and embedding weights: int8 with a scale per
+    output row, int16 with one scale, or float16."""
     import torch
 
     out = {}
     for name, value in variables.items():
-        linear = name.endswith("/weight") and "/linear_" in name
-        if quantization in ("int8", "int16") and linear:
+        quantisable = name.endswith("/weight") and ("/linear_" in name or "/embeddings/" in name)
+        if quantization in ("int8", "int16") and quantisable:
             amax = value.abs().amax(dim=1) if quantization == "int8" else value.abs().max()
             scale = (127.0 if quantization == "int8" else 2.0 ** 10) / amax
             dtype = torch.int8 if quantization == "int8" else torch.int16

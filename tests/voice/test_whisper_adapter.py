@@ -185,3 +185,17 @@ def test_experiment_inputs_are_wav_files(tmp_path):
     (tmp_path / "bad.wav").write_bytes(b"not a wav")
     with pytest.raises(ValueError, match="not a PCM WAV file"):
         read_wav(tmp_path / "bad.wav")
+
+
+def test_cached_and_uncached_steering_agree(plugin_manager):
+    """Under the KV cache each decode step sees one token; without it, the whole sequence again:
+    the clock's offsets make both steer the same positions."""
+    adapter, waves = tiny_whisper_adapter(), tiny_waveforms()
+    style = probe_style(adapter, "decoder.layers.1.resid_pre", waves)
+    outs = []
+    for use_cache in (True, False):
+        with ps.steer(adapter, style, intensity=2.0, capture=[DEC]) as run:
+            outs.append(adapter.generate(waves, max_new_tokens=6, use_cache=use_cache))
+        assert run.captured(DEC).shape == (2, 2 + 5, 32)
+    assert torch.equal(outs[0], outs[1])
+    assert not torch.equal(outs[0], adapter.generate(waves, max_new_tokens=6))

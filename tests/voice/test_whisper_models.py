@@ -78,15 +78,19 @@ def test_quantised_weights_are_dequantised(tiny, quantization, dtype):
     model, _ = tiny
     ct2 = read_ct2(ct2_whisper_bytes(model, quantization))
     converted, expected = whisper_state_dict(ct2), _expected(model)
-    largest = max(v.abs().max() for k, v in expected.items() if "_proj." in k or ".fc" in k)
+    largest = max(v.abs().max() for k, v in expected.items()
+                  if "_proj." in k or ".fc" in k or "embed_tokens" in k)
     if dtype:
         assert set(ct2.quantisation.values()) == {dtype}
-        assert "decoder/layer_0/ffn/linear_0/weight" in ct2.quantisation
+        assert {"decoder/layer_0/ffn/linear_0/weight", "decoder/embeddings/weight"} <= set(ct2.quantisation)
+        # the output projection is an alias of the embeddings: dequantised with them
+        v = ct2.variables
+        assert torch.equal(v["decoder/projection/weight"], v["decoder/embeddings/weight"])
         assert not any(k.endswith("_scale") for k in ct2.variables)
     for name, value in expected.items():
         got = converted[name]
         assert got.dtype == torch.float32
-        if name.endswith(".weight") and ("_proj." in name or ".fc" in name):
+        if name.endswith(".weight") and ("_proj." in name or ".fc" in name or "embed_tokens" in name):
             # int8: half a step of each output row's amax/127; int16: of the (fused) matrix's
             # amax/1024, bounded here by the largest linear weight
             step = value.abs().amax(dim=1, keepdim=True) / 127 if quantization == "int8" else \
