@@ -1,0 +1,90 @@
+"""Overhead of steering the embedded Piper voice (joe): steered / plain synthesis in one process.
+
+One VITS pass per utterance (phonemised once beforehand, so espeak is not timed), fixed noise seed,
+batch 1 and 4, for one direction (``decoder.input``), a 3-component style (``text_encoder.project``,
+``decoder.input``, ``text_encoder.layers.5``; a ramp schedule and a last-third span mask), a
+reactive rule reading a feature in the pass, and the shipped ``joe-higher-pitch`` style. Also the
+real-time factor (synthesis seconds per second of audio) of plain synthesis. Target: ratio <= 1.03.
+
+    python benchmarks/voice_overhead.py [--voice joe] [--repeats 5] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from overhead import _dictionary, _style, report, run_cases
+
+import polysteer as ps
+
+SITES = ["decoder.input", "text_encoder.project", "text_encoder.layers.5"]
+SENTENCES = ["The weather is lovely today, and the garden is full of roses.",
+             "Could you pass me the salt, please?",
+             "Our flight leaves early in the morning, so we should pack tonight.",
+             "The children built a castle out of sand."]
+
+
+def voice_cases(adapter, sites: list[str]) -> dict[str, ps.Style]:
+    """One direction, a 3-component style (schedule + span mask), a reactive rule, a shipped style."""
+    dicts = [_dictionary(adapter, s, i) for i, s in enumerate(sites)]
+    feature = {"dictionary": "d", "feature": "f"}
+    return {
+        "one direction": _style({"components": [{**feature, "weight": 0.1}]}, dicts[:1]),
+        "3-component style": _style({"components": [
+            {"name": "a", **feature, "weight": 0.1},
+            {"name": "b", **feature, "weight": 0.1, "schedule": {"kind": "ramp", "end": 0.5}},
+            {"name": "c", **feature, "weight": 0.1, "positions": {"kind": "span", "start": 0.66}}]},
+            dicts),
+        "reactive rule": _style({
+            "components": [{"name": "a", **feature, "weight": 0.1, "enabled": False}],
+            "rules": [{"when": {**feature, "above": 0.5}, "then": {"apply": "a", "steps": 4}}]},
+            dicts[:1]),
+        "joe-higher-pitch": ps.load_style("joe-higher-pitch"),
+    }
+
+
+def real_time_factor(adapter, inputs, repeats: int) -> float:
+    """Median synthesis time over the seconds of audio made (below 1: faster than real time)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        adapter.generate(inputs, seed=0)
+        times.append(time.perf_counter() - t0)
+    audio = adapter.last.lengths.sum().item() / adapter.sample_rate
+    return statistics.median(times) / audio
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--voice", default="joe", help="embedded voice or VITS folder")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    from polysteer.plugins.voice.phonemes import phonemize
+
+    adapter = ps.load_model({"kind": "vits", "name": args.voice})
+    phonemes = [phonemize(s, adapter.espeak_voice) for s in SENTENCES]
+    styles = voice_cases(adapter, SITES)
+    batches = {b: {"phonemes": (phonemes * b)[:b]} for b in args.batch}
+
+    def generate(inputs):
+        return adapter.generate(inputs, seed=0)
+
+    results = run_cases(adapter, styles, generate, batches, 1, args.repeats)
+    for b, inputs in batches.items():
+        results[f"real_time_factor_batch{b}"] = round(real_time_factor(adapter, inputs, args.repeats), 4)
+    report(f"{args.voice}, one VITS pass per batch (ms/step = ms per synthesis), 1 thread, "
+           f"median of {args.repeats} interleaved runs", results, args.json)
+    if not args.json:
+        for b in args.batch:
+            print(f"real-time factor, batch {b}: {results[f'real_time_factor_batch{b}']} "
+                  "(synthesis seconds per second of audio)")
+
+
+if __name__ == "__main__":
+    main()
