@@ -105,3 +105,29 @@ def test_logits_match_ctranslate2(whisper, speech, tmp_path):
     kept = expected > -1e30  # CTranslate2 reports suppressed tokens as -inf / lowest float
     n = len(expected)
     assert np.abs(expected[kept] - logits[:n][kept]).max() < 1e-3
+
+
+def test_int8_model_from_ctranslate2s_own_converter_is_dequantised(whisper, speech, tmp_path):
+    """CTranslate2 quantises our converted model to int8 (its real on-disk format, scales per
+    row); reading that back gives the weights within half a step and the same transcripts."""
+    pytest.importorskip("ctranslate2", reason="pip install ctranslate2 (a dev dependency)")
+    from ctranslate2.converters import TransformersConverter
+
+    from polysteer.plugins.voice.whisper_adapter import WhisperAdapter
+    from polysteer.plugins.voice.whisper_ct2 import read_ct2
+    from polysteer.plugins.voice.whisper_models import convert_ct2_folder, load_whisper, model_dir
+
+    TransformersConverter(str(model_dir("whisper-tiny-en")), copy_files=["tokenizer.json"]).convert(
+        str(tmp_path / "ct2"), quantization="int8")
+    stored = read_ct2((tmp_path / "ct2" / "model.bin").read_bytes()).quantisation
+    assert set(stored.values()) == {"int8"} and "decoder/embeddings/weight" in stored
+    model, processor = load_whisper(convert_ct2_folder(tmp_path / "ct2", tmp_path / "hf"))
+    original = whisper.model.state_dict()
+    for name, value in model.state_dict().items():
+        if value.dim() == 2 and name.endswith(".weight") and "positions" not in name:
+            step = original[name].abs().amax(dim=1, keepdim=True) / 127
+            assert ((value - original[name]).abs() <= step / 2 + 1e-6).all(), name
+    waves, rate = speech
+    int8 = WhisperAdapter(model, processor, "int8")
+    assert int8.transcribe(waves, sample_rate=rate, max_new_tokens=40) == \
+        whisper.transcribe(waves, sample_rate=rate, max_new_tokens=40)
