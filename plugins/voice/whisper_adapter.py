@@ -31,6 +31,7 @@ import torch
 from polysteer import BPC, MaybeTuple, ModelAdapter, RowMap, SiteBinding, SteeringError
 from polysteer.fileio import atomic_path
 from polysteer.layout import Layout
+from polysteer.plugins.voice.measures import as_waveforms
 from polysteer.plugins.voice.whisper_models import SAMPLE_RATE, load_whisper
 
 #: Site kinds per stack, in the order they are computed inside one layer.
@@ -100,11 +101,14 @@ class WhisperAdapter(ModelAdapter):
 
     # -- inputs ---------------------------------------------------------------------------------
     def features(self, audio: Audio, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
-        """Log-mel features ``(B, mels, frames)`` of waveforms at ``sample_rate`` Hz."""
+        """Log-mel features ``(B, mels, frames)`` of waveforms at ``sample_rate`` Hz.
+
+        ``audio`` is ``(B, T)``, ``(T,)`` or a list of 1-D waveforms, float in [-1, 1] or int16 PCM.
+        """
         if isinstance(audio, dict):
             return audio["input_features"]
-        waves = [torch.as_tensor(w, dtype=torch.float32).reshape(-1) for w in
-                 (audio if isinstance(audio, list) or torch.as_tensor(audio).dim() == 2 else [audio])]
+        items = audio if isinstance(audio, list | tuple) else [audio]
+        waves = [w for item in items for w in as_waveforms(torch.as_tensor(item).detach().cpu())]
         if sample_rate != SAMPLE_RATE:
             import torchaudio
 
@@ -142,8 +146,8 @@ class WhisperAdapter(ModelAdapter):
                        **kwargs: Any) -> torch.Tensor:
         """Greedy (or beam, ``num_beams=``) transcription with the step clock attached.
 
-        ``max_new_tokens`` defaults to 96 (about 30 s of fast speech), at most half the decoder's
-        positions.
+        ``max_new_tokens`` defaults to 96 (at most half the decoder's positions); generation stops
+        earlier at the end-of-text token, and decode progress counts towards ``max_new_tokens``.
         """
         if max_new_tokens is None:
             max_new_tokens = min(96, self.model.config.max_target_positions // 2)

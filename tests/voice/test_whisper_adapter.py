@@ -199,3 +199,9 @@ def test_cached_and_uncached_steering_agree(plugin_manager):
         assert run.captured(DEC).shape == (2, 2 + 5, 32)
     assert torch.equal(outs[0], outs[1])
     assert not torch.equal(outs[0], adapter.generate(waves, max_new_tokens=6))
+
+
+def test_int16_pcm_is_scaled_like_float():
+    adapter, waves = tiny_whisper_adapter(), tiny_waveforms()
+    pcm = (waves * 32768).round().clamp(-32768, 32767).to(torch.int16)
+    torch.testing.assert_close(adapter.features(pcm), adapter.features(waves), atol=5e-3, rtol=0)
