@@ -134,18 +134,19 @@ def condition_tensor(condition: Mapping[str, str | None] | Sequence[Mapping[str,
     return torch.tensor([label_ids(c, attributes) for c in condition], dtype=torch.long)
 
 
-def build_dataset(count: int, size: int = 32, seed: int = 0, progress: bool = True
+def build_dataset(count: int, size: int = 32, seed: int = 0, progress: bool = True, start: int = 0
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` avatars as ``uint8 (N, 3, size, size)`` and their labels ``long (N, n_attributes)``.
+    """Avatars ``start .. start + count - 1`` as ``uint8 (N, 3, size, size)`` and their labels
+    ``long (N, n_attributes)``.
 
-    Image ``i`` depends only on ``(seed, i)``, so any prefix of a larger dataset is the same.
+    Image ``i`` depends only on ``(seed, i)``, so any slice of a larger dataset is the same.
     """
     from tqdm import tqdm
 
     images = torch.empty(count, 3, size, size, dtype=torch.uint8)
     labels = torch.empty(count, len(ATTRIBUTES), dtype=torch.long)
     for i in tqdm(range(count), desc="render avatars", disable=not progress, mininterval=2.0):
-        image, names = render_avatar(random.Random(f"{seed}:{i}"), size)
+        image, names = render_avatar(random.Random(f"{seed}:{start + i}"), size)
         data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
         images[i] = data.view(size, size, 3).permute(2, 0, 1)
         labels[i] = torch.tensor(label_ids(names))

@@ -1,6 +1,6 @@
 """A small attribute classifier for avatar images: the measure that says "this face wears sunglasses".
 
-One convolutional trunk (about 60k parameters) with a softmax head per attribute of
+One convolutional trunk (about 20k parameters) with a softmax head per attribute of
 :data:`~polysteer.plugins.image.avatars.ATTRIBUTES`, trained on rendered avatars (with blur and
 noise so it also reads the softer images the diffusion model draws). Shipped next to the model as
 ``configs/model/avatars-classifier`` and exposed as measures ``avatar_<attribute>_<value>``
@@ -27,7 +27,7 @@ SHIPPED = "avatars-classifier"
 class AttributeClassifier(nn.Module):
     """Images ``(B, 3, H, W)`` in [0, 1] -> logits per attribute."""
 
-    def __init__(self, attributes: Mapping[str, Sequence[str]], width: int = 32) -> None:
+    def __init__(self, attributes: Mapping[str, Sequence[str]], width: int = 16) -> None:
         super().__init__()
         self.attributes = {k: tuple(v) for k, v in attributes.items()}
         self.width = width
