@@ -102,14 +102,14 @@ def _require_transformers(purpose: str) -> None:
 
 
 def _special_ids(tokenizer: Any) -> dict[str, int]:
-    ids = {}
-    for key, token in (("eot", "<|endoftext|>"), ("sot", "<|startoftranscript|>"),
-                       ("no_timestamps", "<|notimestamps|>"), ("prev", "<|startofprev|>")):
-        found = tokenizer.convert_tokens_to_ids(token)
-        if found is None or found == tokenizer.unk_token_id and token != "<|endoftext|>":
+    """Ids of the special tokens Whisper's ``generate`` needs, or an error naming a missing one."""
+    vocab = tokenizer.get_vocab()
+    tokens = {"eot": "<|endoftext|>", "sot": "<|startoftranscript|>",
+              "no_timestamps": "<|notimestamps|>", "prev": "<|startofprev|>"}
+    for token in tokens.values():
+        if token not in vocab:
             raise CorruptFileError(f"tokenizer.json has no {token} token: not a Whisper tokenizer")
-        ids[key] = int(found)
-    return ids
+    return {key: int(vocab[token]) for key, token in tokens.items()}
 
 
 def build_tokenizer(tokenizer_json: bytes, vocab_size: int) -> Any:

@@ -197,3 +197,14 @@ def test_unknown_names_and_folders():
 def test_convert_ct2_reports_quantisation(tiny, tmp_path):
     summary = convert_ct2(ct2_whisper_files(*tiny, quantization="int8"), tmp_path / "m")
     assert set(summary["dequantised"].values()) == {"int8"}
+
+
+def test_a_tokenizer_without_whisper_tokens_is_refused(tiny, tmp_path):
+    import json
+
+    files = ct2_whisper_files(*tiny)
+    data = json.loads(files["tokenizer.json"])
+    data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] != "<|notimestamps|>"]
+    files["tokenizer.json"] = json.dumps(data).encode()
+    with pytest.raises(CorruptFileError, match="no <\\|notimestamps\\|> token"):
+        convert_ct2(files, tmp_path / "m")
