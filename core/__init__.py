@@ -12,6 +12,7 @@ Quick tour::
 """
 
 from polysteer.adapter import ModelAdapter, SiteBinding
+from polysteer.classifier import FeatureClassifier, load_classifier, resolve_classifier
 from polysteer.cli import Command
 from polysteer.concepts import (
     difference_of_means,
@@ -55,11 +56,12 @@ from polysteer.style import Component, Rule, Style, blend, load_style
 __all__ = [
     "BCHW", "BCT", "BPC", "Command", "Component", "ConfigError", "CorruptFileError",
     "DictionaryFormat", "DictionaryInfo", "DictionaryMismatchError", "DirectionSet",
-    "FeatureDictionary", "InTuple", "Layout", "MaybeTuple", "MissingDependencyError",
+    "FeatureClassifier", "FeatureDictionary", "InTuple", "Layout", "MaybeTuple", "MissingDependencyError",
     "ModelAdapter", "ModelFingerprint", "PluginManager", "PolysteerError", "Registry",
     "RegistryError", "Requirement", "RowMap", "Rule", "SiteBinding", "SparseAutoencoder", "Step",
     "StepClock", "Steering", "SteeringError", "SteeringWarning", "Style", "blend",
     "create_plugin_manager", "current_plugin_manager", "difference_of_means", "direction_set",
-    "fingerprint", "hookimpl", "linear_probe", "load_dictionary", "load_model", "load_style", "median_norm",
-    "pca_of_differences", "resolve_dictionary", "steer", "use_plugin_manager",
+    "fingerprint", "hookimpl", "linear_probe", "load_classifier", "load_dictionary", "load_model",
+    "load_style", "median_norm", "pca_of_differences", "resolve_classifier", "resolve_dictionary",
+    "steer", "use_plugin_manager",
 ]

@@ -303,6 +303,7 @@ class Driver:
     label: str
     value: float
     contribution: float
+    fires_on: tuple[str, ...] = ()  # where the feature fired most on the training data
 
 
 class FeatureClassifier:
@@ -384,8 +385,12 @@ class FeatureClassifier:
         out = []
         for i in order.tolist():
             feature, pool, label = self.column_name(int(self.columns[i]))
-            out.append(Driver(feature, pool, label, float(x[i]), float(contrib[i])))
+            fires_on = tuple(self._fires_on().get((feature, pool), ()))
+            out.append(Driver(feature, pool, label, float(x[i]), float(contrib[i]), fires_on))
         return out
+
+    def _fires_on(self) -> dict[tuple[int, str], list[str]]:
+        return {(c["feature"], c["pool"]): c.get("fires_on", []) for c in self.info.get("columns", [])}
 
     def check_compatible(self, model: ModelFingerprint | None, site: str, channels: int | None) -> None:
         """Raise :class:`DictionaryMismatchError` unless this classifier fits ``model`` at ``site``."""

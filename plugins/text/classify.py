@@ -76,6 +76,46 @@ def text_activations(adapter: Any, texts: Sequence[str], site: str, *, batch_siz
     return out
 
 
+def text_token_ids(adapter: Any, texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS
+                   ) -> list[torch.Tensor]:
+    """Per text, the token ids :func:`text_activations` reads (same truncation, no padding)."""
+    out = []
+    for start in range(0, len(texts), 256):
+        encoded = adapter.encode(list(texts[start:start + 256]), chat=False, max_tokens=max_tokens,
+                                 padding_side="right")
+        out += [ids[mask.bool()] for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"],
+                                                        strict=True)]
+    return out
+
+
+def record_firing_tokens(adapter: Any, classifier: FeatureClassifier, texts: Sequence[str],
+                         acts: Sequence[torch.Tensor], top: int = 5) -> None:
+    """Store, per chosen column, the ``top`` distinct tokens of ``texts`` where its feature fires
+    most (``columns[i]["fires_on"]``): a data-grounded description next to the dictionary's label."""
+    from polysteer.plugins.text.labels import clean_token
+
+    ids = text_token_ids(adapter, texts)
+    keep = [a.norm(dim=-1) <= OUTLIER_FACTOR * classifier.site_norm for a in acts]
+    tokens = torch.cat([i[k] for i, k in zip(ids, keep, strict=True)])
+    kept = torch.cat([a[k] for a, k in zip(acts, keep, strict=True)])
+    features = sorted({c["feature"] for c in classifier.info["columns"]})
+    with torch.no_grad():
+        values = (kept if classifier.dictionary is None else torch.cat(
+            [classifier.dictionary.encode(chunk) for chunk in kept.split(4096)]))[:, features].float()
+    words: dict[int, list[str]] = {}
+    for j, feature in enumerate(features):
+        found: list[str] = []
+        for position in torch.argsort(values[:, j], descending=True, stable=True).tolist():
+            if values[position, j] <= 0 or len(found) == top:
+                break
+            word = clean_token(adapter.tokenizer, int(tokens[position]))
+            if word and word not in found:
+                found.append(word)
+        words[feature] = found
+    for column in classifier.info["columns"]:
+        column["fires_on"] = words[column["feature"]]
+
+
 def estimate_site_norm(acts: Sequence[torch.Tensor]) -> float:
     """Median token norm, leaving out each text's first token (often an attention sink)."""
     norms = [a[1:].norm(dim=-1) for a in acts if len(a) > 1]
@@ -206,10 +246,12 @@ def fit_text_classifier(adapter: Any, dictionary: Any, texts: Sequence[str], lab
     candidates = _columns(dictionary, width, pools, features)
     fit = fit_linear(x if candidates is None else x[:, candidates], y,
                      penalty="l1" if candidates is None else "l2", folds=folds, seed=seed)
-    return from_fit(fit, name=name, classes=(neg, pos), site=site, site_norm=site_norm,
-                    channels=channels, model=adapter.model_fingerprint, dictionary=dictionary,
-                    dictionary_ref=ref, pools=pools, candidates=candidates,
-                    extra={"examples": {"total": len(y), pos: int(y.sum()), neg: int(len(y) - y.sum())}})
+    clf = from_fit(fit, name=name, classes=(neg, pos), site=site, site_norm=site_norm,
+                   channels=channels, model=adapter.model_fingerprint, dictionary=dictionary,
+                   dictionary_ref=ref, pools=pools, candidates=candidates,
+                   extra={"examples": {"total": len(y), pos: int(y.sum()), neg: int(len(y) - y.sum())}})
+    record_firing_tokens(adapter, clf, kept, acts)
+    return clf
 
 
 # -- predicting ------------------------------------------------------------------------------------

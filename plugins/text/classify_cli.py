@@ -154,6 +154,7 @@ def _predict(args: argparse.Namespace) -> int:
         short = p.text if len(p.text) <= 70 else p.text[:67] + "..."
         print(f"{p.label:<8} {p.probability:6.3f}  {short!r}")
         for d in p.drivers:
-            print(f"    {d.contribution:+7.3f}  feature {d.feature:>5} ({d.pool:<4}) {d.label}")
+            fires = f"fires on: {', '.join(d.fires_on)}" if d.fires_on else ""
+            print(f"    {d.contribution:+7.3f}  feature {d.feature:>5} ({d.pool:<4}) {fires}  [{d.label}]")
     sys.stdout.flush()
     return 0

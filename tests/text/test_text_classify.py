@@ -93,6 +93,8 @@ def test_classifier_on_a_dictionary_names_its_features_and_refuses_another_model
     d = _dictionary(adapter)
     clf = fit_text_classifier(adapter, d, texts, labels, positive="good", folds=2)
     assert all(c["label"].startswith("f") for c in clf.info["columns"])
+    words = {w for t in texts for w in t.split()}
+    assert all(c["fires_on"] and set(c["fires_on"]) <= words for c in clf.info["columns"])
     assert clf.info["dictionary"]["d_features"] == 6
     other = tiny_text_adapter(seed=5)
     with pytest.raises(DictionaryMismatchError, match="fit it again"):
