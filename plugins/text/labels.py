@@ -155,9 +155,11 @@ def _device(adapter: Any) -> torch.device:
 @torch.no_grad()
 def collect_text_reports(adapter: Any, dictionary: FeatureDictionary | str, texts: Sequence[str],
                          top_k: int = 10, batch_size: int = 8, window: int = 8, promoted_k: int = 10,
-                         skip_first: bool = True, progress: bool = False) -> list[FeatureReport]:
+                         skip_first: bool = True, progress: bool = False, max_tokens: int = 128,
+                         ) -> list[FeatureReport]:
     """Reports for every feature from ``texts``, with contexts and promoted tokens in ``details``.
 
+    Each text is read up to ``max_tokens`` tokens.
     ``details`` holds ``contexts`` (rendered, one per top example), ``firing`` (the firing token
     as a word, per top example), ``firing_ids`` and ``promoted`` / ``promoted_ids``. The first
     token of each text (an attention sink in most models) is skipped unless ``skip_first=False``.
@@ -171,8 +173,11 @@ def collect_text_reports(adapter: Any, dictionary: FeatureDictionary | str, text
     skip = 1 if skip_first else 0
     for start in tqdm(range(0, len(texts), batch_size), desc="reading features", unit="batch",
                       disable=not progress):
+        # right padding: every text keeps its own positions, whatever its batch
+        encoded = adapter.encode(texts[start:start + batch_size], chat=False, max_tokens=max_tokens,
+                                 padding_side="right")
         with steer(adapter, None, capture=[site]) as run:
-            _, mask = adapter.forward(texts[start:start + batch_size])
+            _, mask = adapter.forward(encoded)
         acts = run.captured(site)
         for row, (values, row_mask) in enumerate(zip(acts, mask.bool(), strict=True)):
             collector.add(values[row_mask][skip:], example=start + row, offset=skip)
@@ -207,15 +212,49 @@ def _add_text_details(adapter: Any, reports: list[FeatureReport], texts: list[st
             promoted_starts=[starts_word(tokenizer, i) for i, _, _ in promoted[report.feature]])
 
 
-def auto_label(reports: Sequence[FeatureReport], dominance: float = 0.5, words: int = 3
-               ) -> list[FeatureReport]:
+TOKEN_CLASSES = (("digits", str.isdigit), ("punctuation", lambda w: not any(c.isalnum() for c in w)),
+                 ("capitalised words", lambda w: w[:1].isupper() and w[1:].islower()))
+"""Classes of firing words a feature may fire on as a whole (checked in this order)."""
+
+
+def _token_class(firing: Sequence[str], share: float) -> str | None:
+    """The class most firing words belong to (``digits``...), if more than ``share`` of them do."""
+    for name, member in TOKEN_CLASSES:
+        if sum(bool(w) and member(w) for w in firing) / len(firing) > share:
+            return name
+    return None
+
+
+def _promoted_label(details: dict[str, Any], words: int) -> tuple[str, list[int]] | None:
+    chosen: list[tuple[int, str]] = []
+    promoted = list(zip(details.get("promoted_ids", []), details.get("promoted", []), strict=True))
+    starts = details.get("promoted_starts") or [False] * len(promoted)
+    rank = {p: (not s, not any(c.isalnum() for c in p[1])) for p, s in zip(promoted, starts, strict=True)}
+    promoted.sort(key=rank.__getitem__)  # stable: whole words, then with letters, first
+    for token_id, w in promoted:
+        if w.lower() not in {c[1].lower() for c in chosen}:
+            chosen.append((token_id, w))
+        if len(chosen) == words:
+            break
+    return (" / ".join(w for _, w in chosen), [i for i, _ in chosen]) if chosen else None
+
+
+def auto_label(reports: Sequence[FeatureReport], dominance: float = 0.5, words: int = 3,
+               class_share: float = 0.7) -> list[FeatureReport]:
     """Label each ``auto`` report by rule (in place); ``user`` labels are never touched.
 
-    If one firing token (as a word) accounts for more than ``dominance`` of the top contexts,
-    the label is that word; otherwise it is the first ``words`` distinct promoted words (whole
-    words first, where the tokenizer marks word starts, then words with letters or digits)
-    joined with ``" / "``. ``details["label_tokens"]`` records the token ids behind the label (used by
-    :func:`verify_labels`) and ``details["label_rule"]`` which rule made it.
+    The rules, first match wins (``details["label_rule"]`` records which):
+
+    1. ``firing token``: one firing word accounts for more than ``dominance`` of the top contexts;
+       the label is that word.
+    2. ``token class``: more than ``class_share`` of the firing words are digits, punctuation or
+       capitalised words; the label names the class (``digits``).
+    3. ``firing words``: the ``words`` most frequent distinct firing words, joined with ``" / "``.
+    4. ``promoted tokens``: a feature that never fired on the corpus is named by the first
+       ``words`` distinct tokens it promotes through the unembedding (whole words first).
+
+    ``details["label_tokens"]`` records the token ids behind the label (what
+    :func:`verify_labels` tests by effect).
     """
     for report in reports:
         if report.source == "user":
@@ -224,30 +263,39 @@ def auto_label(reports: Sequence[FeatureReport], dominance: float = 0.5, words: 
         firing, firing_ids = details.get("firing", []), details.get("firing_ids", [])
         counts = Counter(w.lower() for w in firing if w)
         if counts:
-            word, count = counts.most_common(1)[0]
-            if count / len(firing) > dominance:
-                forms = Counter(w for w in firing if w.lower() == word)
-                report.label = forms.most_common(1)[0][0]
-                details["label_tokens"] = sorted({i for i, w in zip(firing_ids, firing, strict=True)
-                                                  if w.lower() == word})
-                details["label_rule"] = "firing token"
-                continue
-        chosen: list[tuple[int, str]] = []
-        promoted = list(zip(details.get("promoted_ids", []), details.get("promoted", []), strict=True))
-        starts = details.get("promoted_starts") or [False] * len(promoted)
-        rank = {p: (not s, not any(c.isalnum() for c in p[1]))
-                for p, s in zip(promoted, starts, strict=True)}
-        promoted.sort(key=rank.__getitem__)  # stable: whole words, then with letters, first
-        for token_id, w in promoted:
-            if w.lower() not in {c[1].lower() for c in chosen}:
-                chosen.append((token_id, w))
-            if len(chosen) == words:
-                break
-        if chosen:
-            report.label = " / ".join(w for _, w in chosen)
-            details["label_tokens"] = [i for i, _ in chosen]
+            label, rule, keep = _firing_label(firing, counts, dominance, class_share, words)
+            report.label = label
+            details["label_tokens"] = sorted({i for i, w in zip(firing_ids, firing, strict=True)
+                                              if keep(w)})
+            details["label_rule"] = rule
+            continue
+        promoted = _promoted_label(details, words)
+        if promoted:
+            report.label, details["label_tokens"] = promoted
             details["label_rule"] = "promoted tokens"
     return list(reports)
+
+
+def _firing_label(firing: Sequence[str], counts: Counter, dominance: float, class_share: float,
+                  words: int) -> tuple[str, str, Any]:
+    """(label, rule, which firing words it stands for) from a feature's firing words."""
+    word, count = counts.most_common(1)[0]
+    if count / len(firing) > dominance:
+        forms = Counter(w for w in firing if w.lower() == word)
+        return forms.most_common(1)[0][0], "firing token", lambda w: w.lower() == word
+    token_class = _token_class(firing, class_share)
+    if token_class is not None:
+        member = dict(TOKEN_CLASSES)[token_class]
+        return token_class, "token class", lambda w: bool(w) and member(w)
+    top = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], _firing_order(firing, kv[0])))]
+    top = top[:words]
+    shown = [Counter(w for w in firing if w.lower() == t).most_common(1)[0][0] for t in top]
+    return " / ".join(shown), "firing words", lambda w: w.lower() in top
+
+
+def _firing_order(firing: Sequence[str], word: str) -> int:
+    """Where ``word`` first appears among the firing words (top context first)."""
+    return next(i for i, w in enumerate(firing) if w.lower() == word)
 
 
 def label_tokens(adapter: Any, report: FeatureReport) -> list[int]:
@@ -374,8 +422,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="model config name (smollm2), adapter kind, or local model folder")
     build.add_argument("--dictionary", required=True, help="dictionary folder or name")
     build.add_argument("--dataset", required=True,
-                       help="registered dataset name or local .txt/.jsonl/.csv file")
-    build.add_argument("--limit", type=int, default=2000, help="texts read (default 2000)")
+                       help="registered dataset name(s) or local .txt/.jsonl/.csv file(s), "
+                            "comma-separated (e.g. sms-spam,bbc-news)")
+    build.add_argument("--limit", type=int, default=2000,
+                       help="texts read per dataset, a stratified sample when it has more (default 2000)")
     build.add_argument("--top-k", type=int, default=10, help="top contexts kept per feature")
     build.add_argument("--batch-size", type=int, default=8)
     build.add_argument("--verify", type=int, default=64, metavar="N",
@@ -421,13 +471,25 @@ def run(args: argparse.Namespace) -> int:
     return _build(args)
 
 
-def _build(args: argparse.Namespace) -> int:
+def corpus_texts(datasets: Sequence[str], limit: int, seed: int = 0) -> list[str]:
+    """Up to ``limit`` texts of each dataset (a stratified sample where it has more), in order."""
     from polysteer.datasets import load_dataset
+
+    texts: list[str] = []
+    for name in datasets:
+        data = load_dataset(name.strip())
+        if limit < len(data):
+            data = data.split(test_fraction=limit / len(data), seed=seed)[1]
+        texts += data.texts
+    return texts
+
+
+def _build(args: argparse.Namespace) -> int:
     from polysteer.plugins.text.commands import _load
 
     folder = dictionary_folder(args.dictionary)
     adapter = _load(args.model)
-    texts = load_dataset(args.dataset).texts[:args.limit]
+    texts = corpus_texts(args.dataset.split(","), args.limit)
     d = resolve_dictionary(folder.resolve())
     reports = collect_text_reports(adapter, d, texts, top_k=args.top_k, batch_size=args.batch_size,
                                    progress=True)

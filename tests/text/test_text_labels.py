@@ -92,6 +92,22 @@ def test_feature_firing_on_one_word_is_labelled_with_it(adapter):
     assert len(reports[1].label.split(" / ")) == 3
 
 
+def _report(firing: list[str], ids: list[int] | None = None) -> FeatureReport:
+    return FeatureReport(0, "feature 0", details={"firing": firing,
+                                                  "firing_ids": ids or list(range(len(firing)))})
+
+
+def test_labels_name_a_class_of_firing_words_or_the_most_frequent_ones():
+    digits = _report(["5", "4", "3", "6", "1", "2", "cat"])
+    words = _report(["SMS", "text", "sms", "messages", "text", "reply"], [9, 8, 7, 6, 8, 5])
+    auto_label([digits, words])
+    assert (digits.label, digits.details["label_rule"]) == ("digits", "token class")
+    assert digits.details["label_tokens"] == [0, 1, 2, 3, 4, 5]  # not "cat"
+    # no word dominates: the three most frequent, ties in order of the top contexts
+    assert (words.label, words.details["label_rule"]) == ("SMS / text / messages", "firing words")
+    assert words.details["label_tokens"] == [6, 7, 8, 9]
+
+
 def test_verify_by_effect(adapter):
     cat, dog = _unembedding(adapter, "cat"), _unembedding(adapter, "dog")
     d = _directions(adapter, [cat, dog, torch.randn(32, generator=torch.Generator().manual_seed(3))],
