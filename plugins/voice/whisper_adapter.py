@@ -168,10 +168,26 @@ class WhisperAdapter(ModelAdapter):
             for handle in handles:
                 handle.remove()
 
+    @torch.no_grad()
+    def encode(self, inputs: Audio, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+        """The encoder alone (one ``single`` step): its output ``(B, frames, d_model)``.
+
+        A cheap way to harvest encoder-site activations for probes on audio, without decoding.
+        """
+        feats = self.features(inputs, sample_rate)
+        self.begin_generation(1)
+        frames = _frames(self.model.model.encoder, feats)
+        self.advance_step(phase="single", new=frames, prompt_length=frames, rows=RowMap.plain(feats.shape[0]))
+        try:
+            return self.model.model.encoder(feats).last_hidden_state
+        finally:
+            for clock in self._clocks:  # the next pass is not this one's
+                clock.current = None
+
     def _encoder_clock(self):
         def hook(module, args, kwargs):
             feats = kwargs.get("input_features", args[0] if args else None)
-            frames = feats.shape[-1] // (module.conv1.stride[0] * module.conv2.stride[0])
+            frames = _frames(module, feats)
             self.advance_step(phase="prefill", offset=0, new=frames, prompt_length=frames,
                               rows=RowMap.plain(feats.shape[0]), progress=0.0)
         return hook
@@ -211,6 +227,11 @@ class WhisperAdapter(ModelAdapter):
         with atomic_path(path) as tmp:
             tmp.write_text("\n".join(self.texts(outputs)) + "\n")
         return [path]
+
+
+def _frames(encoder: torch.nn.Module, feats: torch.Tensor) -> int:
+    """Encoder positions for mel features: the two convolutions' strides shorten the time axis."""
+    return feats.shape[-1] // (encoder.conv1.stride[0] * encoder.conv2.stride[0])
 
 
 @contextmanager

@@ -205,3 +205,17 @@ def test_int16_pcm_is_scaled_like_float():
     adapter, waves = tiny_whisper_adapter(), tiny_waveforms()
     pcm = (waves * 32768).round().clamp(-32768, 32767).to(torch.int16)
     torch.testing.assert_close(adapter.features(pcm), adapter.features(waves), atol=5e-3, rtol=0)
+
+
+def test_encode_runs_the_encoder_alone_as_one_step(plugin_manager):
+    adapter, waves = tiny_whisper_adapter(), tiny_waveforms()
+    with ps.steer(adapter, None, capture=[ENC]) as run:
+        out = adapter.encode(waves)
+        assert adapter.encode(waves).shape == out.shape  # a second call is a new generation
+    assert out.shape == (2, FRAMES, 32)
+    assert [(s.phase, s.new) for s in run.clock.history] == [("single", FRAMES)]
+    assert len(run.clock.generations) == 2
+    assert run.captured(ENC).shape == (2, FRAMES, 32)
+    with ps.steer(adapter, None, capture=[ENC]) as full:
+        adapter.generate(waves, max_new_tokens=2)
+    assert torch.equal(full.captured(ENC), run.captured(ENC))
