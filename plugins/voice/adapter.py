@@ -65,6 +65,7 @@ class VitsAdapter(ModelAdapter):
         self.hop = int(torch.tensor(config.upsample_rates).prod())
         self.last: Synthesis | None = None
         self.last_ids: torch.Tensor | None = None
+        self.last_texts: list[str] | None = None  # what was said, for the voice_wer measure
         self._phoneme_ids_set = _letter_ids(phoneme_id_map) if phoneme_id_map else None
 
     @classmethod
@@ -164,6 +165,7 @@ class VitsAdapter(ModelAdapter):
                        noise_w: float | None = None, length_scale: float | None = None) -> torch.Tensor:
         """One pass (a ``single`` step over every position): waveforms ``(B, T)``."""
         ids, lengths = self.encode(inputs)
+        self.last_texts = _texts(inputs)
         device = next(self.model.parameters()).device
         self.begin_generation(1)
         self.advance_step(phase="single", new=0, rows=RowMap.plain(ids.shape[0]))
@@ -226,6 +228,15 @@ def _letter_ids(id_map: dict) -> torch.Tensor:
 
     return torch.tensor(sorted({i for sym, ids in id_map.items() if len(sym) == 1
                                 and unicodedata.category(sym) in ("Ll", "Lu", "Lo") for i in ids}))
+
+
+def _texts(inputs: Any) -> list[str] | None:
+    """The texts of text inputs (None for phonemes or ids, which have no words to compare)."""
+    if isinstance(inputs, str):
+        return [inputs]
+    if isinstance(inputs, list | tuple) and inputs and all(isinstance(t, str) for t in inputs):
+        return list(inputs)
+    return None
 
 
 def _as_list(value: Any) -> list:

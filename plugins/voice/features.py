@@ -9,15 +9,17 @@ in the dictionaries themselves.
   phoneme's predicted frames, or the predicted duration itself is taken; a ridge probe from the
   phoneme activations to that value gives a direction: ``higher pitch`` (at
   ``text_encoder.project``, which the duration predictor does not read, so the speaking rate stays
-  put), ``brighter`` (``text_encoder.layers.5``) and ``slower`` (``duration_predictor.input``).
+  put; on the prior means only), ``brighter`` (``text_encoder.layers.5``) and ``slower``
+  (``duration_predictor.input``).
 * **Contrastive examples.** The same sentences ending in ``?`` or ``!`` against ``.``: the
   difference of mean activations gives ``question`` and ``exclamation``.
 
 Each feature is then checked by effect: held-out sentences are synthesised at a few intensities and
-the measured pitch, centroid and speaking rate are stored in the dictionary's details.
+the measured pitch, centroid, speaking rate and Whisper word error rate are stored in the
+dictionary's details (``details.effect``).
 ``python -m polysteer.plugins.voice.features [--out configs/dictionary]`` rebuilds the shipped
 dictionaries of the embedded voice (``joe-pitch``, ``joe-brightness``, ``joe-rate``,
-``joe-intonation``) in about two minutes on one CPU thread.
+``joe-intonation``) in a few minutes on one CPU thread.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ PROBE_SITE = "text_encoder.layers.5"
 PITCH_SITE = "text_encoder.project"  # after the split: moves pitch, leaves durations alone
 RATE_SITE = "duration_predictor.input"
 F0_RANGE = {"fmin": 60.0, "fmax": 400.0}
-INTENSITIES = (0.0, 0.25, 0.5, 1.0)
+INTENSITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 SENTENCES: tuple[str, ...] = (
     "The weather is lovely today.", "Could you pass me the salt, please.",
@@ -140,26 +142,35 @@ def probe_direction(acts: list[torch.Tensor], values: list[torch.Tensor],
 
 def measure_effect(adapter: Any, dictionary: DirectionSet, feature: str,
                    intensities: Sequence[float] = INTENSITIES,
-                   sentences: Sequence[str] = HELD_OUT, seed: int = 0) -> dict[str, list[float]]:
-    """Median pitch, last-third pitch, centroid and speaking rate of held-out speech per intensity."""
+                   sentences: Sequence[str] = HELD_OUT, seed: int = 0,
+                   intelligibility: bool = True) -> dict[str, list[float]]:
+    """Measured effect of a feature on held-out speech (one batch per intensity): mean median
+    pitch, pitch of the last third, centroid, speaking rate and, with ``intelligibility``,
+    Whisper's word error rate (a fraction) against the sentences."""
     from polysteer.plugins.voice.measures import pitch, spectral_centroid
 
     style = one_feature_style(dictionary, feature)
-    table: dict[str, list[float]] = {"intensity": list(intensities), "pitch_hz": [], "pitch_end_hz": [],
-                                     "centroid_hz": [], "rate_phonemes_per_s": []}
+    keys = ["pitch_hz", "pitch_end_hz", "centroid_hz", "rate_phonemes_per_s"]
+    table: dict[str, list[float]] = {"intensity": list(intensities), **{k: [] for k in keys}}
+    if intelligibility:
+        table["wer"] = []
     for intensity in intensities:
-        rows: dict[str, list[float]] = {k: [] for k in table if k != "intensity"}
-        for sentence in sentences:
-            with steer(adapter, style, intensity=intensity):
-                wave = adapter.generate(sentence, seed=seed)[:, : int(adapter.last.lengths[0])]
-            rows["pitch_hz"].append(pitch(wave, adapter.sample_rate, **F0_RANGE).median.item())
-            tail = wave[:, wave.shape[-1] * 2 // 3:]
-            rows["pitch_end_hz"].append(pitch(tail, adapter.sample_rate, **F0_RANGE).median.item())
-            rows["centroid_hz"].append(spectral_centroid(wave, adapter.sample_rate).item())
-            rows["rate_phonemes_per_s"].append(adapter.speaking_rate().item())
+        with steer(adapter, style, intensity=intensity):
+            waves = adapter.waveforms(adapter.generate(list(sentences), seed=seed))
+        rows = {
+            "pitch_hz": [pitch(w, adapter.sample_rate, **F0_RANGE).median.item() for w in waves],
+            "pitch_end_hz": [pitch(w[len(w) * 2 // 3:], adapter.sample_rate, **F0_RANGE).median.item()
+                             for w in waves],
+            "centroid_hz": [spectral_centroid(w, adapter.sample_rate).item() for w in waves],
+            "rate_phonemes_per_s": adapter.speaking_rate().tolist()}
         for key, values in rows.items():
             finite = [v for v in values if math.isfinite(v)]
             table[key].append(round(sum(finite) / len(finite), 2) if finite else math.nan)
+        if intelligibility:
+            from polysteer.plugins.voice.wer import transcribe, word_error_rate
+
+            heard = transcribe(waves, adapter.sample_rate)
+            table["wer"].append(round(word_error_rate(list(sentences), heard), 4))
     return table
 
 
@@ -188,7 +199,12 @@ def build_voice_dictionaries(adapter: Any, *, prefix: str = "joe", progress: boo
     for name, label, values, site in (("pitch", "higher pitch", base.pitch, PITCH_SITE),
                                       ("brightness", "brighter", base.centroid, PROBE_SITE),
                                       ("rate", "slower", base.log_duration, RATE_SITE)):
-        w, r = probe_direction(base.acts[site], values)
+        if site == PITCH_SITE:  # the prior means only: pushing the log-scales adds noise, garbling speech
+            half = adapter.model.config.flow_size
+            w, r = probe_direction([x[:, :half] for x in base.acts[site]], values)
+            w = torch.cat([w, torch.zeros(half)])
+        else:
+            w, r = probe_direction(base.acts[site], values)
         target = {"pitch": "F0 (Hz, YIN) per phoneme", "brightness": "spectral centroid (Hz) per phoneme",
                   "rate": "log predicted duration (frames) per phoneme"}[name]
         made[f"{prefix}-{name}"] = _pack(adapter, [w], [label], site, base.acts[site], "linear-probe",

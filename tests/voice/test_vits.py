@@ -45,8 +45,8 @@ def _adapter(**kw):
 def test_sites_cover_every_stage_in_forward_order():
     sites = _adapter().sites()
     assert sites[:2] == ["text_encoder.layers.0", "text_encoder.layers.1"]
-    assert sites[2:] == ["text_encoder.project", "duration_predictor.input", "flow.0", "flow.1", "decoder.input",
-                         "decoder.conv_pre", "decoder.upsample.0", "decoder.upsample.1"]
+    assert sites[2:] == ["text_encoder.project", "duration_predictor.input", "flow.0", "flow.1",
+                         "decoder.input", "decoder.conv_pre", "decoder.upsample.0", "decoder.upsample.1"]
 
 
 def test_positions_are_phonemes_then_frames_then_upsampled_frames():

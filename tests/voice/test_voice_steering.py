@@ -1,0 +1,83 @@
+"""Steering the embedded Piper voice with the shipped voice styles (slow: real weights, espeak,
+Whisper tiny.en as the intelligibility judge)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import polysteer as ps
+from polysteer.plugins.voice.features import F0_RANGE, HELD_OUT
+from polysteer.plugins.voice.measures import pitch
+
+pytestmark = pytest.mark.slow
+
+VOICE_STYLES = ["joe-higher-pitch", "joe-higher-pitch-end", "joe-slow", "joe-bright", "joe-question",
+                "joe-excited"]
+SENTENCE = "Let me tell you a story about a small village."
+
+
+@pytest.fixture(scope="module")
+def voice():
+    pytest.importorskip("espeakng_loader", reason="pip install espeakng-loader (the voice extra)")
+    torch.set_num_threads(1)
+    return ps.load_model("joe")
+
+
+def _median_pitch(adapter, waves) -> float:
+    values = [pitch(w, adapter.sample_rate, **F0_RANGE).median.item() for w in waves]
+    return sum(values) / len(values)
+
+
+def test_higher_pitch_rises_monotonically_and_stays_intelligible(voice):
+    from polysteer.plugins.voice.wer import transcribe, word_error_rate
+
+    style = ps.load_style("joe-higher-pitch")
+    pitches, wers = [], []
+    for intensity in (0.0, 1 / 3, 2 / 3, 1.0):
+        with ps.steer(voice, style, intensity=intensity):
+            waves = voice.waveforms(voice.generate(list(HELD_OUT)))
+        pitches.append(_median_pitch(voice, waves))
+        wers.append(word_error_rate(list(HELD_OUT), transcribe(waves, voice.sample_rate)))
+    assert all(b > a for a, b in zip(pitches, pitches[1:], strict=False)), pitches
+    assert pitches[-1] - pitches[0] > 20, pitches  # measured: 89 -> 124 Hz
+    assert all(w <= wers[0] + 0.05 for w in wers), wers  # within 5 points of unsteered
+
+
+@pytest.mark.parametrize("name", VOICE_STYLES)
+def test_zero_intensity_is_bit_identical(voice, name):
+    plain = voice.generate(SENTENCE)
+    with ps.steer(voice, ps.load_style(name), intensity=0.0):
+        steered = voice.generate(SENTENCE)
+    assert torch.equal(plain, steered)
+
+
+def test_last_third_span_changes_only_the_end(voice):
+    plain = voice.generate(SENTENCE)[0]
+    with ps.steer(voice, ps.load_style("joe-higher-pitch-end"), intensity=1.0):
+        steered = voice.generate(SENTENCE)[0]
+    n = len(plain)
+    assert torch.equal(plain[: n // 3], steered[: n // 3])  # measured: the first 40% is untouched
+    end = slice(n * 2 // 3, n)
+    assert _median_pitch(voice, [steered[end]]) > _median_pitch(voice, [plain[end]]) + 20
+
+
+def test_question_and_slow_styles_do_what_they_say(voice):
+    voice.generate(SENTENCE)
+    plain_rate = voice.speaking_rate().item()
+    plain = voice.generate(SENTENCE)[0]
+    with ps.steer(voice, ps.load_style("joe-question"), intensity=0.75):
+        asked = voice.generate(SENTENCE)[0]
+    end = lambda w: w[len(w) * 2 // 3:]  # noqa: E731
+    assert _median_pitch(voice, [end(asked)]) > _median_pitch(voice, [end(plain)]) + 15
+    with ps.steer(voice, ps.load_style("joe-slow"), intensity=0.5):
+        voice.generate(SENTENCE)
+    assert voice.speaking_rate().item() < 0.85 * plain_rate
+
+
+def test_shipped_dictionaries_match_the_converted_voice(voice):
+    for name in ("joe-pitch", "joe-brightness", "joe-rate", "joe-intonation"):
+        dictionary = ps.resolve_dictionary(name)
+        dictionary.check_compatible(voice.model_fingerprint, dictionary.info.site,
+                                    voice.bind(dictionary.info.site).channels)
+        assert dictionary.info.details["effect"], name
