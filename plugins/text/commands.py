@@ -243,3 +243,21 @@ def _classify_run(args: argparse.Namespace) -> int:
 TEXT_COMMANDS["classify"] = Command(
     "fit a sparse classifier on dictionary features (with baselines), or predict with one",
     _classify_args, _classify_run)
+
+
+# -- search -------------------------------------------------------------------------------------
+def _search_args(p: argparse.ArgumentParser) -> None:
+    from polysteer.plugins.text import search_cli
+
+    search_cli.add_arguments(p)
+
+
+def _search_run(args: argparse.Namespace) -> int:
+    from polysteer.plugins.text import search_cli
+
+    return search_cli.run(args)
+
+
+TEXT_COMMANDS["search"] = Command(
+    "find dictionary features by label words, by example texts (fire on these, not those), or by "
+    "similarity to another feature", _search_args, _search_run)
