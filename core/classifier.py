@@ -356,10 +356,7 @@ class FeatureClassifier:
 
     def column_name(self, column: int) -> tuple[int, str, str]:
         """(feature index, pool, label) of a pooled column."""
-        feature, pool = column % self.width, self.pools[column // self.width]
-        label = (self.dictionary.labels[feature] if self.dictionary is not None
-                 else f"channel {feature}")
-        return feature, pool, label
+        return _column_name(column, self.width, self.pools, self.dictionary)
 
     def describe(self) -> str:
         source = (f"{len(self.columns)} of {self.dictionary.d_features} features of "
@@ -417,6 +414,12 @@ class FeatureClassifier:
             write_json(tmp / "classifier.json", self.info)))
 
 
+def _column_name(column: int, width: int, pools: Sequence[str], dictionary: FeatureDictionary | None
+                 ) -> tuple[int, str, str]:
+    feature, pool = column % width, pools[column // width]
+    return feature, pool, dictionary.labels[feature] if dictionary is not None else f"channel {feature}"
+
+
 def build_info(*, name: str, classes: tuple[str, str], site: str, site_norm: float, channels: int,
                model: ModelFingerprint | None, dictionary: FeatureDictionary | None,
                dictionary_ref: str | None, pools: Sequence[str], columns: list[dict[str, Any]],
@@ -446,21 +449,18 @@ def from_fit(fit: LinearFit, *, name: str, classes: tuple[str, str], site: str, 
     """
     keep = torch.nonzero(fit.weight != 0).flatten()
     mapped = keep if candidates is None else candidates[keep]
-    clf = FeatureClassifier({}, dictionary, mapped, fit.weight[keep], fit.mean[keep], fit.std[keep],
-                            fit.bias)
     width = dictionary.d_features if dictionary is not None else channels
-    clf.info = {"pools": list(pools), "width": width}
     columns = []
     for i, column in enumerate(mapped.tolist()):
-        feature, pool, label = clf.column_name(column)
+        feature, pool, label = _column_name(column, width, pools, dictionary)
         columns.append({"feature": feature, "pool": pool, "label": label,
                         "weight": round(float(fit.weight[keep[i]]), 6)})
     columns.sort(key=lambda c: -abs(c["weight"]))
-    clf.info = build_info(name=name, classes=classes, site=site, site_norm=site_norm,
-                          channels=channels, model=model, dictionary=dictionary,
-                          dictionary_ref=dictionary_ref, pools=pools, columns=columns, fit=fit,
-                          extra=extra)
-    return clf
+    info = build_info(name=name, classes=classes, site=site, site_norm=site_norm, channels=channels,
+                      model=model, dictionary=dictionary, dictionary_ref=dictionary_ref, pools=pools,
+                      columns=columns, fit=fit, extra=extra)
+    return FeatureClassifier(info, dictionary, mapped, fit.weight[keep], fit.mean[keep], fit.std[keep],
+                             fit.bias)
 
 
 def load_classifier(path: str | os.PathLike, plugins: Any = None) -> FeatureClassifier:
