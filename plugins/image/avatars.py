@@ -104,6 +104,29 @@ def render_avatar(rng: random.Random, size: int = 32, labels: Mapping[str, str] 
     return image.resize((size, size), Image.Resampling.LANCZOS, box=box), labels
 
 
+def render_pairs(count: int, positive: Mapping[str, str], negative: Mapping[str, str], size: int = 32,
+                 seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` pairs of avatars identical except for the attributes in ``positive``/``negative``.
+
+    Both sides draw every other part from the same random state, so each pair differs only where
+    the labels do (the two values must be drawn from equally many python-avatars parts).
+    """
+    for name in positive:
+        if len(_VALUES[name][positive[name]]) != len(_VALUES[name][negative[name]]):
+            raise ValueError(f"{name}: {positive[name]!r} and {negative[name]!r} do not pair part by part")
+    out = ([], [])
+    for i in range(count):
+        rng = random.Random(f"pair:{seed}:{i}")
+        labels = sample_labels(rng)
+        state = rng.getstate()
+        for side, change in zip(out, (positive, negative), strict=True):
+            rng.setstate(state)
+            image, _ = render_avatar(rng, size, {**labels, **change})
+            side.append(torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+                        .view(size, size, 3).permute(2, 0, 1))
+    return torch.stack(out[0]), torch.stack(out[1])
+
+
 def label_ids(labels: Mapping[str, str | None],
               attributes: Mapping[str, Sequence[str]] = ATTRIBUTES) -> list[int]:
     """Integer labels in ``attributes`` order; a missing or ``None`` attribute is 0 (unspecified)."""

@@ -9,6 +9,8 @@ fingerprint and site (so a style can add it at any intensity):
 * **contrast of image folders** (:func:`folder_concept`): user images with vs without the concept,
   noised to the chosen denoising steps and passed through the denoiser once per step (pixel models,
   or latent models through their VAE);
+* **rendered avatar pairs** (:func:`render_concept`): python-avatars faces identical except for
+  one attribute, read like image folders (the cleanest contrast: nothing else differs);
 * **a measured attribute** (:func:`measured_concept`): a ridge probe from activations of unconditional
   samples to a measure of the final image (brightness, warmth, saturation, contrast or the avatar
   classifier's probability of an attribute).
@@ -147,6 +149,22 @@ def folder_concept(adapter: Any, name: str, site: str, positive: str | os.PathLi
     return _pack(difference_of_means(pos, neg), name, adapter, site, norm, "mean-diff", details)
 
 
+def render_concept(adapter: Any, name: str, site: str, positive: Mapping[str, str],
+                   negative: Mapping[str, str], *, samples: int = 64, steps: int = 25,
+                   window: Sequence[float] = (0.0, 0.5), seed: int = 0) -> DirectionSet:
+    """Contrast rendered avatar pairs identical except for ``positive`` vs ``negative`` labels
+    (:func:`~polysteer.plugins.image.avatars.render_pairs`), read like image folders."""
+    from polysteer.plugins.image.avatars import render_pairs
+
+    size = adapter.model.config.sample_size
+    pos_images, neg_images = render_pairs(samples, positive, negative, size, seed)
+    pos, norm = encode_images(adapter, pos_images.float() / 255, site, steps=steps, window=window, seed=seed)
+    neg, _ = encode_images(adapter, neg_images.float() / 255, site, steps=steps, window=window, seed=seed)
+    details = {"source": "rendered pairs", "positive": dict(positive), "negative": dict(negative),
+               "samples": samples, "seed": seed, "steps": steps, "window": list(window)}
+    return _pack(difference_of_means(pos, neg), name, adapter, site, norm, "mean-diff", details)
+
+
 def per_image_measure(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """``images -> (B,)`` for an image statistic (``brightness``...) or ``avatar_<attr>_<value>``."""
     from polysteer.plugins.image import measures
@@ -212,6 +230,8 @@ class ImageConceptSpec:
     negative: dict[str, str] | None = None
     positive_folder: str | None = None
     negative_folder: str | None = None
+    positive_render: dict[str, str] | None = None
+    negative_render: dict[str, str] | None = None
     measure: str | None = None
     method: str = "mean-diff"
     samples: int = 32
@@ -231,10 +251,11 @@ class ImageConceptSpec:
         if unknown:
             raise ConfigError(f"{path}: unknown keys {sorted(unknown)}")
         spec = ImageConceptSpec(**data)
-        sources = [spec.positive is not None, spec.positive_folder is not None, spec.measure is not None]
+        sources = [spec.positive is not None, spec.positive_folder is not None,
+                   spec.positive_render is not None, spec.measure is not None]
         if sum(sources) != 1:
             raise ConfigError(f"{path}: give exactly one of positive/negative, positive_folder/"
-                              "negative_folder or measure")
+                              "negative_folder, positive_render/negative_render or measure")
         return spec
 
 
@@ -244,6 +265,9 @@ def build_image_concept(adapter: Any, spec: ImageConceptSpec) -> DirectionSet:
     if spec.positive is not None:
         return condition_concept(adapter, spec.name, spec.site, spec.positive, spec.negative or {},
                                  samples=spec.samples, method=spec.method, **common)
+    if spec.positive_render is not None:
+        return render_concept(adapter, spec.name, spec.site, spec.positive_render, spec.negative_render or {},
+                              samples=spec.samples, **common)
     if spec.positive_folder is not None:
         return folder_concept(adapter, spec.name, spec.site, spec.positive_folder,
                               spec.negative_folder or "", limit=spec.samples, **common)

@@ -72,3 +72,19 @@ def test_spec_needs_exactly_one_source(tmp_path, adapter):
     path.write_text("name: c\nsite: mid\nmeasure: warmth\nsamples: 4\nsteps: 2\n")
     concept = build_image_concept(adapter, ImageConceptSpec.load(path))
     assert concept.labels == ["c"] and concept.info.method == "probe"
+
+
+def test_rendered_pairs_differ_only_where_the_label_does(adapter):
+    pytest.importorskip("python_avatars")
+    pytest.importorskip("resvg_py")
+    from polysteer.plugins.image.avatars import render_pairs
+    from polysteer.plugins.image.concepts import render_concept
+
+    shades, bare = render_pairs(3, {"glasses": "sunglasses"}, {"glasses": "none"}, size=32)
+    rows_changed = (shades.int() - bare.int()).abs().amax(dim=(0, 1, 3)) > 24
+    assert rows_changed.any() and rows_changed[:8].sum() == 0 and rows_changed[20:].sum() == 0  # eye band
+    with pytest.raises(ValueError, match="do not pair"):
+        render_pairs(1, {"glasses": "glasses"}, {"glasses": "none"})
+    concept = render_concept(adapter, "shades", "mid", {"glasses": "sunglasses"}, {"glasses": "none"},
+                             samples=3, steps=4)
+    assert concept.info.details["source"] == "rendered pairs" and float(concept.scales[0]) > 0
