@@ -50,7 +50,7 @@ def compare_table(plain: dict[str, float], steered: dict[str, float], title: str
     for key, a in plain.items():
         b = steered[key]
         change = b - a if math.isfinite(a) and math.isfinite(b) else float("nan")
-        lines.append(f"{key:<22}{a:>12.2f}{b:>18.2f}{change:>+12.2f}")
+        lines.append(f"{key:<22}{a:>12.5g}{b:>18.5g}{change:>+12.4g}")
     return "\n".join(lines)
 
 

