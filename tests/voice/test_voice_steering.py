@@ -94,7 +94,8 @@ def test_shipped_decoder_sae_reconstructs_new_speech_and_its_pitch_label_holds(v
     fve = 1 - (acts - recon).pow(2).sum() / (acts - acts.mean(0)).pow(2).sum()
     assert fve > 0.85  # measured 0.93 on the training frames
     evidence = sae.info.details["labels"]  # the build's measured effects, per labelled feature
-    label = max((lab for lab in evidence if lab.startswith("pitch+")), key=lambda lab: evidence[lab]["change"])
+    label = max((lab for lab in evidence if lab.startswith("pitch+")),
+                key=lambda lab: evidence[lab]["change"])
     style = ps.Style.from_dict({"name": "sae-pitch", "components": [
         {"dictionary": "joe-decoder-sae", "feature": label}]})
     pitches = []
