@@ -22,6 +22,7 @@ from polysteer.errors import ConfigError
 from polysteer.fileio import atomic_path
 from polysteer.manager import PluginManager, current_plugin_manager
 from polysteer.models import load_model
+from polysteer.plots import pyplot, save_png
 from polysteer.style import Style
 
 
@@ -88,14 +89,9 @@ def new_run_folder(parent: Path, name: str) -> Path:
 
 
 def _plot(rows: list[dict], measures: list[str], path: Path) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     xs = [r["intensity"] for r in rows]
     for name in measures:
@@ -106,10 +102,7 @@ def _plot(rows: list[dict], measures: list[str], path: Path) -> Path | None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def _report(folder: Path, comp: Composition, rows: list[dict], measures: list[str],

@@ -46,6 +46,7 @@ from polysteer.classifier import (
 )
 from polysteer.dictionary import FeatureDictionary
 from polysteer.harvest import capture_batch
+from polysteer.plots import pyplot, save_png
 from polysteer.plugins.text.dictionary import DEFAULT_MAX_TOKENS, TextForward
 from polysteer.runtime import resolve_dictionary
 
@@ -389,15 +390,9 @@ def _tfidf(train_texts: Sequence[str], y: torch.Tensor, test_texts: Sequence[str
 
 def plot_roc(comparison: Comparison, path: Any) -> Any:
     """Write the ROC curves of every method as a PNG (None when matplotlib is missing)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
-    from polysteer.fileio import atomic_path
-
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     for key, (fpr, tpr) in comparison.roc.items():
         auc = comparison.metrics[key]["roc_auc"]
@@ -411,7 +406,4 @@ def plot_roc(comparison: Comparison, path: Any) -> Any:
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
