@@ -212,6 +212,11 @@ def fit_linear(x: torch.Tensor, y: torch.Tensor, *, penalty: str = "l1", folds: 
     if x.ndim != 2 or len(x) != len(y):
         raise ClassifierError(f"expected x (examples, columns) and one label per example, got x "
                               f"{tuple(x.shape)} and {len(y)} labels")
+    if not torch.isfinite(x).all():
+        raise ClassifierError("the inputs hold NaN or infinite values: check the activations (a model "
+                              "in float16 may overflow; load it in float32)")
+    if not ((y == 0) | (y == 1)).all():
+        raise ClassifierError("labels must be 0 or 1")
     counts = [int((y == c).sum()) for c in (0, 1)]
     if min(counts) < folds:
         raise ClassifierError(f"each class needs at least {folds} examples for {folds}-fold "

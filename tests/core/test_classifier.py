@@ -92,6 +92,9 @@ def test_fit_errors_name_the_problem():
         fit_linear(x, y, penalty="l0")
     with pytest.raises(ClassifierError, match="one label per example"):
         fit_linear(x, y[:5])
+    x[0, 0] = float("nan")
+    with pytest.raises(ClassifierError, match="NaN"):
+        fit_linear(x, y)
 
 
 def _dictionary(seed=0):
