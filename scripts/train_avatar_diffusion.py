@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=8e-4)
     p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
+    p.add_argument("--cond-lr-mult", type=float, default=10.0,
+                   help="learning-rate multiplier of the attribute embeddings")
     p.add_argument("--ema", type=float, default=0.998, help="EMA decay (warmed up as (1+n)/(10+n))")
     p.add_argument("--p-drop", type=float, default=0.25, help="per-attribute condition dropout")
     p.add_argument("--p-uncond", type=float, default=0.15, help="probability that every attribute is dropped")
@@ -106,10 +108,15 @@ class Trainer:
         self.ema_cond = AttributeConditioner(dim).requires_grad_(False)
         self._copy_ema(1.0)
         self.params = list(self.unet.parameters()) + list(self.cond.parameters())
-        self.opt = torch.optim.AdamW(self.params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+        # the attribute embeddings start tiny and only grow once the UNet uses them: a larger
+        # learning rate for them gets the condition working within a CPU-hour budget
+        self.opt = torch.optim.AdamW([{"params": list(self.unet.parameters()), "lr_mult": 1.0},
+                                      {"params": list(self.cond.parameters()), "lr_mult": args.cond_lr_mult}],
+                                     lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
         self.noise = DDPMScheduler(**scheduler_config())
         self.step = 0
         self.elapsed = 0.0
+        self.history: list[dict] = []  # {"from_step", "cond_lr_mult"} per stretch of the run
 
     @torch.no_grad()
     def _copy_ema(self, weight: float) -> None:
@@ -137,7 +144,7 @@ class Trainer:
         pred = self.unet(noisy, t, class_labels=self.cond(y)).sample
         loss = F.mse_loss(pred, noise)
         for group in self.opt.param_groups:
-            group["lr"] = self.lr(self.step)
+            group["lr"] = self.lr(self.step) * group["lr_mult"]
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
@@ -165,6 +172,7 @@ class Trainer:
         def write(tmp: Path) -> None:
             write_tensors(tmp / "state.safetensors", tensors)
             write_json(tmp / "state.json", {"step": self.step, "elapsed_s": self.elapsed,
+                                            "history": self.history,
                                             "args": {k: str(v) for k, v in vars(self.args).items()}})
 
         write_folder(folder, write)
@@ -184,6 +192,8 @@ class Trainer:
         state["state"] = per
         self.opt.load_state_dict(state)
         self.step, self.elapsed = int(meta["step"]), float(meta["elapsed_s"])
+        # runs from before --cond-lr-mult existed trained with one learning rate for everything
+        self.history = meta.get("history", [{"from_step": 0, "cond_lr_mult": 1.0}])
 
 
 def save_grid(pipe: AvatarPipeline, path: Path, size: int, steps: int, guidance: float = 1.0) -> None:
@@ -213,15 +223,23 @@ def trim_log(path: Path, step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in lines))
 
 
+def reproduce_commands(trainer: Trainer, args: argparse.Namespace) -> list[str]:
+    """One command per stretch of the run (each resumes the previous one's checkpoint)."""
+    ends = [h["from_step"] for h in trainer.history[1:]] + [trainer.step]
+    return [f"python scripts/train_avatar_diffusion.py --images {args.images} --size {args.size} "
+            f"--batch {args.batch} --seed {args.seed} --lr {args.lr} --warmup {args.warmup} --ema {args.ema} "
+            f"--cond-lr-mult {h['cond_lr_mult']} --max-steps {end} --budget-minutes 100000"
+            for h, end in zip(trainer.history, ends, strict=True)]
+
+
 def export(trainer: Trainer, args: argparse.Namespace, final: Path) -> None:
     manifest = {
         "name": "avatars", "trained_by": "scripts/train_avatar_diffusion.py", "steps": trainer.step,
         "train_seconds": round(trainer.elapsed, 1), "images": args.images, "size": args.size,
         "batch": args.batch, "seed": args.seed, "lr": args.lr, "ema": args.ema,
+        "cond_lr_mult": args.cond_lr_mult, "history": trainer.history,
         "parameters": sum(p.numel() for p in trainer.unet.parameters()),
-        "reproduce": (f"python scripts/train_avatar_diffusion.py --images {args.images} --size {args.size} "
-                      f"--batch {args.batch} --seed {args.seed} --max-steps {trainer.step} "
-                      f"--budget-minutes 100000"),
+        "reproduce": reproduce_commands(trainer, args),
         "data": "python-avatars (MIT); artwork: Avataaars by Pablo Stanley, free for personal and "
                 "commercial use (https://avataaars.com)",
         "attributes": {k: list(v) for k, v in ATTRIBUTES.items()},
@@ -246,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         trainer.load(ckpt)
         print(f"resumed at step {trainer.step} ({trainer.elapsed / 60:.1f} min trained)", file=sys.stderr)
     trim_log(log_path, trainer.step)
+    if not trainer.history or trainer.history[-1]["cond_lr_mult"] != args.cond_lr_mult:
+        trainer.history.append({"from_step": trainer.step, "cond_lr_mult": args.cond_lr_mult})
     budget = args.budget_minutes * 60
     last_ckpt = last_sample = time.monotonic()
     if trainer.step == 0:
