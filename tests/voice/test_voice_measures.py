@@ -117,12 +117,14 @@ def test_input_conversions():
 
 def test_registered_under_the_voice_plugin():
     manager = polysteer.create_plugin_manager(load_entry_points=False)
-    names = {"voice_pitch_median", "voice_pitch_range", "voice_centroid", "voice_loudness", "voice_flatness"}
-    assert {e.name for e in manager.measures.by_plugin("voice")} == names
+    names = {"voice_pitch_median", "voice_pitch_range", "voice_centroid", "voice_loudness", "voice_flatness",
+             "voice_speaking_rate"}
+    registered = {e.name for e in manager.measures.by_plugin("voice")}
+    assert names <= registered and registered - names <= {"voice_wer"}  # voice_wer: the Whisper judge
     for name in names:
         assert [r.module for r in manager.measures.entry(name).requires] == ["torchaudio"]
     info = next(i for i in manager.plugins() if i.name == "voice")
-    assert set(info.registered["measures"]) == names
+    assert set(info.registered["measures"]) == registered
 
 
 NO_TORCHAUDIO = """
