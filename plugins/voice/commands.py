@@ -56,19 +56,14 @@ def compare_table(plain: dict[str, float], steered: dict[str, float], title: str
 
 def spectrogram_png(path: Path, waves: list[tuple[str, Any]], sample_rate: int) -> Path:
     """Log-mel spectrograms of the waveforms, stacked, written atomically to ``path``."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise MissingDependencyError(
-            "the spectrogram needs matplotlib: pip install 'polysteer[plots]'") from err
     import torch
     import torchaudio
 
-    from polysteer.fileio import atomic_path
+    from polysteer.plots import pyplot, save_png
 
+    plt = pyplot()
+    if plt is None:
+        raise MissingDependencyError("the spectrogram needs matplotlib: pip install 'polysteer[plots]'")
     mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=1024, hop_length=256, n_mels=80)
     fig, axes = plt.subplots(len(waves), 1, figsize=(9, 2.6 * len(waves)), squeeze=False)
     for ax, (title, wave) in zip(axes[:, 0], waves, strict=True):
@@ -79,10 +74,7 @@ def spectrogram_png(path: Path, waves: list[tuple[str, Any]], sample_rate: int) 
         ax.set_ylabel("mel bin")
     axes[-1, 0].set_xlabel("seconds")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=100)
 
 
 def _speak_run(args: argparse.Namespace) -> int:
