@@ -118,6 +118,39 @@ def build_figures(log: Path, steps: int = 25) -> None:
         _save(grid, 5, FIGURES / f"image-steer-{style.removeprefix('avatars-')}.png")
 
 
+MEASURED = {"avatars-sunglasses": ("glasses", "sunglasses"), "avatars-smiling": ("mouth", "smile"),
+            "avatars-warm": ("background", "orange")}
+
+
+def measure_styles(intensities: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0), seeds: int = 32,
+                   steps: int = 20) -> str:
+    """Markdown table: per shipped style and intensity, the classifier's score of its attribute, the
+    total-variation change of every other attribute's predicted distribution, warmth and distance."""
+    import polysteer as ps
+    from polysteer.plugins.image.classifier import shipped_classifier
+    from polysteer.plugins.image.measures import distance_to_baseline, warmth
+
+    adapter = ps.load_model({"kind": "diffusers", "name": "avatars"})
+    clf = shipped_classifier()
+    lines = ["| style | intensity | score | largest other change (TV) | warmth | distance to unsteered |",
+             "|---|---|---|---|---|---|"]
+    plain = adapter.generate(seeds, seed=1000, num_inference_steps=steps)
+    base = {k: v.mean(0) for k, v in clf.probabilities(plain).items()}
+    for style, (attribute, value) in MEASURED.items():
+        loaded = ps.load_style(style)
+        for intensity in intensities:
+            with ps.steer(adapter, loaded, intensity=intensity):
+                images = adapter.generate(seeds, seed=1000, num_inference_steps=steps)
+            probs = {k: v.mean(0) for k, v in clf.probabilities(images).items()}
+            score = float(probs[attribute][clf.attributes[attribute].index(value)])
+            moved = {k: 0.5 * float((probs[k] - base[k]).abs().sum()) for k in probs if k != attribute}
+            worst = max(moved, key=moved.get)
+            lines.append(f"| {style} | {intensity:g} | {attribute}={value}: {score:.2f} | "
+                         f"{worst} {moved[worst]:.2f} | {float(warmth(images).mean()):+.3f} | "
+                         f"{float(distance_to_baseline(images, plain).mean()):.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*", help="concept names (default: all avatars-* specs)")
@@ -128,6 +161,7 @@ def main() -> int:
                         "(OUT/data/avatars-32px-30000-seed0.safetensors)")
     p.add_argument("--figures", type=Path, default=None, metavar="LOG",
                    help="also draw docs/figures/image-*.png (LOG: the training run's log.jsonl)")
+    p.add_argument("--measure", action="store_true", help="print the shipped styles' measured effect")
     p.add_argument("--train-images", type=int, default=12000)
     p.add_argument("--classifier-steps", type=int, default=1000)
     args = p.parse_args()
@@ -138,6 +172,8 @@ def main() -> int:
         build_concepts(args.names)
     if args.figures is not None:
         build_figures(args.figures)
+    if args.measure:
+        print(measure_styles())
     return 0
 
 

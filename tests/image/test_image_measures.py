@@ -105,7 +105,10 @@ def test_bad_inputs_are_clear_errors(bad, error, match):
 
 def test_registered_under_the_image_plugin():
     manager = polysteer.create_plugin_manager(load_entry_points=False)
+    from polysteer.plugins.image.avatars import ATTRIBUTES
+
     names = {"image_brightness", "image_warmth", "image_saturation", "image_contrast", "image_distance"}
+    names |= {f"avatar_{a}_{v}" for a, values in ATTRIBUTES.items() for v in values}  # classifier scores
     assert {e.name for e in manager.measures.by_plugin("image")} == names
     info = next(i for i in manager.plugins() if i.name == "image")
     assert info.ready and set(info.registered["measures"]) == names
