@@ -2,7 +2,8 @@
 
 Cases (all on random directions tied to the model, so no concept files are needed):
   one direction     - one ``add`` component;
-  3-component style - three sites, with a ramp schedule and a generated-only mask;
+  3-component style - three sites, with a ramp schedule and a position mask (generated-only for
+                      text, a span or region for voice and images);
   reactive rule     - a rule reading a feature every step and switching a component on.
 """
 
@@ -34,8 +35,12 @@ def _style(data: dict, dictionaries: list) -> ps.Style:
     return style
 
 
-def cases(adapter, sites: list[str]) -> dict[str, ps.Style]:
-    """The three steering cases on ``sites`` (three site names; the first is used alone)."""
+def cases(adapter, sites: list[str], positions: Any = "generated") -> dict[str, ps.Style]:
+    """The three steering cases on ``sites`` (three site names; the first is used alone).
+
+    ``positions`` is the mask of the style's third component (``generated`` for text; a span or
+    region mask for modalities without a prompt).
+    """
     dicts = [_dictionary(adapter, s, i) for i, s in enumerate(sites)]
     feature = {"dictionary": "d", "feature": "f"}
     return {
@@ -43,7 +48,7 @@ def cases(adapter, sites: list[str]) -> dict[str, ps.Style]:
         "3-component style": _style({"components": [
             {"name": "a", **feature, "weight": 0.1},
             {"name": "b", **feature, "weight": 0.1, "schedule": {"kind": "ramp", "end": 0.5}},
-            {"name": "c", **feature, "weight": 0.1, "positions": "generated"}]}, dicts),
+            {"name": "c", **feature, "weight": 0.1, "positions": positions}]}, dicts),
         "reactive rule": _style({
             "components": [{"name": "a", **feature, "weight": 0.1, "enabled": False}],
             "rules": [{"when": {**feature, "above": 0.5}, "then": {"apply": "a", "steps": 4}}]},

@@ -22,7 +22,7 @@ import time
 
 import overhead
 import torch
-from overhead import _dictionary, _style, report, run_cases
+from overhead import report, run_cases
 
 import polysteer as ps
 
@@ -34,22 +34,9 @@ SENTENCES = ["The weather is lovely today, and the garden is full of roses.",
 
 
 def voice_cases(adapter, sites: list[str]) -> dict[str, ps.Style]:
-    """One direction, a 3-component style (schedule + span mask), a reactive rule, a shipped style."""
-    dicts = [_dictionary(adapter, s, i) for i, s in enumerate(sites)]
-    feature = {"dictionary": "d", "feature": "f"}
-    return {
-        "one direction": _style({"components": [{**feature, "weight": 0.1}]}, dicts[:1]),
-        "3-component style": _style({"components": [
-            {"name": "a", **feature, "weight": 0.1},
-            {"name": "b", **feature, "weight": 0.1, "schedule": {"kind": "ramp", "end": 0.5}},
-            {"name": "c", **feature, "weight": 0.1, "positions": {"kind": "span", "start": 0.66}}]},
-            dicts),
-        "reactive rule": _style({
-            "components": [{"name": "a", **feature, "weight": 0.1, "enabled": False}],
-            "rules": [{"when": {**feature, "above": 0.5}, "then": {"apply": "a", "steps": 4}}]},
-            dicts[:1]),
-        "joe-higher-pitch": ps.load_style("joe-higher-pitch"),
-    }
+    """The shared cases (a last-third span mask) and the shipped ``joe-higher-pitch`` style."""
+    return {**overhead.cases(adapter, sites, positions={"kind": "span", "start": 0.66}),
+            "joe-higher-pitch": ps.load_style("joe-higher-pitch")}
 
 
 class _CpuClock:
