@@ -118,8 +118,7 @@ def build_figures(log: Path, steps: int = 25) -> None:
         _save(grid, 5, FIGURES / f"image-steer-{style.removeprefix('avatars-')}.png")
 
 
-MEASURED = {"avatars-sunglasses": ("glasses", "sunglasses"), "avatars-smiling": ("mouth", "smile"),
-            "avatars-warm": ("background", "orange")}
+MEASURED = {"avatars-sunglasses": ("glasses", "sunglasses"), "avatars-smiling": ("mouth", "smile")}
 
 
 def measure_styles(intensities: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0), seeds: int = 32,
