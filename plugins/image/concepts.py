@@ -21,6 +21,7 @@ Activations are pooled per image: mean over the cells of the site and over the d
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ import yaml
 from polysteer import DirectionSet, steer
 from polysteer.concepts import difference_of_means, direction_set, linear_probe, pca_of_differences
 from polysteer.errors import ConfigError
+from polysteer.schedules import mask_region
 
 METHODS = ("mean-diff", "pca")
 
@@ -45,16 +47,31 @@ def _window_steps(steps: int, window: Sequence[float]) -> list[int]:
     return chosen
 
 
+def region_cells(positions: int, region: Mapping[str, float] | None) -> torch.Tensor:
+    """Boolean ``(positions,)``: the cells of a square site inside ``region`` (fractions, as the
+    ``region`` position mask reads them); all cells when ``region`` is None."""
+    if region is None:
+        return torch.ones(positions, dtype=torch.bool)
+    side = math.isqrt(positions)
+    if side * side != positions:
+        raise ConfigError(f"a region needs a square site grid, got {positions} positions")
+    return mask_region(**region)(None, positions, (side, side), torch.device("cpu"))
+
+
 def pooled_activations(adapter: Any, inputs: Any, site: str, *, seed: int = 0, steps: int = 25,
-                       window: Sequence[float] = (0.0, 1.0), **kwargs: Any
-                       ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Generate ``inputs`` capturing ``site``: ``(pooled (B, C), images, median cell norm)``."""
+                       window: Sequence[float] = (0.0, 1.0), region: Mapping[str, float] | None = None,
+                       **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Generate ``inputs`` capturing ``site``: ``(pooled (B, C), images, median cell norm)``.
+
+    Pooling is the mean over the steps in ``window`` and the cells in ``region`` (default all).
+    """
     with steer(adapter, None, capture=[site]) as run:
         images = adapter.generate(inputs, seed=seed, num_inference_steps=steps, **kwargs)
     acts = run.captured(site)  # (steps, B, P, C)
     chosen = acts[_window_steps(acts.shape[0], window)]
     norm = float(chosen.norm(dim=-1).median())
-    return chosen.mean(dim=(0, 2)), images, norm
+    cells = region_cells(chosen.shape[2], region)
+    return chosen[:, :, cells].mean(dim=(0, 2)), images, norm
 
 
 def _pack(vector: torch.Tensor, name: str, adapter: Any, site: str, norm: float, method: str,
@@ -65,21 +82,23 @@ def _pack(vector: torch.Tensor, name: str, adapter: Any, site: str, norm: float,
 
 def condition_concept(adapter: Any, name: str, site: str, positive: Mapping[str, str],
                       negative: Mapping[str, str], *, samples: int = 32, seed: int = 0, steps: int = 25,
-                      window: Sequence[float] = (0.0, 1.0), method: str = "mean-diff") -> DirectionSet:
+                      window: Sequence[float] = (0.0, 1.0), method: str = "mean-diff",
+                      region: Mapping[str, float] | None = None) -> DirectionSet:
     """Contrast the avatar model drawing ``positive`` vs ``negative`` conditions from the same seeds."""
     if method not in METHODS:
         raise ConfigError(f"method {method!r}: choose one of {METHODS}")
     pos, _, norm = pooled_activations(adapter, [dict(positive)] * samples, site, seed=seed, steps=steps,
-                                      window=window)
+                                      window=window, region=region)
     neg, _, _ = pooled_activations(adapter, [dict(negative)] * samples, site, seed=seed, steps=steps,
-                                   window=window)
+                                   window=window, region=region)
     if torch.equal(pos, neg):
         raise ConfigError(f"concept {name!r}: {dict(positive)} and {dict(negative)} give identical "
                           "activations; contrast two different conditions")
     vector = difference_of_means(pos, neg) if method == "mean-diff" else pca_of_differences(pos, neg)
     scale = float(difference_of_means(pos, neg) @ (vector / vector.norm())) if method == "pca" else None
     details = {"source": "conditions", "positive": dict(positive), "negative": dict(negative),
-               "samples": samples, "seed": seed, "steps": steps, "window": list(window)}
+               "samples": samples, "seed": seed, "steps": steps, "window": list(window),
+               "region": dict(region) if region else None}
     return _pack(vector, name, adapter, site, norm, method, details, scale)
 
 
@@ -99,7 +118,8 @@ def _load_folder(folder: str | os.PathLike, size: int, limit: int | None) -> tor
 
 @torch.no_grad()
 def encode_images(adapter: Any, images: torch.Tensor, site: str, *, steps: int = 25,
-                  window: Sequence[float] = (0.0, 0.5), seed: int = 0) -> tuple[torch.Tensor, float]:
+                  window: Sequence[float] = (0.0, 0.5), seed: int = 0,
+                  region: Mapping[str, float] | None = None) -> tuple[torch.Tensor, float]:
     """Pooled ``(B, C)`` activations of real images: noised to each denoising step in ``window`` and
     passed through the denoiser once per step (the unconditional branch)."""
     pipe = adapter.pipeline
@@ -117,7 +137,7 @@ def encode_images(adapter: Any, images: torch.Tensor, site: str, *, steps: int =
         with steer(adapter, None, capture=[site]) as run:
             _denoise_once(adapter, noisy, t)
         acts = run.captured(site)  # one implicit step: (B, P, C)
-        pooled.append(acts.mean(1))
+        pooled.append(acts[:, region_cells(acts.shape[1], region)].mean(1))
         norms.append(acts.norm(dim=-1).flatten())
     return torch.stack(pooled).mean(0), float(torch.cat(norms).median())
 
@@ -151,17 +171,20 @@ def folder_concept(adapter: Any, name: str, site: str, positive: str | os.PathLi
 
 def render_concept(adapter: Any, name: str, site: str, positive: Mapping[str, str],
                    negative: Mapping[str, str], *, samples: int = 64, steps: int = 25,
-                   window: Sequence[float] = (0.0, 0.5), seed: int = 0) -> DirectionSet:
+                   window: Sequence[float] = (0.0, 0.5), seed: int = 0,
+                   region: Mapping[str, float] | None = None) -> DirectionSet:
     """Contrast rendered avatar pairs identical except for ``positive`` vs ``negative`` labels
     (:func:`~polysteer.plugins.image.avatars.render_pairs`), read like image folders."""
     from polysteer.plugins.image.avatars import render_pairs
 
     size = adapter.model.config.sample_size
     pos_images, neg_images = render_pairs(samples, positive, negative, size, seed)
-    pos, norm = encode_images(adapter, pos_images.float() / 255, site, steps=steps, window=window, seed=seed)
-    neg, _ = encode_images(adapter, neg_images.float() / 255, site, steps=steps, window=window, seed=seed)
+    common = {"steps": steps, "window": window, "seed": seed, "region": region}
+    pos, norm = encode_images(adapter, pos_images.float() / 255, site, **common)
+    neg, _ = encode_images(adapter, neg_images.float() / 255, site, **common)
     details = {"source": "rendered pairs", "positive": dict(positive), "negative": dict(negative),
-               "samples": samples, "seed": seed, "steps": steps, "window": list(window)}
+               "samples": samples, "seed": seed, "steps": steps, "window": list(window),
+               "region": dict(region) if region else None}
     return _pack(difference_of_means(pos, neg), name, adapter, site, norm, "mean-diff", details)
 
 
@@ -238,6 +261,7 @@ class ImageConceptSpec:
     seed: int = 0
     steps: int = 25
     window: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    region: dict[str, float] | None = None
     intensity: float = 1.0
     description: str = ""
 
@@ -264,10 +288,10 @@ def build_image_concept(adapter: Any, spec: ImageConceptSpec) -> DirectionSet:
     common = {"steps": spec.steps, "window": spec.window, "seed": spec.seed}
     if spec.positive is not None:
         return condition_concept(adapter, spec.name, spec.site, spec.positive, spec.negative or {},
-                                 samples=spec.samples, method=spec.method, **common)
+                                 samples=spec.samples, method=spec.method, region=spec.region, **common)
     if spec.positive_render is not None:
         return render_concept(adapter, spec.name, spec.site, spec.positive_render, spec.negative_render or {},
-                              samples=spec.samples, **common)
+                              samples=spec.samples, region=spec.region, **common)
     if spec.positive_folder is not None:
         return folder_concept(adapter, spec.name, spec.site, spec.positive_folder,
                               spec.negative_folder or "", limit=spec.samples, **common)
