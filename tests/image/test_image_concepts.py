@@ -88,3 +88,13 @@ def test_rendered_pairs_differ_only_where_the_label_does(adapter):
     concept = render_concept(adapter, "shades", "mid", {"glasses": "sunglasses"}, {"glasses": "none"},
                              samples=3, steps=4)
     assert concept.info.details["source"] == "rendered pairs" and float(concept.scales[0]) > 0
+
+
+def test_region_cells_read_like_the_region_mask():
+    from polysteer.plugins.image.concepts import region_cells
+
+    cells = region_cells(16, {"top": 0.0, "bottom": 0.5, "left": 0.5, "right": 1.0}).view(4, 4)
+    assert cells.tolist() == [[False, False, True, True]] * 2 + [[False] * 4] * 2
+    assert region_cells(9, None).all()
+    with pytest.raises(ConfigError, match="square"):
+        region_cells(12, {"top": 0.0})
