@@ -28,15 +28,6 @@ class TestTinyVits(AdapterConformance):
     def steering_site(self, adapter):
         return "decoder.input"
 
-    def test_late_steps_are_steered(self):
-        """VITS is one pass: "late" is the end of the utterance, the last positions (span mask)."""
-        plain = self._generate()
-        style = self._style(positions={"kind": "span", "start": 0.5})
-        with ps.steer(self.adapter, style, intensity=self.strong_intensity) as run:
-            steered = self._generate()
-        assert [s.phase for s in run.clock.history] == ["single"]
-        assert not self.outputs_equal(plain, steered)
-
 
 def _adapter(**kw):
     return tiny_vits_adapter(**kw)
