@@ -164,15 +164,27 @@ def mask_generated() -> PositionMask:
     return lambda step, n, grid, device: _absolute(step, n, device) >= step.prompt_length
 
 
+def _cached(build: Callable[[int, Any, torch.device], torch.Tensor]) -> PositionMask:
+    """A step-independent mask built once per (positions, grid, device), not on every forward pass."""
+    cache: dict[tuple, torch.Tensor] = {}
+
+    def mask(step: Step, n: int, grid, device) -> torch.Tensor:
+        key = (n, tuple(grid) if grid is not None else None, str(device))
+        if key not in cache:
+            cache[key] = build(n, grid, device)
+        return cache[key]
+    return mask
+
+
 def mask_span(start: float = 0.0, end: float = 1.0) -> PositionMask:
     """A fraction of the position axis, e.g. ``start=0.66`` for the last third of an utterance."""
     if not _fraction("start", start) <= _fraction("end", end):
         raise ValueError(f"span start ({start}) must not exceed end ({end})")
 
-    def mask(step: Step, n: int, grid, device) -> torch.Tensor:
+    def build(n: int, grid, device) -> torch.Tensor:
         rel = (torch.arange(n, device=device) + 0.5) / n
         return (rel >= start) & (rel <= end)
-    return mask
+    return _cached(build)
 
 
 def mask_region(top: float = 0.0, bottom: float = 1.0, left: float = 0.0, right: float = 1.0
@@ -183,7 +195,7 @@ def mask_region(top: float = 0.0, bottom: float = 1.0, left: float = 0.0, right:
         raise ValueError(f"region needs top <= bottom and left <= right, got top={top}, "
                          f"bottom={bottom}, left={left}, right={right}")
 
-    def mask(step: Step, n: int, grid, device) -> torch.Tensor:
+    def build(n: int, grid, device) -> torch.Tensor:
         if grid is None:
             raise ValueError("a 'region' mask needs a spatial site (an image block); this site "
                              "has a sequence of positions: use 'span' instead")
@@ -193,7 +205,7 @@ def mask_region(top: float = 0.0, bottom: float = 1.0, left: float = 0.0, right:
         rows = (ys >= top) & (ys <= bottom)
         cols = (xs >= left) & (xs <= right)
         return (rows[:, None] & cols[None, :]).reshape(-1)
-    return mask
+    return _cached(build)
 
 
 BUILTIN_MASKS: dict[str, Callable[..., PositionMask]] = {
