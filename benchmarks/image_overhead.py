@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from overhead import _dictionary, _style, report, run_cases
+from overhead import cases, report, run_cases
 
 import polysteer as ps
 
@@ -20,21 +20,8 @@ SITES = ["mid", "down.2", "up.1"]
 
 
 def image_cases(adapter, sites: list[str]) -> dict[str, ps.Style]:
-    """One direction, a 3-component style (schedule + region mask), a reactive rule."""
-    dicts = [_dictionary(adapter, s, i) for i, s in enumerate(sites)]
-    feature = {"dictionary": "d", "feature": "f"}
-    return {
-        "one direction": _style({"components": [{**feature, "weight": 0.1}]}, dicts[:1]),
-        "3-component style": _style({"components": [
-            {"name": "a", **feature, "weight": 0.1},
-            {"name": "b", **feature, "weight": 0.1, "schedule": {"kind": "ramp", "end": 0.5}},
-            {"name": "c", **feature, "weight": 0.1,
-             "positions": {"kind": "region", "top": 0.0, "bottom": 0.5}}]}, dicts),
-        "reactive rule": _style({
-            "components": [{"name": "a", **feature, "weight": 0.1, "enabled": False}],
-            "rules": [{"when": {**feature, "above": 0.5}, "then": {"apply": "a", "steps": 4}}]},
-            dicts[:1]),
-    }
+    """The shared cases, the third component of the style in the top half of the image."""
+    return cases(adapter, sites, positions={"kind": "region", "top": 0.0, "bottom": 0.5})
 
 
 def main() -> None:
