@@ -73,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load_adapter(name: str) -> Any:
-    from polysteer.plugins.text.commands import _load
+    from polysteer.plugins.text.commands import load_text_model
 
-    return _load(name)
+    return load_text_model(name)
 
 
 def _split_list(text: str | None) -> list[str] | None:

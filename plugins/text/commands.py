@@ -7,6 +7,7 @@ import shutil
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from polysteer import Command, load_model, load_style
 from polysteer.errors import PolysteerError
@@ -18,7 +19,7 @@ def _model_arg(parser: argparse.ArgumentParser) -> None:
                         help="model config name (smollm2), adapter kind, or local model folder")
 
 
-def _load(name: str):
+def load_text_model(name: str) -> Any:
     """A shipped model config / adapter kind, else a local folder or hub id for transformers."""
     if Path(name).exists():
         return load_model({"kind": "transformers", "name": name})
@@ -41,7 +42,7 @@ def _steer_run(args: argparse.Namespace) -> int:
     import torch
     from transformers import TextStreamer
 
-    adapter = _load(args.model)
+    adapter = load_text_model(args.model)
     style = load_style(args.style)
     options = {"max_new_tokens": args.max_new_tokens}
     if args.sample:
@@ -89,7 +90,7 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
 def _inspect_run(args: argparse.Namespace) -> int:
     from polysteer.plugins.text.inspect import read_text, top_per_token, write_inspect_html
 
-    adapter = _load(args.model)
+    adapter = load_text_model(args.model)
     readout = read_text(adapter, args.dictionary, args.text)
     for row in top_per_token(readout, top=args.top):
         feats = "  ".join(f"{label} {value:+.2f}" for label, value in row["features"])
@@ -118,7 +119,7 @@ def _concept_run(args: argparse.Namespace) -> int:
     if not spec_path.exists():
         spec_path = configs_dir() / "concepts" / f"{args.spec}.yaml"
     spec = ConceptSpec.load(spec_path)
-    adapter = _load(args.model)
+    adapter = load_text_model(args.model)
     dictionary = build_concept(adapter, spec, progress=True)
     out = Path(args.output) if args.output else home() / "dictionaries" / f"{args.model}-{spec.name}"
     dictionary.save(out)
@@ -145,7 +146,7 @@ def _dictionary_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.threads:
         torch.set_num_threads(args.threads)
-    adapter = _load(cfg.model)
+    adapter = load_text_model(cfg.model)
     if args.action == "harvest":
         store = harvest_from_config(cfg, adapter)
         print(f"{store.n_tokens(cfg.site)} tokens of {cfg.site} in {store.folder}")

@@ -485,10 +485,10 @@ def corpus_texts(datasets: Sequence[str], limit: int, seed: int = 0) -> list[str
 
 
 def _build(args: argparse.Namespace) -> int:
-    from polysteer.plugins.text.commands import _load
+    from polysteer.plugins.text.commands import load_text_model
 
     folder = dictionary_folder(args.dictionary)
-    adapter = _load(args.model)
+    adapter = load_text_model(args.model)
     texts = corpus_texts(args.dataset.split(","), args.limit)
     d = resolve_dictionary(folder.resolve())
     reports = collect_text_reports(adapter, d, texts, top_k=args.top_k, batch_size=args.batch_size,

@@ -71,7 +71,7 @@ def _texts(items: list[str]) -> list[str]:
 
 def _contrast(args: argparse.Namespace, dictionary) -> list[tuple[int, str, str]]:
     from polysteer.plugins.text.classify import drop_sinks, text_activations
-    from polysteer.plugins.text.commands import _load
+    from polysteer.plugins.text.commands import load_text_model
     from polysteer.search import contrast_features
 
     if args.data:
@@ -90,7 +90,7 @@ def _contrast(args: argparse.Namespace, dictionary) -> list[tuple[int, str, str]
         positive, negative = _texts(args.positive), _texts(args.negative)
     if not positive or not negative:
         raise PolysteerError("contrasting needs examples on both sides: --positive and --negative")
-    adapter = _load(args.model)
+    adapter = load_text_model(args.model)
     site = dictionary.info.site
     dictionary.check_compatible(adapter.model_fingerprint, site, adapter.bind(site).channels)
     read = [drop_sinks(text_activations(adapter, side, site, progress=len(side) > 64, desc=desc),
