@@ -78,7 +78,7 @@ def test_a_text_where_nothing_fires(adapter, sae):
 def test_inspect_command_writes_html_and_keeps_the_terminal_output(adapter, sae, tmp_path, monkeypatch,
                                                                    capsys):
     sae.save(tmp_path / "tiny-sae")
-    monkeypatch.setattr(commands, "_load", lambda name: adapter)
+    monkeypatch.setattr(commands, "load_text_model", lambda name: adapter)
     args = argparse.Namespace(model="tiny", dictionary=str(tmp_path / "tiny-sae"), top=2, text=TEXT,
                               html=str(tmp_path / "out" / "report.html"), html_features=4)
     assert commands._inspect_run(args) == 0

@@ -90,7 +90,7 @@ def test_steer_command_compare_and_stream(adapter, monkeypatch, capsys, tmp_path
     concept.save(tmp_path / "happy-dict")
     style = tmp_path / "style.yaml"
     style.write_text("name: happy\ncomponents:\n  - dictionary: happy-dict\n    feature: happy\n")
-    monkeypatch.setattr(commands, "_load", lambda name: adapter)
+    monkeypatch.setattr(commands, "load_text_model", lambda name: adapter)
     args = argparse.Namespace(model="tiny", style=str(style), intensity=3.0, compare=True, seed=0,
                               max_new_tokens=4, sample=False, prompt="the cat")
     adapter.tokenizer.chat_template = None
