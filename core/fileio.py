@@ -78,18 +78,35 @@ def publish_folder(tmp: Path, final: Path, *, replace: bool = True, marker: str 
     return True
 
 
-def write_folder(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
-    """Write a folder under a temporary name with ``write(tmp)``, then publish it atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+def share_permissions(folder: Path) -> None:
+    """Give a mkdtemp folder (owner-only) and everything in it the permissions a normally created
+    one would have, so a shared cache stays readable by its other users."""
+    publish_mode(folder, directory=True)
+    for path in folder.rglob("*"):
+        publish_mode(path, directory=path.is_dir())
+
+
+@contextmanager
+def staged_folder(final: str | os.PathLike, *, replace: bool = True, marker: str | None = None
+                  ) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``final``; when the block succeeds, publish it as
+    ``final`` (see :func:`publish_folder` for ``replace`` and ``marker``). It is always cleaned up."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
-        write(tmp)
-        publish_mode(tmp, directory=True)
-        publish_folder(tmp, path)
+        yield tmp
+        share_permissions(tmp)
+        publish_folder(tmp, final, replace=replace, marker=marker)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return path
+
+
+def write_folder(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Write a folder under a temporary name with ``write(tmp)``, then publish it atomically."""
+    with staged_folder(path) as tmp:
+        write(tmp)
+    return Path(path)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

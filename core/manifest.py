@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from polysteer.errors import CorruptFileError
-from polysteer.fileio import publish_mode, read_json, sha256_file, write_json
+from polysteer.fileio import read_json, sha256_file, write_json
 
 MODEL_MANIFEST = "polysteer-model.json"
 MODEL_MANIFEST_FORMAT = "polysteer-model"
@@ -43,14 +43,6 @@ def write_manifest(folder: Path, manifest: dict[str, Any], name: str = MODEL_MAN
     """Write ``manifest`` plus the file table of ``folder`` as ``folder/name`` (atomically)."""
     write_json(folder / name, {"format": MODEL_MANIFEST_FORMAT, "format_version": 1, **manifest,
                                "files": file_table(folder, skip=name)})
-
-
-def share_permissions(folder: Path) -> None:
-    """Give a mkdtemp folder (owner-only) and everything in it the permissions a normally created
-    one would have, so a shared cache stays readable by its other users."""
-    publish_mode(folder, directory=True)
-    for path in folder.rglob("*"):
-        publish_mode(path, directory=path.is_dir())
 
 
 def _entry_problems(folder: Path, rel: str, entry: Any, rehash: bool) -> list[str]:

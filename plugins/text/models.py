@@ -10,8 +10,6 @@ from __future__ import annotations
 import importlib.util
 import io
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, redirect_stderr
@@ -29,12 +27,11 @@ from polysteer.errors import (
     PolysteerError,
     RegistryError,
 )
-from polysteer.fileio import publish_folder, sha256_file
+from polysteer.fileio import sha256_file, staged_folder
 from polysteer.manifest import (
     MODEL_MANIFEST,
     folder_problems,
     library_versions,
-    share_permissions,
     write_manifest,
 )
 from polysteer.paths import home
@@ -206,15 +203,9 @@ def install_model(name: str, progress: bool = True, force: bool = False) -> Path
     say(f"converting {spec.title} from {weights} into {final} "
          "(once, about 30 s)...", progress)
     started = time.perf_counter()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", suffix=".tmp", dir=final.parent))
-    try:
+    with staged_folder(final, replace=force, marker=MANIFEST) as tmp:
         _convert(weights, tmp, progress)
         _write_manifest(tmp, spec, weights)
-        share_permissions(tmp)
-        publish_folder(tmp, final, replace=force, marker=MANIFEST)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     say(f"{spec.title} ready in {final} ({time.perf_counter() - started:.0f} s)", progress)
     return final
 

