@@ -334,8 +334,9 @@ def compare(adapter: Any, dictionary: Any, train: tuple[Sequence[str], Sequence[
     vectorising and the read-out.
     """
     site = _dictionary_and_site(adapter, dictionary, site)[2]
-    keep_tr, _, pos, neg = binary_labels(train[1], positive, negative)
-    keep_te, y_te, _, _ = binary_labels(test[1], pos, neg.split("+"))
+    keep_tr, y_tr, pos, neg = binary_labels(train[1], positive, negative)
+    negatives = neg.split("+")
+    keep_te, y_te, _, _ = binary_labels(test[1], pos, negatives)
     tr_texts = [t for t, k in zip(train[0], keep_tr, strict=True) if k]
     tr_labels = [lab for lab, k in zip(train[1], keep_tr, strict=True) if k]
     te_texts = [t for t, k in zip(test[0], keep_te, strict=True) if k]
@@ -343,11 +344,10 @@ def compare(adapter: Any, dictionary: Any, train: tuple[Sequence[str], Sequence[
                                desc="reading training texts")
     te_acts, forward_s = _timed(lambda: text_activations(
         adapter, te_texts, site, batch_size=batch_size, progress=progress, desc="reading test texts"))
-    common = dict(positive=pos, negative=neg.split("+"), pools=pools, folds=folds, seed=seed)
     clf = fit_text_classifier(adapter, dictionary, tr_texts, tr_labels, acts=tr_acts, name=name,
                               site=None if dictionary is not None else site, features=features,
-                              **common)
-    raw = _fit_raw(tr_acts, tr_labels, clf, adapter, site, common)
+                              positive=pos, negative=negatives, pools=pools, folds=folds, seed=seed)
+    raw = _fit_raw(tr_acts, y_tr, clf, adapter, folds, seed)
     metrics, roc = {}, {}
     for key, model in (("features", clf), ("raw", raw)):
         probs, spent = _timed(lambda m=model: torch.sigmoid(m.logits_from_pooled(pooled_features(
@@ -355,8 +355,7 @@ def compare(adapter: Any, dictionary: Any, train: tuple[Sequence[str], Sequence[
         metrics[key] = {**binary_metrics(probs, y_te), "columns": len(model.columns),
                         "texts_per_s": len(te_texts) / (forward_s + spent)}
         roc[key] = roc_curve(probs, y_te)
-    probs, spent, columns = _tfidf(tr_texts, binary_labels(tr_labels, pos, neg.split("+"))[1], te_texts,
-                                   folds, seed)
+    probs, spent, columns = _tfidf(tr_texts, y_tr, te_texts, folds, seed)
     metrics["tfidf"] = {**binary_metrics(probs, y_te), "columns": columns,
                         "texts_per_s": len(te_texts) / spent}
     roc["tfidf"] = roc_curve(probs, y_te)
@@ -367,16 +366,15 @@ def compare(adapter: Any, dictionary: Any, train: tuple[Sequence[str], Sequence[
     return Comparison(clf, metrics, roc, split)
 
 
-def _fit_raw(acts: Sequence[torch.Tensor], labels: Sequence[Any], clf: FeatureClassifier, adapter: Any,
-             site: str, common: dict[str, Any]) -> FeatureClassifier:
-    """The no-dictionary baseline on the same activations and sink filter, with an L2 penalty."""
-    _, y, _, _ = binary_labels(labels, common["positive"], common["negative"])
-    x = pooled_features(drop_sinks(acts, clf.site_norm), None, common["pools"])
-    fit = fit_linear(x, y, penalty="l2", folds=common["folds"], seed=common["seed"])
-    channels = adapter.bind(site).channels
-    return from_fit(fit, name="raw-baseline", classes=clf.classes, site=site, site_norm=clf.site_norm,
-                    channels=channels, model=adapter.model_fingerprint, dictionary=None,
-                    dictionary_ref=None, pools=common["pools"])
+def _fit_raw(acts: Sequence[torch.Tensor], y: torch.Tensor, clf: FeatureClassifier, adapter: Any,
+             folds: int, seed: int) -> FeatureClassifier:
+    """The no-dictionary baseline on ``clf``'s activations, site, sink filter and pools, with L2."""
+    x = pooled_features(drop_sinks(acts, clf.site_norm), None, clf.pools)
+    fit = fit_linear(x, y, penalty="l2", folds=folds, seed=seed)
+    return from_fit(fit, name="raw-baseline", classes=clf.classes, site=clf.site,
+                    site_norm=clf.site_norm, channels=int(clf.info["channels"]),
+                    model=adapter.model_fingerprint, dictionary=None, dictionary_ref=None,
+                    pools=clf.pools)
 
 
 def _tfidf(train_texts: Sequence[str], y: torch.Tensor, test_texts: Sequence[str], folds: int, seed: int
