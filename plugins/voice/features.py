@@ -90,7 +90,7 @@ def per_phoneme(values: torch.Tensor, durations: torch.Tensor) -> torch.Tensor:
     return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, math.nan))
 
 
-def _frame_measures(adapter: Any, wave: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+def frame_measures(adapter: Any, wave: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
     """F0 and spectral centroid per output frame ``(frames,)``, aligned to the latent frames."""
     from polysteer.plugins.voice.measures import f0_frames, spectral_centroid_frames
 
@@ -121,7 +121,7 @@ def harvest(adapter: Any, sentences: Sequence[Any], sites: Sequence[str], *, see
         out.log_duration.append(torch.log(durations.clamp_min(1)))
         if measure:
             frames = int(adapter.last.frames[0])
-            pitch, bright = _frame_measures(adapter, wave[:, : int(adapter.last.lengths[0])], frames)
+            pitch, bright = frame_measures(adapter, wave[:, : int(adapter.last.lengths[0])], frames)
             out.pitch.append(per_phoneme(pitch, durations))
             out.centroid.append(per_phoneme(bright, durations))
     return out
@@ -227,16 +227,24 @@ def build_voice_dictionaries(adapter: Any, *, prefix: str = "joe", progress: boo
     return made
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Rebuild the embedded voice's dictionaries into ``--out`` (default: the shipped folder)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parents[2] / "configs" / "dictionary")
-    parser.add_argument("--voice", default="joe")
-    args = parser.parse_args(argv)
+def rebuild_args(description: str, argv: Sequence[str] | None) -> tuple[argparse.Namespace, Any]:
+    """``(--out/--voice arguments, the loaded voice)`` for the scripts that rebuild shipped voice
+    dictionaries (this module's and :mod:`polysteer.plugins.voice.sae`'s ``main``)."""
+    from polysteer.paths import configs_dir
     from polysteer.plugins.voice.adapter import VitsAdapter
 
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=configs_dir() / "dictionary",
+                        help="folder the dictionaries are written to (default: the shipped ones)")
+    parser.add_argument("--voice", default="joe", help="embedded voice (default joe)")
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    adapter = VitsAdapter.load(args.voice)
+    return args, VitsAdapter.load(args.voice)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Rebuild the embedded voice's dictionaries into ``--out`` (default: the shipped folder)."""
+    args, adapter = rebuild_args(__doc__.splitlines()[0], argv)
     for name, dictionary in build_voice_dictionaries(adapter, prefix=args.voice).items():
         dictionary.save(args.out / name)
         print(name, dictionary.describe())

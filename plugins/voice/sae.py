@@ -18,10 +18,8 @@ centroid, level, spectral flatness). A TopK SAE is trained on the frames with th
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,9 +35,9 @@ MEASURES = ("pitch", "centroid", "level", "flatness")
 def frame_measures(adapter: Any, wave: torch.Tensor, frames: int) -> dict[str, torch.Tensor]:
     """F0 (Hz), centroid (Hz), level (dBFS) and flatness per latent frame, ``(frames,)`` each
     (NaN where undefined: unvoiced or silent)."""
-    from polysteer.plugins.voice.features import _frame_measures
+    from polysteer.plugins.voice.features import frame_measures
 
-    pitch, centroid = _frame_measures(adapter, wave, frames)
+    pitch, centroid = frame_measures(adapter, wave, frames)
     hop = adapter.hop
     x = wave.reshape(-1)
     spec = torch.stft(x, 4 * hop, hop, window=torch.hann_window(4 * hop), return_complex=True).abs().square()
@@ -143,14 +141,9 @@ def build_decoder_sae(adapter: Any, *, d_features: int = 512, k: int = 16, steps
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Rebuild the embedded voice's decoder-input SAE into ``--out``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parents[2] / "configs" / "dictionary")
-    parser.add_argument("--voice", default="joe")
-    args = parser.parse_args(argv)
-    from polysteer.plugins.voice.adapter import VitsAdapter
+    from polysteer.plugins.voice.features import rebuild_args
 
-    torch.set_num_threads(1)
-    adapter = VitsAdapter.load(args.voice)
+    args, adapter = rebuild_args(__doc__.splitlines()[0], argv)
     sae = build_decoder_sae(adapter)
     sae.save(args.out / f"{args.voice}-decoder-sae")
     metrics = sae.info.details["metrics"]

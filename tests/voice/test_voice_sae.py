@@ -30,7 +30,7 @@ def test_correlations_find_the_planted_feature_and_skip_nan_rows():
     assert r[4] == 0
 
 
-def test_frame_measures_give_one_value_per_latent_frame():
+def testframe_measures_give_one_value_per_latent_frame():
     adapter = tiny_vits_adapter()
     wave = adapter.generate(PHRASES[0])
     frames = int(adapter.last.frames[0])
