@@ -528,9 +528,9 @@ class StreamingScore:
     def __init__(self, classifier: FeatureClassifier):
         self.classifier = classifier
         width = classifier.width
-        self.pool_of = classifier.columns // width
         self.feature_of = classifier.columns % width
-        self.is_max = torch.tensor([classifier.pools[int(p)] == "max" for p in self.pool_of])
+        self.is_max = torch.tensor([classifier.pools[int(p)] == "max" for p in classifier.columns // width])
+        self.readout = (classifier.mean, classifier.std, classifier.weight)
         self.running_max: torch.Tensor | None = None
         self.running_sum: torch.Tensor | None = None
         self.count: torch.Tensor | None = None
@@ -541,6 +541,7 @@ class StreamingScore:
         self.running_sum = torch.zeros(rows, k, device=device)
         self.count = torch.zeros(rows, 1, device=device)
         self.feature_of, self.is_max = self.feature_of.to(device), self.is_max.to(device)
+        self.readout = tuple(t.to(device) for t in self.readout)  # once, not on every step
         self.seen = torch.zeros(rows, dtype=torch.bool, device=device)
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
@@ -552,8 +553,8 @@ class StreamingScore:
         mean = self.running_sum / self.count.clamp_min(1)
         pooled = torch.where(self.is_max, self.running_max, mean)
         pooled = torch.where(self.seen[:, None], pooled, torch.zeros_like(pooled))
-        z = (pooled - self.classifier.mean.to(x.device)) / self.classifier.std.to(x.device)
-        prob = torch.sigmoid(z @ self.classifier.weight.to(x.device) + self.classifier.bias)
+        centre, spread, weight = self.readout
+        prob = torch.sigmoid((pooled - centre) / spread @ weight + self.classifier.bias)
         return torch.where(self.seen, prob, torch.zeros_like(prob))
 
     def _add(self, x: torch.Tensor) -> None:
