@@ -109,9 +109,9 @@ class _RuleState:
     """A compiled rule: per-row counters, updated with tensor ops only."""
 
     rule: Rule
-    dictionary: FeatureDictionary
-    feature: int
-    scale: float
+    dictionary: FeatureDictionary | None
+    feature: int = -1  # the feature a feature rule reads (classifier rules read their classifier)
+    scale: float = 1.0
     count: torch.Tensor | None = None
     remaining: torch.Tensor | None = None
     active: torch.Tensor | None = None
@@ -377,8 +377,7 @@ class Steering:
                                                    hook.binding.channels)
             classifier.dictionary.to(next(iter(self.adapter.model.parameters()),
                                           torch.empty(0)).device)
-        return _ClassifierRuleState(rule, classifier.dictionary, -1, 1.0,
-                                    stream=StreamingScore(classifier)), hook
+        return _ClassifierRuleState(rule, classifier.dictionary, stream=StreamingScore(classifier)), hook
 
     # -- installing hooks -----------------------------------------------------------------------
     def _install(self, hook: _SiteHook) -> None:
