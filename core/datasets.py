@@ -1028,6 +1028,13 @@ class Dataset:
         return Dataset(f"{self.name}[{','.join(map(str, labels))}]",
                        tuple(r for r in self.records if r.get("label") in wanted), self.manifest)
 
+    def sample(self, n: int, seed: int = 0) -> Dataset:
+        """About ``n`` records, stratified by label (the held-out part of :meth:`split`, so the
+        same ``n`` and ``seed`` give the same records); the whole dataset if it has no more."""
+        if n < 1:
+            raise PolysteerError(f"a sample needs at least 1 record, got {n}")
+        return self if n >= len(self) else self.split(test_fraction=n / len(self), seed=seed)[1]
+
     def split(self, test_fraction: float = 0.2, seed: int = 0) -> tuple[Dataset, Dataset]:
         """(train, test), stratified by label and deterministic for a given ``seed``.
 

@@ -99,7 +99,7 @@ def _fit(args: argparse.Namespace) -> int:
         if not 0 < args.limit < len(data):
             raise PolysteerError(f"--limit must be between 1 and {len(data) - 1} (the data has "
                                  f"{len(data)} texts), got {args.limit}")
-        data = data.split(test_fraction=args.limit / len(data), seed=args.seed)[1]
+        data = data.sample(args.limit, seed=args.seed)
     train, test = data.split(test_fraction=args.test_fraction, seed=args.seed)
     adapter = _load_adapter(args.model)
     name = args.name or Path(str(args.data)).stem

@@ -477,10 +477,7 @@ def corpus_texts(datasets: Sequence[str], limit: int, seed: int = 0) -> list[str
 
     texts: list[str] = []
     for name in datasets:
-        data = load_dataset(name.strip())
-        if limit < len(data):
-            data = data.split(test_fraction=limit / len(data), seed=seed)[1]
-        texts += data.texts
+        texts += load_dataset(name.strip()).sample(limit, seed=seed).texts
     return texts
 
 

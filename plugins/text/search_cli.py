@@ -80,12 +80,12 @@ def _contrast(args: argparse.Namespace, dictionary) -> list[tuple[int, str, str]
         if not args.label:
             raise PolysteerError("--data needs --label: which label's texts are the positive examples")
         data = load_dataset(args.data)
-        if args.label not in set(map(str, data.labels)):
-            raise PolysteerError(f"label {args.label!r} is not in {args.data}; labels are "
-                                 f"{sorted(set(map(str, data.labels)))}")
-        positive = [t for t, lab in zip(data.texts, data.labels, strict=True) if str(lab) == args.label]
-        negative = [t for t, lab in zip(data.texts, data.labels, strict=True) if str(lab) != args.label]
-        positive, negative = positive[:args.limit], negative[:args.limit]
+        labels = {str(lab): lab for lab in data.labels if lab is not None}  # as typed -> as stored
+        if args.label not in labels:
+            raise PolysteerError(f"label {args.label!r} is not in {args.data}; labels are {sorted(labels)}")
+        others = [stored for typed, stored in labels.items() if typed != args.label]
+        positive = data.with_label(labels[args.label]).sample(args.limit).texts
+        negative = data.with_label(*others).sample(args.limit).texts if others else []
     else:
         positive, negative = _texts(args.positive), _texts(args.negative)
     if not positive or not negative:

@@ -245,6 +245,17 @@ def test_split_is_deterministic_stratified_and_disjoint():
         data.split(1.0)
 
 
+def test_sample_is_a_stratified_reproducible_subset():
+    records = tuple({"text": f"t{i}", "label": "spam" if i % 5 == 0 else "ham"} for i in range(100))
+    data = datasets.Dataset("toy", records)
+    sample = data.sample(50, seed=1)
+    assert sample.label_counts() == {"ham": 40, "spam": 10}
+    assert sample.texts == data.sample(50, seed=1).texts == data.split(0.5, seed=1)[1].texts
+    assert data.sample(100) is data and data.sample(500) is data
+    with pytest.raises(PolysteerError, match="at least 1"):
+        data.sample(0)
+
+
 def test_command_lists_and_shows(cache, tmp_path, capsys):
     parser = argparse.ArgumentParser()
     datasets.add_arguments(parser)

@@ -40,7 +40,7 @@ def test_headline_sms_spam_figures_reproduce(adapter):
     from polysteer.plugins.text.classify import compare
 
     data = load_dataset("sms-spam")
-    data = data.split(test_fraction=1500 / len(data), seed=0)[1]
+    data = data.sample(1500, seed=0)
     train, test = data.split(test_fraction=1 / 3, seed=0)
     result = compare(adapter, "smollm2-res-sae", (train.texts, train.labels), (test.texts, test.labels))
     assert result.split["test"] == 500 and result.split["positive"] == "spam"
