@@ -99,7 +99,7 @@ def build_figures(log: Path, steps: int = 25) -> None:
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.plot([r["step"] for r in records], [r["loss"] for r in records], lw=1)
-    ax.set(xlabel="step (batch 32)", ylabel="noise-prediction MSE", yscale="log",
+    ax.set(xlabel="step (batch 32)", ylabel="v-prediction MSE", yscale="log",
            title="avatars: training loss (mean per 25 steps)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -150,6 +150,27 @@ def measure_styles(intensities: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0), s
     return "\n".join(lines)
 
 
+def measure_conditions(guidances: tuple[float, ...] = (1.0, 3.0), seeds: int = 32, steps: int = 20) -> str:
+    """Markdown table: for every attribute value, the classifier's mean score of that value on
+    unconditional samples and on samples asked for it at each guidance scale (same seeds)."""
+    import polysteer as ps
+    from polysteer.plugins.image.avatars import ATTRIBUTES
+    from polysteer.plugins.image.classifier import shipped_classifier
+
+    adapter = ps.load_model({"kind": "diffusers", "name": "avatars"})
+    clf = shipped_classifier()
+    plain = adapter.generate(seeds, seed=1000, num_inference_steps=steps)
+    head = " | ".join(f"asked, guidance {g:g}" for g in guidances)
+    lines = [f"| attribute = value | unconditional | {head} |", "|---" * (2 + len(guidances)) + "|"]
+    for attribute, values in ATTRIBUTES.items():
+        for value in values:
+            asked = [adapter.generate({attribute: value}, batch_size=seeds, seed=1000,
+                                      num_inference_steps=steps, guidance_scale=g) for g in guidances]
+            scores = [float(clf.score(x, attribute, value).mean()) for x in (plain, *asked)]
+            lines.append(f"| {attribute} = {value} | " + " | ".join(f"{v:.2f}" for v in scores) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*", help="concept names (default: all avatars-* specs)")
@@ -161,6 +182,8 @@ def main() -> int:
     p.add_argument("--figures", type=Path, default=None, metavar="LOG",
                    help="also draw docs/figures/image-*.png (LOG: the training run's log.jsonl)")
     p.add_argument("--measure", action="store_true", help="print the shipped styles' measured effect")
+    p.add_argument("--conditions", action="store_true",
+                   help="print how well the model follows each attribute condition")
     p.add_argument("--train-images", type=int, default=12000)
     p.add_argument("--classifier-steps", type=int, default=1000)
     args = p.parse_args()
@@ -173,6 +196,8 @@ def main() -> int:
         build_figures(args.figures)
     if args.measure:
         print(measure_styles())
+    if args.conditions:
+        print(measure_conditions())
     return 0
 
 

@@ -1,14 +1,17 @@
 #!/usr/bin/env python
 """Train the shipped ``avatars`` diffusion model: an attribute-conditioned UNet2DModel on cartoon faces.
 
-    OMP_NUM_THREADS=1 python scripts/train_avatar_diffusion.py --out /work/avatar-train --budget-minutes 70
+    OMP_NUM_THREADS=2 python scripts/train_avatar_diffusion.py --out /work/avatar-train --budget-minutes 80
 
 Data: ``--images`` avatars drawn by ``python-avatars`` and rendered by ``resvg-py`` (image ``i`` depends
 only on ``(--seed, i)``), cached as safetensors under ``OUT/data``. Model: a diffusers ``UNet2DModel``
-(:func:`polysteer.plugins.image.avatars.unet_config`, 4.5M parameters) whose class embedding is the sum
-of one learned embedding per attribute (:class:`AttributeConditioner`). Each attribute is replaced by
-its "unspecified" entry with probability ``--p-drop`` and all of them with ``--p-uncond``, so one
-network is conditional, partially conditional and unconditional (classifier-free guidance).
+(:func:`polysteer.plugins.image.avatars.unet_config`, 4.7M parameters) whose class embedding is the sum
+of one learned embedding per attribute (:class:`AttributeConditioner`), trained to predict the
+velocity ``v`` (:func:`~polysteer.plugins.image.avatars.scheduler_config`): at the noisiest steps
+``v`` is the clean image itself, so the loss rewards drawing what the condition asks for. Each
+attribute is replaced by its "unspecified" entry with probability ``--p-drop`` and all of them with
+``--p-uncond``, so one network is conditional, partially conditional and unconditional
+(classifier-free guidance).
 
 Reproducible: every step's batch, noise, timesteps, dropout and flips come from a generator seeded by
 ``(--seed, step)``, and the learning rate depends only on the step, so a run stopped by the time budget
@@ -114,6 +117,7 @@ class Trainer:
                                       {"params": list(self.cond.parameters()), "lr_mult": args.cond_lr_mult}],
                                      lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
         self.noise = DDPMScheduler(**scheduler_config())
+        self.v_prediction = self.noise.config.prediction_type == "v_prediction"
         self.step = 0
         self.elapsed = 0.0
         self.history: list[dict] = []  # {"from_step", "cond_lr_mult"} per stretch of the run
@@ -142,7 +146,8 @@ class Trainer:
         t = torch.randint(self.noise.config.num_train_timesteps, (a.batch,), generator=g)
         noisy = self.noise.add_noise(x, noise, t)
         pred = self.unet(noisy, t, class_labels=self.cond(y)).sample
-        loss = F.mse_loss(pred, noise)
+        target = self.noise.get_velocity(x, noise, t) if self.v_prediction else noise
+        loss = F.mse_loss(pred, target)
         for group in self.opt.param_groups:
             group["lr"] = self.lr(self.step) * group["lr_mult"]
         self.opt.zero_grad(set_to_none=True)

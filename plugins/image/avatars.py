@@ -195,19 +195,31 @@ class AttributeConditioner(nn.Module):
 
 
 def unet_config(size: int = 32) -> dict[str, Any]:
-    """The shipped UNet2DModel shape: 4.5M parameters, attention at 8x8 and 4x4 (measured: the best
-    quality per CPU step of the shapes tried at batch 32)."""
+    """The shipped UNet2DModel shape: 4.6M parameters, attention at 8x8 and 4x4 (measured: the best
+    quality per CPU step of the shapes tried at batch 32).
+
+    The condition (time + attribute embedding) scales and shifts every ResNet block's normalised
+    features ("scale_shift", as in ADM) instead of adding a bias before the norm: a much stronger path,
+    so glasses, mouth and background follow the condition within a CPU-hour of training.
+    """
     return dict(sample_size=size, in_channels=3, out_channels=3, layers_per_block=1,
                 block_out_channels=(32, 64, 128, 128),
                 down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
                 up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-                class_embed_type="identity", norm_num_groups=16, attention_head_dim=32)
+                class_embed_type="identity", norm_num_groups=16, attention_head_dim=32,
+                resnet_time_scale_shift="scale_shift")
 
 
 def scheduler_config() -> dict[str, Any]:
-    """The training noise schedule (cosine, epsilon prediction) shared by DDPM training and DDIM sampling."""
-    return dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
-                clip_sample=True)
+    """The noise schedule shared by DDPM training and DDIM sampling.
+
+    Cosine schedule (its last step is pure noise), v-prediction and "trailing" sampling steps, so
+    sampling starts from pure noise as training saw it: with epsilon prediction and the default
+    "leading" steps the first step sees some signal in the starting noise, and the noise, not the
+    condition, decides the background colour and other global attributes.
+    """
+    return dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
+                timestep_spacing="trailing", clip_sample=True)
 
 
 @dataclass
