@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+import torch
 from torch import nn
 
 from polysteer.fileio import write_json
@@ -128,11 +129,15 @@ class ModelAdapter(ABC):
 
     def advance_step(self, *, phase: str, offset: int = 0, new: int = 0, prompt_length: int = 0,
                      rows: RowMap | None = None, index: int | None = None,
-                     progress: float | None = None) -> None:
-        """Announce the next forward pass to every attached clock (no-op when not steering)."""
+                     progress: float | None = None, padding: torch.Tensor | None = None) -> None:
+        """Announce the next forward pass to every attached clock (no-op when not steering).
+
+        ``padding``: per row, how many leading positions are padding (left-padded batches), so
+        rules and read-outs can leave them out; see :class:`~polysteer.step.Step`.
+        """
         for clock in self._clocks:
             clock.advance(phase=phase, offset=offset, new=new, prompt_length=prompt_length,
-                          rows=rows, index=index, progress=progress)
+                          rows=rows, index=index, progress=progress, padding=padding)
 
     @contextmanager
     def attached(self, clock: StepClock) -> Iterator[StepClock]:

@@ -544,12 +544,13 @@ class StreamingScore:
         self.readout = tuple(t.to(device) for t in self.readout)  # once, not on every step
         self.seen = torch.zeros(rows, dtype=torch.bool, device=device)
 
-    def update(self, x: torch.Tensor) -> torch.Tensor:
-        """Feed new positions ``(B, P, C)``; return the ``(B,)`` probability (0 before any position)."""
+    def update(self, x: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed new positions ``(B, P, C)`` (``real``: ``(B, P)`` bool, False for padding); return the
+        ``(B,)`` probability (0 before any position)."""
         if self.count is None or len(self.count) != x.shape[0] or self.count.device != x.device:
             self.reset(x.shape[0], x.device)
         if x.shape[1]:
-            self._add(x)
+            self._add(x, real)
         mean = self.running_sum / self.count.clamp_min(1)
         pooled = torch.where(self.is_max, self.running_max, mean)
         pooled = torch.where(self.seen[:, None], pooled, torch.zeros_like(pooled))
@@ -557,9 +558,11 @@ class StreamingScore:
         prob = torch.sigmoid((pooled - centre) / spread @ weight + self.classifier.bias)
         return torch.where(self.seen, prob, torch.zeros_like(prob))
 
-    def _add(self, x: torch.Tensor) -> None:
+    def _add(self, x: torch.Tensor, real: torch.Tensor | None) -> None:
         clf = self.classifier
         keep = x.norm(dim=-1) <= OUTLIER_FACTOR * clf.site_norm
+        if real is not None:
+            keep = keep & real
         feats = x if clf.dictionary is None else clf.dictionary.encode(x)
         f = feats.float()[..., self.feature_of]
         dropped = ~keep[..., None]

@@ -135,17 +135,21 @@ class _RuleState:
         self.active = self.remaining > 0
         self.remaining = self.remaining - 1
 
-    def read(self, new: torch.Tensor) -> torch.Tensor:
-        """The ``(B,)`` read-out of this step's new positions."""
+    def read(self, new: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
+        """The ``(B,)`` read-out of this step's new positions (``real``: which are not padding)."""
         value = self.dictionary.encode(new)[..., self.feature] / self.scale
         # attention sinks (norms far above the site's typical norm) read huge on any direction
-        sink = new.norm(dim=-1) > OUTLIER_FACTOR * self.dictionary.info.site_norm
-        return value.masked_fill(sink, -math.inf).amax(dim=1)
+        skip = new.norm(dim=-1) > OUTLIER_FACTOR * self.dictionary.info.site_norm
+        if real is not None:
+            skip = skip | ~real
+        return value.masked_fill(skip, -math.inf).amax(dim=1)
 
     def observe(self, x: torch.Tensor, step: Step) -> None:
         if self.count is None or len(self.count) != x.shape[0] or self.count.device != x.device:
             self.reset(x.shape[0], x.device)
-        above = self.read(x[:, -step.new:] if step.new else x) > self.rule.above
+        new = x[:, -step.new:] if step.new else x
+        real = step.real_positions(new.shape[1], x.shape[1])
+        above = self.read(new, None if real is None else real.to(x.device)) > self.rule.above
         self.count = (self.count + 1) * above
         fired = self.count >= self.rule.for_steps
         hold = float(self.rule.steps) if self.rule.steps is not None else math.inf
@@ -164,8 +168,8 @@ class _ClassifierRuleState(_RuleState):
         if self.stream is not None:
             self.stream.reset(rows, device)
 
-    def read(self, new: torch.Tensor) -> torch.Tensor:
-        return self.stream.update(new)
+    def read(self, new: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
+        return self.stream.update(new, real)
 
 
 @dataclass

@@ -70,6 +70,8 @@ class Step:
         new: how many positions at the end of the activation are new in this pass.
         prompt_length: absolute positions ``< prompt_length`` are the prompt (or conditioning).
         rows: the row map of this pass's batch.
+        padding: ``(rows,)`` long, or None: in row ``r`` the absolute positions ``< padding[r]`` are
+            padding of a left-padded batch, which rules and read-outs leave out.
     """
 
     index: int
@@ -79,6 +81,22 @@ class Step:
     new: int = 0
     prompt_length: int = 0
     rows: RowMap = field(default_factory=lambda: RowMap.plain(1))
+    padding: torch.Tensor | None = None
+
+    def real_positions(self, width: int, total: int) -> torch.Tensor | None:
+        """``(rows, width)`` bool: which of the last ``width`` of this pass's ``total`` positions are
+        not padding; None when none of them is (the common case, checked without a device sync)."""
+        if self.padding is None:
+            return None
+        start = self.offset + total - width
+        if start >= self._padded_until:
+            return None
+        absolute = torch.arange(start, start + width, device=self.padding.device)
+        return absolute[None, :] >= self.padding[:, None]
+
+    @property
+    def _padded_until(self) -> int:
+        return int(self.padding.max()) if self.padding is not None and len(self.padding) else 0
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -116,11 +134,11 @@ class StepClock:
 
     def advance(self, *, phase: str, offset: int = 0, new: int = 0, prompt_length: int = 0,
                 rows: RowMap | None = None, index: int | None = None,
-                progress: float | None = None) -> Step:
+                progress: float | None = None, padding: torch.Tensor | None = None) -> Step:
         """Move to the next forward pass and return its Step.
 
         ``index`` defaults to the previous index + 1 (0 at the start); ``progress`` defaults to
-        ``index / (total_steps - 1)`` when the length is known, else 0.
+        ``index / (total_steps - 1)`` when the length is known, else 0. ``padding``: see :class:`Step`.
         """
         if index is None:
             index = 0 if self.current is None else self.current.index + 1
@@ -128,7 +146,7 @@ class StepClock:
             total = self.total_steps
             progress = min(1.0, index / (total - 1)) if total and total > 1 else 0.0
         step = Step(index=index, progress=progress, phase=phase, offset=offset, new=new,
-                    prompt_length=prompt_length, rows=rows or RowMap.plain(1))
+                    prompt_length=prompt_length, rows=rows or RowMap.plain(1), padding=padding)
         if self.current is None and not (self.generations and not self.generations[-1]):
             self.generations.append([])  # an adapter that never called begin()
         self.current = step

@@ -102,8 +102,9 @@ class TransformersAdapter(ModelAdapter):
         handle = None
         if self._clocks:
             self.begin_generation(max_new_tokens)
+            padding = _left_padding(encoded.get("attention_mask"), rows)
             handle = self.model.register_forward_pre_hook(
-                self._clock_hook(prompt, rows), with_kwargs=True)
+                self._clock_hook(prompt, rows, padding), with_kwargs=True)
         try:
             return self.model.generate(**encoded, max_new_tokens=max_new_tokens,
                                        min_new_tokens=kwargs.pop("min_new_tokens", 0), **kwargs)
@@ -111,7 +112,7 @@ class TransformersAdapter(ModelAdapter):
             if handle is not None:
                 handle.remove()
 
-    def _clock_hook(self, prompt: int, rows: RowMap):
+    def _clock_hook(self, prompt: int, rows: RowMap, padding: torch.Tensor | None):
         calls = [0]
 
         def hook(_module, args, kwargs):
@@ -120,7 +121,8 @@ class TransformersAdapter(ModelAdapter):
             first = calls[0] == 0
             offset = prompt + calls[0] - positions if not first else 0
             self.advance_step(phase="prefill" if first else "decode", offset=max(offset, 0),
-                              new=positions if first else 1, prompt_length=prompt, rows=rows)
+                              new=positions if first else 1, prompt_length=prompt, rows=rows,
+                              padding=padding)
             calls[0] += 1
         return hook
 
@@ -134,8 +136,9 @@ class TransformersAdapter(ModelAdapter):
         encoded = prompts if isinstance(prompts, dict) else self.encode(prompts, chat)
         ids = encoded["input_ids"]
         self.begin_generation(1)
-        self.advance_step(phase="single", new=ids.shape[1], prompt_length=ids.shape[1],
-                          rows=RowMap.plain(ids.shape[0]))
+        rows = RowMap.plain(ids.shape[0])
+        self.advance_step(phase="single", new=ids.shape[1], prompt_length=ids.shape[1], rows=rows,
+                          padding=_left_padding(encoded.get("attention_mask"), rows))
         return self.model(**encoded).logits, encoded["attention_mask"]
 
     # -- outputs --------------------------------------------------------------------------------
@@ -156,3 +159,13 @@ class TransformersAdapter(ModelAdapter):
 
 def _is_chat(prompt: Any) -> bool:
     return isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], dict)
+
+
+def _left_padding(attention_mask: torch.Tensor | None, rows: RowMap) -> torch.Tensor | None:
+    """Leading pad positions per batch row (rows repeated for beams), or None if no row has any."""
+    if attention_mask is None:
+        return None
+    leading = (attention_mask.cumsum(dim=1) == 0).sum(dim=1)
+    if not bool(leading.any()):
+        return None
+    return leading.cpu()[rows.sample]

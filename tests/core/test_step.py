@@ -137,3 +137,14 @@ def test_clock_without_begin_still_records_a_generation():
     clock.advance(phase="single")
     assert [s.index for s in clock.history] == [0, 1]
     assert len(clock.generations) == 1
+
+
+def test_step_real_positions_mark_left_padding_and_skip_when_none_is_reached():
+    step = Step(index=0, progress=0.0, phase="prefill", new=4, prompt_length=4, rows=RowMap.plain(2),
+                padding=torch.tensor([0, 2]))
+    assert step.real_positions(4, 4).tolist() == [[True] * 4, [False, False, True, True]]
+    assert step.real_positions(2, 4) is None  # the last two positions are past every row's padding
+    decode = Step(index=1, progress=0.1, phase="decode", offset=4, new=1, rows=RowMap.plain(2),
+                  padding=torch.tensor([0, 2]))
+    assert decode.real_positions(1, 1) is None
+    assert Step(index=0, progress=0.0, phase="single").real_positions(3, 3) is None
