@@ -1,31 +1,27 @@
-"""The voice plugin: speech measures, today; Piper VITS and Whisper adapters, next.
+"""The voice plugin: text-to-speech (Piper VITS voices) and speech recognition (Whisper).
 
-Today it registers measures of generated speech (waveforms ``(B, T)`` at the adapter's
-``sample_rate``) for ``polysteer run`` experiments: ``voice_pitch_median`` and
-``voice_pitch_range`` (F0 in Hz over voiced frames), ``voice_centroid`` (spectral centroid in Hz,
-"bright/crisp"), ``voice_loudness`` (BS.1770 loudness in LUFS) and ``voice_flatness`` (spectral
-flatness, "noisy/breathy"); see :mod:`polysteer.plugins.voice.measures`. They need torchaudio,
-which is imported only when a measure runs, so the plugin registers (and ``polysteer plugins``
-lists the install that fixes it) without torchaudio.
-
-Coming: a Piper VITS adapter (the embedded ``en_US-joe-medium`` voice, run as a torch module) and
-a Whisper adapter (tiny.en), which is also the intelligibility judge (word error rate) for TTS.
+It registers the ``vits`` adapter (the embedded ``en_US-joe-medium`` Piper voice run as a torch
+module, or any VITS/MMS folder; :mod:`~polysteer.plugins.voice.tts`), the ``whisper`` adapter
+(tiny.en embedded, or any transformers Whisper folder; :mod:`~polysteer.plugins.voice.whisper`),
+the ``speak`` command, and measures of generated speech for ``polysteer run`` experiments: pitch,
+spectral centroid, loudness, flatness (:mod:`~polysteer.plugins.voice.measures`) and the Whisper
+word error rate ``voice_wer``. Heavy libraries are imported only when used, so the plugin
+registers (and ``polysteer plugins`` lists the install that fixes it) without them. See
+``docs/voice.md`` and ``docs/whisper.md``.
 """
 
 from __future__ import annotations
 
-from polysteer import Requirement, hookimpl
+from polysteer import hookimpl
 from polysteer.plugins.voice import whisper
 from polysteer.plugins.voice.measures import VOICE_MEASURES
-
-VOICE_EXTRA = "pip install 'polysteer[voice]'"
-REQUIRES = [Requirement("torchaudio", VOICE_EXTRA)]
+from polysteer.plugins.voice.requirements import MEASURES_REQUIRE
 
 
 @hookimpl
 def polysteer_register_measures(registry):
     for name, measure in VOICE_MEASURES.items():
-        registry.register(name, measure, requires=REQUIRES)
+        registry.register(name, measure, requires=MEASURES_REQUIRE)
     whisper.register_measures(registry)  # voice_wer (Whisper word error rate)
 
 

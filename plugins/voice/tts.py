@@ -8,10 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from polysteer import Requirement
-
-TTS_EXTRA = "pip install 'polysteer[voice]'"
-TTS_REQUIRES = [Requirement("transformers", TTS_EXTRA), Requirement("onnx", TTS_EXTRA)]
+from polysteer.plugins.voice.requirements import TTS_REQUIRES
 
 
 @dataclass

@@ -9,10 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from polysteer import Requirement
-
-ASR_EXTRA = "pip install 'polysteer[voice]'"
-ASR_REQUIRES = [Requirement("transformers", ASR_EXTRA), Requirement("torchaudio", ASR_EXTRA)]
+from polysteer.plugins.voice.requirements import ASR_REQUIRES
 
 
 @dataclass

