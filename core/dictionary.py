@@ -82,6 +82,7 @@ class FeatureDictionary(nn.Module):
         if len(labels) != d_features:
             raise ValueError(f"{len(labels)} labels for {d_features} features")
         self.labels = labels
+        self.source: Path | None = None  # the folder it was loaded from, if any
 
     # -- the protocol -------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -168,7 +169,8 @@ class FeatureDictionary(nn.Module):
         """Save as a folder with ``dictionary.json`` and ``dictionary.safetensors``, atomically.
 
         ``dtype`` (e.g. ``torch.float16``, half the size) stores floating tensors in that type;
-        :func:`load_dictionary` always returns float32.
+        :func:`load_dictionary` always returns float32. A dictionary loaded from a folder with a
+        ``labels.json`` (the labels' evidence) takes that file along.
         """
         path = Path(path)
         meta = {"format": "polysteer-dictionary", "version": FORMAT_VERSION, "kind": self.kind,
@@ -177,9 +179,16 @@ class FeatureDictionary(nn.Module):
         tensors = self._tensors()
         if dtype is not None:
             tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
-        write_folder(path, lambda tmp: (
-            write_tensors(tmp / "dictionary.safetensors", tensors),
-            write_json(tmp / "dictionary.json", meta)))
+        evidence = self.source / "labels.json" if self.source is not None else None
+        evidence = evidence.read_bytes() if evidence is not None and evidence.is_file() else None
+
+        def write(tmp: Path) -> None:
+            write_tensors(tmp / "dictionary.safetensors", tensors)
+            write_json(tmp / "dictionary.json", meta)
+            if evidence is not None:
+                (tmp / "labels.json").write_bytes(evidence)
+
+        write_folder(path, write)
         return path
 
 
@@ -300,6 +309,7 @@ def load_dictionary(path: str | os.PathLike) -> FeatureDictionary:
         raise CorruptFileError(
             f"{path} is not a valid polysteer dictionary ({type(err).__name__}: {err}); "
             "recreate it or check that it was written by polysteer") from err
+    d.source = path
     return d
 
 

@@ -170,3 +170,16 @@ def test_apply_labels_keeps_stored_tensors_and_foreign_folders(tmp_path):
     apply_labels(sae, reports, foreign)
     assert sorted(p.name for p in foreign.iterdir()) == ["cfg.json", "labels.json"]
     assert load_labels(foreign)[3].label == "f3" and sae.labels[3] == "f3"
+
+
+def test_saving_a_loaded_dictionary_keeps_its_label_evidence(tmp_path):
+    sae, folder = _sae(), tmp_path / "d"
+    reports = collect_reports(sae, [_examples()], top_k=3)
+    apply_labels(sae, reports, folder)
+    loaded = load_dictionary(folder)
+    loaded.save(tmp_path / "copy")
+    assert [r.to_json() for r in load_labels(tmp_path / "copy")] == [r.to_json() for r in load_labels(folder)]
+    loaded.save(folder)  # saved over its own folder: the evidence is not lost either
+    assert (folder / "labels.json").exists()
+    _sae(seed=1).save(tmp_path / "fresh")  # an in-memory dictionary has no evidence to carry
+    assert not (tmp_path / "fresh" / "labels.json").exists()
