@@ -14,6 +14,7 @@ loop over positions.
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Sequence
@@ -102,6 +103,15 @@ def _check_intensity(value: Any, what: str = "intensity") -> torch.Tensor | floa
     if torch.as_tensor(value).ndim == 0:
         return float(values[0])
     return values.float()
+
+
+def on_device(dictionary: FeatureDictionary, device: torch.device) -> FeatureDictionary:
+    """``dictionary`` on ``device``: itself if it is there, else a moved copy (dictionaries are shared,
+    e.g. cached by name or held by a style, and one model's device must not move another's)."""
+    tensor = next(iter([*dictionary.parameters(), *dictionary.buffers()]), None)
+    if tensor is None or tensor.device == device:
+        return dictionary
+    return copy.deepcopy(dictionary).to(device)
 
 
 @dataclass
@@ -303,8 +313,10 @@ class Steering:
         hook = self._site_hook(dictionary.info.site)
         dictionary.check_compatible(self.adapter.model_fingerprint, dictionary.info.site,
                                     hook.binding.channels)
-        device = next(iter(self.adapter.model.parameters()), torch.empty(0)).device
-        return dictionary.to(device), hook
+        return on_device(dictionary, self._device()), hook
+
+    def _device(self) -> torch.device:
+        return next(iter(self.adapter.model.parameters()), torch.empty(0)).device
 
     def _compile_component(self, comp: Component, style: Style, intensity, plugins: PluginManager
                            ) -> tuple[_SiteHook, _Compiled] | None:
@@ -379,8 +391,8 @@ class Steering:
         if classifier.dictionary is not None:
             classifier.dictionary.check_compatible(self.adapter.model_fingerprint, classifier.site,
                                                    hook.binding.channels)
-            classifier.dictionary.to(next(iter(self.adapter.model.parameters()),
-                                          torch.empty(0)).device)
+            classifier = copy.copy(classifier)  # shallow: only its dictionary may be replaced
+            classifier.dictionary = on_device(classifier.dictionary, self._device())
         return _ClassifierRuleState(rule, classifier.dictionary, stream=StreamingScore(classifier)), hook
 
     # -- installing hooks -----------------------------------------------------------------------

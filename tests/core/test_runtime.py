@@ -595,3 +595,15 @@ def test_a_dictionary_made_in_float32_steers_the_same_model_in_bfloat16(adapter,
         steered = half.logits(prompts)
     assert steered.dtype == torch.bfloat16
     assert not torch.equal(steered, plain)
+
+
+def test_dictionaries_on_another_device_are_copied_not_moved():
+    from polysteer.concepts import direction_set
+    from polysteer.runtime import on_device
+
+    d = direction_set([torch.ones(4)], ["f"], site="blocks.0.resid_post", site_norm=1.0, model=None,
+                      method="test")
+    assert on_device(d, torch.device("cpu")) is d
+    moved = on_device(d, torch.device("meta"))
+    assert moved is not d and moved.unit.device.type == "meta"
+    assert d.unit.device.type == "cpu"  # the shared object stays where it was
