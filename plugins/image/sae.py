@@ -286,6 +286,21 @@ def build_sae(adapter: Any, config: BuildConfig | None = None, progress: bool = 
     return sae
 
 
+def label_figure(adapter: Any, sae: SparseAutoencoder, path: str | Path, *, count: int = 8, seed: int = 9000,
+                 steps: int = STEPS) -> Path:
+    """A PNG grid: ``count`` unconditional images from ``seed`` unsteered (first row), then one row per
+    label (in sorted order) with the feature added as its evidence says."""
+    from polysteer.plugins.image.adapter import image_grid, save_png, to_pil
+
+    rows = [adapter.generate(count, seed=seed, num_inference_steps=steps)]
+    for _, evidence in sorted(sae.info.details["labels"].items()):
+        with steer(adapter, probe_style(sae, evidence["feature"], evidence["positions"]),
+                   intensity=evidence["intensity"]):
+            rows.append(adapter.generate(count, seed=seed, num_inference_steps=steps))
+    save_png(to_pil(image_grid(torch.cat(rows), count), scale=4)[0], Path(path))
+    return Path(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Rebuild the avatar model's block SAE into ``--out``."""
     import argparse
@@ -297,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=configs_dir() / "dictionary")
     parser.add_argument("--model", default="avatars", help="shipped name or avatar pipeline folder")
+    parser.add_argument("--figure", type=Path, help="also draw the labelled features into this PNG")
     for name, value in asdict(BuildConfig()).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
@@ -315,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, evidence in sae.info.details["labels"].items():
         print(f"  {label}: change {evidence['change']:+.3f} (r {evidence['correlation']:+.2f}, "
               f"{evidence['positions']}), side effects {evidence['side_effects']}")
+    if args.figure:
+        print(f"figure: {label_figure(adapter, sae, args.figure, steps=cfg.steps)}")
     return 0
 
 

@@ -130,11 +130,15 @@ def test_the_rebuild_command_writes_a_labelled_dictionary(adapter, tmp_path, cap
     save_avatar_pipeline(tmp_path / "tiny", pipe.unet, pipe.conditioner, {}, dtype=torch.float32)
     code = image_sae.main(["--model", str(tmp_path / "tiny"), "--site", SITE, "--out", str(tmp_path),
                            "--images", "8", "--steps", "3", "--train-steps", "30", "--count", "4",
-                           "--d-features", "32", "--k", "4"])
+                           "--d-features", "32", "--k", "4", "--figure", str(tmp_path / "labels.png")])
     assert code == 0
     sae = ps.resolve_dictionary(tmp_path / f"avatars-{SITE}-sae")
     assert sae.info.site == SITE and "labels" in sae.info.details and "fve" in capsys.readouterr().out
     assert all(sae.labels[e["feature"]] == label for label, e in sae.info.details["labels"].items())
+    from PIL import Image
+
+    rows = 1 + len(sae.info.details["labels"])  # unsteered, then one row per label
+    assert Image.open(tmp_path / "labels.png").height == 4 * (rows * 17 - 1)
 
 
 # -- the shipped model and SAE (slow) -----------------------------------------------------------
