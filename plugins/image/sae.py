@@ -217,7 +217,7 @@ def _side_effects(changes: dict[str, torch.Tensor], measure: str, top: int = 3) 
 
 def verify(adapter: Any, sae: SparseAutoencoder, found: Sequence[Candidate], floor: Mapping[str, float], *,
            intensity: float = 2.0, count: int = 32, seed: int = 1000, steps: int = STEPS,
-           measures: Measures = image_measures, progress: bool = True, tried: list | None = None
+           measures: Measures = image_measures, progress: bool = True, tried: list[dict] | None = None
            ) -> dict[str, dict[str, Any]]:
     """Add every candidate on ``count`` held-out seeds and label those whose effect holds
     (see the module docstring); sets ``sae.labels`` and returns the evidence per label. Every

@@ -165,7 +165,8 @@ def test_shipped_sae_reconstructs_unseen_seeds(avatars, shipped_sae):
     with torch.no_grad():
         recon = shipped_sae.decode(shipped_sae.encode(h.cells))
     fve = float(1 - (h.cells - recon).pow(2).sum() / (h.cells - h.cells.mean(0)).pow(2).sum())
-    assert fve > 0.7, fve  # the build reports its FVE on the training cells in info.details["metrics"]
+    trained = shipped_sae.info.details["metrics"]["fve"]  # on the training cells (0.84 when shipped)
+    assert fve > max(0.6, trained - 0.08), (fve, trained)  # measured 0.83 for 0.84
 
 
 @pytest.mark.slow
