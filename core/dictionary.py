@@ -111,6 +111,12 @@ class FeatureDictionary(nn.Module):
     def d_features(self) -> int:
         return len(self.labels)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the dictionary's tensors are (CPU for one without any)."""
+        tensor = next(iter([*self.parameters(), *self.buffers()]), None)
+        return tensor.device if tensor is not None else torch.device("cpu")
+
     def _arch(self) -> dict:
         """Architecture fields saved in JSON (beyond the common ones)."""
         return {}

@@ -108,8 +108,7 @@ def _check_intensity(value: Any, what: str = "intensity") -> torch.Tensor | floa
 def on_device(dictionary: FeatureDictionary, device: torch.device) -> FeatureDictionary:
     """``dictionary`` on ``device``: itself if it is there, else a moved copy (dictionaries are shared,
     e.g. cached by name or held by a style, and one model's device must not move another's)."""
-    tensor = next(iter([*dictionary.parameters(), *dictionary.buffers()]), None)
-    if tensor is None or tensor.device == device:
+    if dictionary.device == device:
         return dictionary
     return copy.deepcopy(dictionary).to(device)
 

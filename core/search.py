@@ -90,15 +90,19 @@ def pool_activations(dictionary: FeatureDictionary, acts: Sequence[torch.Tensor]
             if a.ndim != 2 or a.shape[0] == 0:
                 raise ValueError(f"each example must be (positions, channels) with positions > 0, "
                                  f"got shape {tuple(a.shape)}")
-            f = dictionary.encode(a.to(_device(dictionary))).float()
+            f = dictionary.encode(a.to(dictionary.device)).float()
             rows.append(f.amax(0) if pool == "max" else f.mean(0))
     return torch.stack(rows).cpu()
 
 
-def _device(dictionary: FeatureDictionary) -> torch.device:
-    for tensor in (*dictionary.parameters(), *dictionary.buffers()):
-        return tensor.device
-    return torch.device("cpu")
+def correlations(features: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of each feature column ``(N, F)`` with ``values`` ``(N,)`` (NaN rows
+    left out; 0 for a feature that never varies)."""
+    ok = ~values.isnan()
+    f, v = features[ok].float(), values[ok].float()
+    f, v = f - f.mean(0), v - v.mean()
+    denom = f.norm(dim=0) * v.norm()
+    return torch.where(denom > 0, (f * v[:, None]).sum(0) / denom.clamp_min(1e-12), torch.zeros(()))
 
 
 def contrast_features(dictionary: FeatureDictionary, positive_acts: Sequence[torch.Tensor],

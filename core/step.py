@@ -89,14 +89,10 @@ class Step:
         if self.padding is None:
             return None
         start = self.offset + total - width
-        if start >= self._padded_until:
+        if not len(self.padding) or start >= int(self.padding.max()):
             return None
         absolute = torch.arange(start, start + width, device=self.padding.device)
         return absolute[None, :] >= self.padding[:, None]
-
-    @property
-    def _padded_until(self) -> int:
-        return int(self.padding.max()) if self.padding is not None and len(self.padding) else 0
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:

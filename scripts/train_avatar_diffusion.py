@@ -117,7 +117,6 @@ class Trainer:
                                       {"params": list(self.cond.parameters()), "lr_mult": args.cond_lr_mult}],
                                      lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
         self.noise = DDPMScheduler(**scheduler_config())
-        self.v_prediction = self.noise.config.prediction_type == "v_prediction"
         self.step = 0
         self.elapsed = 0.0
         self.history: list[dict] = []  # {"from_step", "cond_lr_mult"} per stretch of the run
@@ -146,7 +145,8 @@ class Trainer:
         t = torch.randint(self.noise.config.num_train_timesteps, (a.batch,), generator=g)
         noisy = self.noise.add_noise(x, noise, t)
         pred = self.unet(noisy, t, class_labels=self.cond(y)).sample
-        target = self.noise.get_velocity(x, noise, t) if self.v_prediction else noise
+        v_prediction = self.noise.config.prediction_type == "v_prediction"
+        target = self.noise.get_velocity(x, noise, t) if v_prediction else noise
         loss = F.mse_loss(pred, target)
         for group in self.opt.param_groups:
             group["lr"] = self.lr(self.step) * group["lr_mult"]

@@ -8,7 +8,7 @@ on the cells with the core trainer (:func:`polysteer.sae_training.train_sae`). L
 stages, as for the voice SAE:
 
 1. *candidates*: for each measure, the features whose per-image activation (mean over the cells
-   and harvested steps, :func:`polysteer.search.pool_activations`) correlates most with it;
+   and harvested steps, :func:`feature_means`) correlates most with it;
 2. *verified by effect*: each candidate's decoder direction is added (``add``, a fixed intensity,
    at every step) on held-out unconditional seeds, in the rectangle of cells where the feature
    fires (its footprint, :func:`where_it_fires`; the whole picture when it fires everywhere). Most
@@ -39,9 +39,8 @@ from typing import Any
 import torch
 
 from polysteer import SparseAutoencoder, Style, steer
-from polysteer.plugins.voice.sae import correlations
 from polysteer.sae_training import TrainConfig, train_sae
-from polysteer.search import pool_activations
+from polysteer.search import correlations
 
 SITE = "up.1"
 STEPS = 20
@@ -66,8 +65,9 @@ def image_measures(images: torch.Tensor) -> dict[str, torch.Tensor]:
     from polysteer.plugins.image.classifier import shipped_classifier
     from polysteer.plugins.image.concepts import per_image_measure
 
-    probs = shipped_classifier().probabilities(images)
-    out = {f"avatar_{a}_{v}": probs[a][:, i] for a, values in shipped_classifier().attributes.items()
+    classifier = shipped_classifier()
+    probs = classifier.probabilities(images)
+    out = {f"avatar_{a}_{v}": probs[a][:, i] for a, values in classifier.attributes.items()
            for i, v in enumerate(values)}
     return {**out, **{name: per_image_measure(name)(images) for name in STATS}}
 
@@ -143,13 +143,17 @@ class Candidate:
     positions: dict[str, Any]
 
 
-def footprint(sae: SparseAutoencoder, h: Harvest) -> torch.Tensor:
-    """Mean activation of every feature per cell over the harvest, ``(cells, d_features)``."""
-    total = torch.zeros(h.acts.shape[2], sae.d_features)
+def feature_means(sae: SparseAutoencoder, h: Harvest) -> tuple[torch.Tensor, torch.Tensor]:
+    """One encoding pass over the harvest: every feature's mean activation per image (over its cells
+    and harvested steps), ``(images, d_features)``, and per cell (over images and steps, the
+    footprint), ``(cells, d_features)``."""
+    per_image, total = [], torch.zeros(h.acts.shape[2], sae.d_features)
     with torch.no_grad():
         for acts in h.acts:  # (S, P, C) of one image
-            total += sae.encode(acts).mean(0)
-    return total / len(h.acts)
+            cells = sae.encode(acts).mean(0)  # (P, F)
+            per_image.append(cells.mean(0))
+            total += cells
+    return torch.stack(per_image), total / len(h.acts)
 
 
 def where_it_fires(cells: torch.Tensor, share: float = 0.5, margin: int = 1, whole: float = 0.5
@@ -173,8 +177,7 @@ def where_it_fires(cells: torch.Tensor, share: float = 0.5, margin: int = 1, who
 def candidates(sae: SparseAutoencoder, h: Harvest, per_measure: int = 2) -> list[Candidate]:
     """For each measure the ``per_measure`` features whose per-image mean activation correlates most
     (by magnitude) with it, with the position mask where each fires."""
-    pooled = pool_activations(sae, [a.reshape(-1, a.shape[-1]) for a in h.acts], pool="mean")
-    where = footprint(sae, h)
+    pooled, where = feature_means(sae, h)
     out = []
     for measure, values in h.measures.items():
         r = correlations(pooled, values)

@@ -27,6 +27,7 @@ import torch
 from polysteer import SparseAutoencoder, Style
 from polysteer.runtime import steer
 from polysteer.sae_training import TrainConfig, train_sae
+from polysteer.search import correlations
 
 SITE = "decoder.input"
 MEASURES = ("pitch", "centroid", "level", "flatness")
@@ -66,16 +67,6 @@ def harvest_frames(adapter: Any, sentences: Sequence[Any], seeds: Sequence[int] 
         for name, v in frame_measures(adapter, wave[:, : int(adapter.last.lengths[0])], frames).items():
             values[name].append(v)
     return torch.cat(acts), {m: torch.cat(v) for m, v in values.items()}
-
-
-def correlations(features: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of each feature column ``(N, F)`` with ``values`` ``(N,)`` (NaN rows
-    left out; 0 for a feature that never varies)."""
-    ok = ~values.isnan()
-    f, v = features[ok].float(), values[ok].float()
-    f, v = f - f.mean(0), v - v.mean()
-    denom = f.norm(dim=0) * v.norm()
-    return torch.where(denom > 0, (f * v[:, None]).sum(0) / denom.clamp_min(1e-12), torch.zeros(()))
 
 
 def _effect(adapter: Any, sae: SparseAutoencoder, feature: int, measure: str,

@@ -8,13 +8,13 @@ import torch
 
 from polysteer.plugins.voice.sae import (
     MEASURES,
-    correlations,
     frame_measures,
     harvest_frames,
     label_by_effect,
 )
 from polysteer.plugins.voice.testing import tiny_vits_adapter
 from polysteer.sae_training import TrainConfig, train_sae
+from polysteer.search import correlations
 
 PHRASES = [{"phonemes": "həlˈoʊ wˈɜːld."}, {"phonemes": "ðɪs ɪz ɐ tˈɛst, ɪzənt ɪt?"}]
 
