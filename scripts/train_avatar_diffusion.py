@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--p-drop", type=float, default=0.25, help="per-attribute condition dropout")
     p.add_argument("--p-uncond", type=float, default=0.15, help="probability that every attribute is dropped")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--budget-minutes", type=float, default=70.0, help="training time budget over all resumes")
+    p.add_argument("--budget-minutes", type=float, default=80.0, help="training time budget over all resumes")
     p.add_argument("--max-steps", type=int, default=None, help="stop at this step (reproduces a run)")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.add_argument("--sample-minutes", type=float, default=10.0)

@@ -43,20 +43,22 @@ def test_shipped_model_is_small_fp16_and_verified(avatars):
     assert 3_000_000 <= params <= 5_000_000
 
 
-def test_conditions_shift_the_attribute(avatars):
-    """Under guidance 3 the asked value is read clearly more often than the model draws it unasked
-    (the condition is followed only weakly at this training budget: docs/image.md)."""
+def test_conditions_are_followed(avatars):
+    """Under guidance 3 the asked value is what the classifier reads on almost every face, far above
+    the share the model draws unasked (docs/image.md measures every attribute value)."""
     clf = shipped_classifier()
     plain = avatars.generate(SEEDS, num_inference_steps=STEPS)
-    for attribute, value in (("glasses", "sunglasses"), ("mouth", "smile"), ("background", "blue")):
+    for attribute, value in (("glasses", "sunglasses"), ("mouth", "smile"), ("background", "blue"),
+                             ("hair_colour", "red"), ("skin", "dark")):
         images = avatars.generate({attribute: value}, batch_size=SEEDS, num_inference_steps=STEPS,
                                   guidance_scale=3.0)
         asked, unasked = (float(clf.score(x, attribute, value).mean()) for x in (images, plain))
-        assert asked > unasked + 0.1, f"{attribute}={value}: {asked:.2f} vs {unasked:.2f} unconditional"
+        assert asked >= 0.75 and asked > unasked + 0.3, \
+            f"{attribute}={value}: {asked:.2f} vs {unasked:.2f} unconditional"
 
 
 @pytest.mark.parametrize("style, attribute, value, top", [
-    ("avatars-sunglasses", "glasses", "sunglasses", 0.7),
+    ("avatars-sunglasses", "glasses", "sunglasses", 0.8),
     ("avatars-smiling", "mouth", "smile", 1.0),
 ])
 def test_steering_the_unconditional_model_is_monotonic_and_specific(avatars, style, attribute, value, top):
@@ -65,14 +67,14 @@ def test_steering_the_unconditional_model_is_monotonic_and_specific(avatars, sty
     scores, dists = [], []
     for intensity in intensities:
         with ps.steer(avatars, loaded, intensity=intensity):
-            images = avatars.generate(SEEDS, num_inference_steps=STEPS)
+            images = avatars.generate(2 * SEEDS, num_inference_steps=STEPS)  # 32: one face is 0.03
         scores.append(float(shipped_classifier().score(images, attribute, value).mean()))
         dists.append(distributions(images))
     assert spearman(intensities, scores) >= 0.9, scores
     assert scores[-1] - scores[0] > 0.15, scores
     for other in [a for a in dists[0] if a != attribute]:
         moved = float((dists[-1][other] - dists[0][other]).abs().max())  # largest change of a value's share
-        assert moved < 0.10, f"{other} moved by {moved:.2f} while steering {attribute}"
+        assert moved < 0.10, f"{other} moved by {moved:.2f} while steering {attribute}: {scores}"
 
 
 def test_zero_intensity_is_bit_identical(avatars):
