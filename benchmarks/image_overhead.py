@@ -4,7 +4,7 @@
 style (``down.2``, ``mid``, ``up.1``; a ramp schedule over progress and a region mask) and a reactive
 rule reading a feature every step. Target: ratio <= 1.03.
 
-    python benchmarks/image_overhead.py [--model avatars] [--steps 25] [--repeats 3] [--json]
+    python benchmarks/image_overhead.py [--model avatars] [--steps 25] [--repeats 15] [--json]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--model", default="avatars", help="shipped image model or pipeline folder")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -41,8 +41,8 @@ def main() -> None:
         return adapter.generate(batch, num_inference_steps=args.steps)
 
     results = run_cases(adapter, styles, generate, batches, args.steps, args.repeats)
-    report(f"{args.model}, {args.steps} denoising steps, 1 thread, median of {args.repeats} interleaved runs",
-           results, args.json)
+    report(f"{args.model}, {args.steps} denoising steps, 1 thread, median of {args.repeats} "
+           "interleaved pairs", results, args.json)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,11 @@
 """Shared pieces of the overhead benchmarks: the three steering cases and interleaved timing.
 
+Every case reports two ratios: ``<case>_ratio``, steered / plain wall clock (interleaved pairs; on a
+shared machine it carries a few percent of noise), and ``<case>_hook_ratio``, (plain + the time spent
+inside the forward hooks a steered run installs) / plain: the runtime's own cost, which that noise
+hides. The first also catches indirect costs (a slower layout, a synchronisation); the second does
+not, so read them together.
+
 Cases (all on random directions tied to the model, so no concept files are needed):
   one direction     - one ``add`` component;
   3-component style - three sites, with a ramp schedule and a position mask (generated-only for
@@ -9,6 +15,7 @@ Cases (all on random directions tied to the model, so no concept files are neede
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
@@ -16,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 
 import polysteer as ps
 
@@ -58,23 +66,66 @@ def cases(adapter, sites: list[str], positions: Any = "generated") -> dict[str, 
 
 def interleaved(plain: Callable[[], Any], steered: Callable[[], Any], repeats: int
                 ) -> dict[str, float]:
-    """Median times of ``plain`` and ``steered`` run alternately, and the median ratio."""
+    """Median times of ``plain`` and ``steered`` run in pairs, and the median of the pairs' ratios.
+
+    Each pair runs back to back, in alternating order, so slow drifts of a shared machine's speed
+    cancel within a pair and neither side always runs second (medians of paired ratios over 21
+    pairs agreed to about 1% between runs here; the best time of each side drifted by 6%).
+    """
     plain(), steered()  # warm up
-    p_times, s_times, ratios = [], [], []
-    for _ in range(repeats):
+    p_times, s_times = [], []
+    for i in range(repeats):
+        first, second = (plain, steered) if i % 2 else (steered, plain)
         t0 = time.perf_counter()
-        plain()
+        first()
         t1 = time.perf_counter()
-        steered()
+        second()
         t2 = time.perf_counter()
-        p_times.append(t1 - t0), s_times.append(t2 - t1), ratios.append((t2 - t1) / (t1 - t0))
+        p, s = (t1 - t0, t2 - t1) if i % 2 else (t2 - t1, t1 - t0)
+        p_times.append(p), s_times.append(s)
     return {"plain_s": statistics.median(p_times), "steered_s": statistics.median(s_times),
-            "ratio": statistics.median(ratios)}
+            "ratio": statistics.median(s / p for s, p in zip(s_times, p_times, strict=True))}
+
+
+@contextlib.contextmanager
+def timed_hooks():
+    """Time every forward hook and pre-hook registered on any module inside the block; yields a
+    one-item list holding the seconds spent in them so far."""
+    spent = [0.0]
+    originals = nn.Module.register_forward_hook, nn.Module.register_forward_pre_hook
+
+    def timing(register):
+        def register_timed(module, hook, *args, **kwargs):
+            def timed(*a, **k):
+                start = time.perf_counter()
+                try:
+                    return hook(*a, **k)
+                finally:
+                    spent[0] += time.perf_counter() - start
+            return register(module, timed, *args, **kwargs)
+        return register_timed
+
+    nn.Module.register_forward_hook, nn.Module.register_forward_pre_hook = map(timing, originals)
+    try:
+        yield spent
+    finally:
+        nn.Module.register_forward_hook, nn.Module.register_forward_pre_hook = originals
+
+
+def hook_seconds(steered: Callable[[], Any], repeats: int) -> float:
+    """Median seconds per run spent inside the hooks that ``steered`` installs."""
+    runs = []
+    for _ in range(repeats):
+        with timed_hooks() as spent:
+            steered()
+        runs.append(spent[0])
+    return statistics.median(runs)
 
 
 def run_cases(adapter, styles: dict[str, ps.Style], generate: Callable[[Any], Any],
               batches: dict[int, Any], tokens: int, repeats: int) -> dict[str, float]:
-    """Time every case at every batch size; keys ``<case>_batch<B>_ratio`` and per-step costs."""
+    """Time every case at every batch size; keys ``<case>_batch<B>_ratio``, ``..._hook_ratio`` and
+    per-step costs."""
     results: dict[str, float] = {}
     for batch, inputs in batches.items():
         for name, style in styles.items():
@@ -82,11 +133,14 @@ def run_cases(adapter, styles: dict[str, ps.Style], generate: Callable[[Any], An
                 with ps.steer(adapter, style, intensity=1.0):
                     generate(inputs)
             timing = interleaved(lambda inputs=inputs: generate(inputs), steered, repeats)
+            hooks = hook_seconds(steered, max(3, repeats // 3))
             key = f"{name.replace(' ', '_').replace('-', '_')}_batch{batch}"
             results[f"{key}_ratio"] = round(timing["ratio"], 4)
+            results[f"{key}_hook_ratio"] = round((timing["plain_s"] + hooks) / timing["plain_s"], 4)
             results[f"{key}_plain_ms_per_step"] = round(timing["plain_s"] / tokens * 1e3, 3)
             results[f"{key}_overhead_us_per_step"] = round(
                 (timing["steered_s"] - timing["plain_s"]) / tokens * 1e6, 1)
+            results[f"{key}_hook_us_per_step"] = round(hooks / tokens * 1e6, 1)
     return results
 
 
@@ -96,7 +150,10 @@ def report(title: str, results: dict[str, float], as_json: bool) -> None:
         print(json.dumps(results))
         return
     print(title)
-    print(f"{'case':<32}{'plain ms/step':>15}{'overhead us/step':>18}{'steered/plain':>15}")
-    for key in [k[:-len("_ratio")] for k in results if k.endswith("_ratio")]:
-        print(f"{key:<32}{results[key + '_plain_ms_per_step']:>15}"
-              f"{results[key + '_overhead_us_per_step']:>18}{results[key + '_ratio']:>15}")
+    print(f"{'case':<30}{'plain ms/step':>14}{'overhead us/step':>18}{'steered/plain':>15}"
+          f"{'in hooks us/step':>18}{'hook ratio':>12}")
+    for key in [k[:-len("_plain_ms_per_step")] for k in results if k.endswith("_plain_ms_per_step")]:
+        r = {name: results[f"{key}_{name}"] for name in
+             ("plain_ms_per_step", "overhead_us_per_step", "ratio", "hook_us_per_step", "hook_ratio")}
+        print(f"{key:<30}{r['plain_ms_per_step']:>14}{r['overhead_us_per_step']:>18}{r['ratio']:>15}"
+              f"{r['hook_us_per_step']:>18}{r['hook_ratio']:>12}")

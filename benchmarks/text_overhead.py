@@ -36,7 +36,7 @@ def main() -> None:
         return adapter.generate(encoded, max_new_tokens=args.tokens, min_new_tokens=args.tokens)
 
     results = run_cases(adapter, styles, generate, batches, args.tokens, args.repeats)
-    report(f"{args.model}, {args.tokens} new tokens, greedy, median of {args.repeats} interleaved runs",
+    report(f"{args.model}, {args.tokens} new tokens, greedy, median of {args.repeats} interleaved pairs",
            results, args.json)
 
 

@@ -82,7 +82,7 @@ def main() -> None:
         results[f"real_time_factor_batch{b}"] = round(real_time_factor(adapter, inputs, args.repeats), 4)
     clock = "CPU time" if args.cpu_time else "wall clock"
     report(f"{args.voice}, one VITS pass per batch (ms/step = ms per synthesis), 1 thread, {clock}, "
-           f"median of {args.repeats} interleaved runs", results, args.json)
+           f"median of {args.repeats} interleaved pairs", results, args.json)
     if not args.json:
         for b in args.batch:
             print(f"real-time factor, batch {b}: {results[f'real_time_factor_batch{b}']} "

@@ -12,6 +12,7 @@ Outputs are images as float tensors ``(B, 3, H, W)`` in [0, 1].
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -118,34 +119,21 @@ class DiffusersAdapter(ModelAdapter):
         return _as_image_tensor(out)
 
     def _clock_hook(self):
-        last = [-1]
+        last, schedule = [-1], _Schedule()
 
         def hook(_module, args, kwargs):
             sample = kwargs.get("sample", kwargs.get("hidden_states", args[0] if args else None))
             t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
-            index, progress = self._step_of(t, last[0])
+            index, progress = schedule.step_of(self.pipeline.scheduler.timesteps, t, last[0])
             last[0] = index
             self.advance_step(phase="denoise", rows=self._rows(sample.shape[0]), index=index,
                               progress=progress)
         return hook
 
-    def _step_of(self, t: Any, previous: int) -> tuple[int, float]:
-        """``(index, progress)`` of timestep ``t`` in the scheduler's current schedule."""
-        schedule = torch.as_tensor(self.pipeline.scheduler.timesteps).flatten().float()
-        value = float(torch.as_tensor(t).flatten()[0]) if t is not None else float("nan")
-        hits = [int(i) for i in torch.nonzero((schedule - value).abs() < 1e-3).flatten()]
-        later = [i for i in hits if i > previous] or [i for i in hits if i >= previous]
-        index = later[0] if later else previous + 1
-        total = len(schedule)
-        progress = min(1.0, index / (total - 1)) if total > 1 else 1.0
-        return index, progress
-
     def _rows(self, batch: int) -> RowMap:
         flag = getattr(self.pipeline, "do_classifier_free_guidance", None)
         cfg = flag if isinstance(flag, bool) else self._guidance > 1.0
-        if cfg and batch % 2 == 0:
-            return RowMap.cfg(batch // 2, uncond_first=type(self.pipeline).__name__ not in _COND_FIRST)
-        return RowMap.plain(batch)
+        return _row_map(batch, cfg, type(self.pipeline).__name__ not in _COND_FIRST)
 
     # -- outputs --------------------------------------------------------------------------------
     def describe_outputs(self, outputs: torch.Tensor) -> list[str]:
@@ -205,3 +193,34 @@ def save_png(image: Any, path: Path) -> None:
     """Write a PIL image as PNG atomically."""
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
+
+
+@functools.lru_cache(maxsize=64)
+def _row_map(batch: int, cfg: bool, uncond_first: bool) -> RowMap:
+    """The same RowMap object for the same batch layout, so per-row factors computed from it are
+    reused from step to step instead of rebuilt."""
+    if cfg and batch % 2 == 0:
+        return RowMap.cfg(batch // 2, uncond_first=uncond_first)
+    return RowMap.plain(batch)
+
+
+class _Schedule:
+    """Finds a denoiser call's timestep in the scheduler's schedule (read as floats once per
+    schedule, not at every step)."""
+
+    def __init__(self) -> None:
+        self._source: Any = None
+        self._values: list[float] = []
+
+    def step_of(self, timesteps: Any, t: Any, previous: int) -> tuple[int, float]:
+        """``(index, progress)`` of ``t``: its first position after ``previous`` (a schedule may
+        repeat a timestep, e.g. Heun's), or ``previous + 1`` when it is not in the schedule."""
+        if timesteps is not self._source:
+            self._source = timesteps
+            self._values = torch.as_tensor(timesteps).flatten().float().tolist()
+        value = float(torch.as_tensor(t).flatten()[0]) if t is not None else float("nan")
+        hits = [i for i, v in enumerate(self._values) if abs(v - value) < 1e-3]
+        later = [i for i in hits if i > previous] or [i for i in hits if i >= previous]
+        index = later[0] if later else previous + 1
+        total = len(self._values)
+        return index, (min(1.0, index / (total - 1)) if total > 1 else 1.0)
