@@ -9,11 +9,27 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from polysteer.errors import MissingDependencyError, RegistryError
+
+T = TypeVar("T")
+
+
+def _did_you_mean(name: Any, names: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(name), list(names), n=3)
+    return f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+
+
+def catalogue_entry(catalogue: Mapping[str, T], name: str, what: str, otherwise: str) -> T:
+    """``catalogue[name]``; otherwise an error naming close matches, every entry of the catalogue of
+    ``what`` (e.g. "embedded voice") and what else may be passed (``otherwise``)."""
+    if name in catalogue:
+        return catalogue[name]
+    raise RegistryError(f"no {what} {name!r}.{_did_you_mean(name, sorted(catalogue))} Available: "
+                        f"{', '.join(sorted(catalogue)) or 'none'}; {otherwise}")
 
 
 @dataclass(frozen=True)
@@ -78,8 +94,7 @@ class Registry:
     def entry(self, name: str) -> Entry:
         """The entry for ``name``; an error lists close and available names."""
         if name not in self._entries:
-            close = difflib.get_close_matches(str(name), list(self._entries), n=3)
-            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            hint = _did_you_mean(name, list(self._entries))
             raise RegistryError(f"unknown {self.what} {name!r}.{hint} Available: "
                                 f"{', '.join(sorted(self._entries)) or 'none'}")
         return self._entries[name]

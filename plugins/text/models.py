@@ -25,7 +25,6 @@ from polysteer.errors import (
     CorruptFileError,
     MissingDependencyError,
     PolysteerError,
-    RegistryError,
 )
 from polysteer.fileio import sha256_file, staged_folder
 from polysteer.manifest import (
@@ -35,6 +34,7 @@ from polysteer.manifest import (
     write_manifest,
 )
 from polysteer.paths import home
+from polysteer.registry import catalogue_entry
 
 MANIFEST = MODEL_MANIFEST
 _TRANSFORMERS_PIP = "pip install 'transformers>=4.46'"
@@ -79,13 +79,8 @@ EMBEDDED: Mapping[str, EmbeddedModel] = MappingProxyType({
 
 def embedded_model(name: str) -> EmbeddedModel:
     """The catalogue entry called ``name``, or an error listing the embedded models."""
-    try:
-        return EMBEDDED[name]
-    except KeyError:
-        raise RegistryError(
-            f"no embedded text model {name!r}; embedded models: {', '.join(sorted(EMBEDDED))}. "
-            "Pass one of them, a local Hugging Face model folder or a hub id"
-        ) from None
+    return catalogue_entry(EMBEDDED, name, "embedded text model",
+                           "or pass a local Hugging Face model folder or a hub id")
 
 
 def model_dir(name: str) -> Path:

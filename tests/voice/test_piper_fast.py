@@ -34,5 +34,7 @@ def test_combining_marks_are_separate_symbols_after_nfd():
 
 
 def test_an_unknown_voice_names_the_embedded_ones():
-    with pytest.raises(RegistryError, match="joe"):
+    with pytest.raises(RegistryError, match="Available: joe; or pass a VITS folder"):
         embedded_voice("jane")
+    with pytest.raises(RegistryError, match="Did you mean 'joe'"):
+        embedded_voice("jo")
