@@ -99,7 +99,8 @@ def _check_intensity(value: Any, what: str = "intensity") -> torch.Tensor | floa
         raise SteeringError(f"{what} must be a finite number like 0.5 (or one per sample), "
                             f"got {value!r}") from None
     if isinstance(value, bool) or not torch.isfinite(values).all():
-        raise SteeringError(f"{what} must be finite numbers (e.g. 0.5), got {value!r}")
+        raise SteeringError(f"{what} must be a finite number like 0.5 (or one per sample), "
+                            f"got {value!r}")
     if torch.as_tensor(value).ndim == 0:
         return float(values[0])
     return values.float()

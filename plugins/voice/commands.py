@@ -1,4 +1,5 @@
-"""Voice CLI command ``speak``: synthesise text with a VITS voice, optionally steered and compared."""
+"""Voice CLI commands: ``speak`` (synthesise text with a VITS voice, optionally steered and compared) and
+``transcribe`` (WAV files to text with Whisper, optionally steered)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from polysteer import Command, load_model, load_style
+from polysteer import Command, load_model, load_style, steer
 from polysteer.console import say
 from polysteer.errors import MissingDependencyError
 
@@ -108,10 +109,54 @@ def _speak_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _transcribe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("audio", nargs="+", type=Path, help="PCM WAV files (any length and sample rate)")
+    p.add_argument("--model", default="whisper-tiny-en",
+                   help="embedded Whisper model (whisper-tiny-en) or a transformers Whisper folder")
+    p.add_argument("--style", help="style YAML file or shipped style name that steers the recogniser")
+    p.add_argument("--intensity", type=float, default=1.0, help="style intensity (default 1.0)")
+    p.add_argument("--compare", action="store_true", help="also print the unsteered transcript")
+
+
+def _transcribe_run(args: argparse.Namespace) -> int:
+    from polysteer.plugins.voice.whisper_adapter import read_wav
+
+    missing = [str(a) for a in args.audio if not a.is_file()]
+    if missing:
+        say(f"error: no such audio file: {', '.join(missing)}")
+        return 2
+    adapter = load_model({"kind": "whisper", "name": args.model})
+    style = load_style(args.style) if args.style else None
+    if args.compare and style is None:
+        say("--compare without --style: nothing to compare against; pass --style")
+        return 2
+    for path in args.audio:
+        wave, rate = read_wav(path)
+        prefix = f"{path}: " if len(args.audio) > 1 else ""
+        if style is None:
+            print(prefix + adapter.transcribe_long(wave, rate, progress=True))
+            continue
+        with steer(adapter, style, intensity=args.intensity):
+            steered = adapter.transcribe_long(wave, rate, progress=True)
+        if args.compare:
+            print(f"{prefix}unsteered: {adapter.transcribe_long(wave, rate, progress=True)}")
+            print(f"{prefix}{style.name} x {args.intensity:g}: {steered}")
+        else:
+            print(prefix + steered)
+    return 0
+
+
 VOICE_COMMANDS = {
     "speak": Command("synthesise speech with a VITS voice (--style to steer, --compare for both)",
                      _speak_args, _speak_run,
                      description="Say TEXT with the embedded Piper voice (or a VITS folder) and write a "
                                  "WAV. With --style it is steered; --compare also writes the unsteered "
                                  "speech, prints measured differences and draws both spectrograms."),
+    "transcribe": Command("transcribe WAV files with Whisper (--style to steer, --compare for both)",
+                          _transcribe_args, _transcribe_run,
+                          description="Print the transcript of each WAV file, read by the embedded "
+                                      "Whisper tiny.en (or a transformers Whisper folder). Audio longer "
+                                      "than Whisper's 30 s window is cut into 30 s pieces and the "
+                                      "transcripts joined. With --style the recogniser is steered; "
+                                      "--compare also prints it unsteered."),
 }

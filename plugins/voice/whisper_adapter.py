@@ -219,6 +219,25 @@ class WhisperAdapter(ModelAdapter):
         """Transcripts of waveforms at ``sample_rate``; ``kwargs`` go to :meth:`generate`."""
         return self.texts(self.generate(audio, sample_rate=sample_rate, **kwargs))
 
+    def transcribe_long(self, audio: torch.Tensor, sample_rate: int = SAMPLE_RATE, *, batch_size: int = 8,
+                        progress: bool = False, **kwargs: Any) -> str:
+        """The transcript of one waveform ``(T,)`` of any length: cut into pieces that fit Whisper's
+        30 s window (each cut at the quietest moment of the window's last 5 s, so words are seldom
+        split), transcribed in batches and joined. ``kwargs`` go to :meth:`generate`;
+        ``max_new_tokens`` defaults to half the decoder's positions (224 for Whisper), room for a
+        full window of fast speech."""
+        from tqdm.auto import tqdm
+
+        wave_ = torch.as_tensor(audio).flatten()
+        window = self.processor.feature_extractor.n_samples * sample_rate // SAMPLE_RATE
+        pieces = quiet_cuts(wave_, window, search=5 * sample_rate, frame=sample_rate // 50)
+        kwargs.setdefault("max_new_tokens", self.model.config.max_target_positions // 2)
+        texts: list[str] = []
+        starts = range(0, len(pieces), batch_size)
+        for start in tqdm(starts, desc="transcribing", unit="batch", disable=not progress or len(starts) < 2):
+            texts += self.transcribe(pieces[start:start + batch_size], sample_rate=sample_rate, **kwargs)
+        return " ".join(t for t in texts if t)
+
     def describe_outputs(self, outputs: torch.Tensor) -> list[str]:
         return self.texts(outputs)
 
@@ -227,6 +246,23 @@ class WhisperAdapter(ModelAdapter):
         with atomic_path(path) as tmp:
             tmp.write_text("\n".join(self.texts(outputs)) + "\n")
         return [path]
+
+
+def quiet_cuts(wave_: torch.Tensor, window: int, search: int, frame: int) -> list[torch.Tensor]:
+    """``wave_`` cut into consecutive pieces of at most ``window`` samples, each cut placed at the
+    start of the lowest-energy ``frame`` within the last ``search`` samples of the window (at most
+    half of it)."""
+    pieces, start, search = [], 0, min(search, window // 2)  # every piece is at least half a window
+    frame = max(1, min(frame, search))
+    while len(wave_) - start > window:
+        tail = wave_[start + window - search:start + window]
+        energy = tail[:len(tail) // frame * frame].reshape(-1, frame).pow(2).mean(1)
+        quietest = len(energy) - 1 - int(energy.flip(0).argmin())  # the latest, if several tie
+        cut = start + window - search + quietest * frame
+        pieces.append(wave_[start:cut])
+        start = cut
+    pieces.append(wave_[start:])
+    return pieces
 
 
 def _frames(encoder: torch.nn.Module, feats: torch.Tensor) -> int:

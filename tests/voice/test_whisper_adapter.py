@@ -219,3 +219,33 @@ def test_encode_runs_the_encoder_alone_as_one_step(plugin_manager):
     with ps.steer(adapter, None, capture=[ENC]) as full:
         adapter.generate(waves, max_new_tokens=2)
     assert torch.equal(full.captured(ENC), run.captured(ENC))
+
+
+def test_long_audio_is_cut_at_its_quietest_moments_into_window_sized_pieces():
+    from polysteer.plugins.voice.whisper_adapter import quiet_cuts
+
+    tone = torch.sin(torch.arange(900) * 0.3)
+    wave = torch.cat([tone, torch.zeros(100)] * 5)  # 5 "words" of 900 samples, each then 100 silent
+    pieces = quiet_cuts(wave, window=2500, search=1000, frame=50)
+    assert torch.equal(torch.cat(pieces), wave) and all(len(p) <= 2500 for p in pieces)
+    cuts = torch.tensor([len(p) for p in pieces[:-1]]).cumsum(0)
+    assert len(pieces) == 3 and (wave[cuts] == 0).all()  # cut inside the silences, never in a word
+    assert len(quiet_cuts(wave[:2400], window=2500, search=1000, frame=50)) == 1
+
+
+def test_transcribe_long_transcribes_window_sized_pieces_in_batches(monkeypatch):
+    adapter = tiny_whisper_adapter()
+    calls = []
+
+    def transcribe(pieces, sample_rate, **kwargs):
+        calls.append((len(pieces), sample_rate, kwargs))
+        return [str(len(p)) for p in pieces]
+
+    monkeypatch.setattr(adapter, "transcribe", transcribe)
+    window = adapter.processor.feature_extractor.n_samples
+    long = torch.randn(2 * window + 100, generator=torch.Generator().manual_seed(0))
+    sizes = [int(t) for t in adapter.transcribe_long(long, batch_size=2).split()]
+    assert sum(sizes) == len(long) and max(sizes) <= window and min(sizes[:-1]) >= window // 2
+    assert [n for n, _, _ in calls] == [2] * (len(sizes) // 2) + [1] * (len(sizes) % 2)
+    assert {rate for _, rate, _ in calls} == {16000}
+    assert calls[0][2]["max_new_tokens"] == adapter.model.config.max_target_positions // 2

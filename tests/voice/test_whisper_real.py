@@ -131,3 +131,20 @@ def test_int8_model_from_ctranslate2s_own_converter_is_dequantised(whisper, spee
     int8 = WhisperAdapter(model, processor, "int8")
     assert int8.transcribe(waves, sample_rate=rate, max_new_tokens=40) == \
         whisper.transcribe(waves, sample_rate=rate, max_new_tokens=40)
+
+
+def test_the_transcribe_command_reads_audio_longer_than_whispers_window(speech, tmp_path, capsys):
+    """40 s of the four sentences (each followed by 0.5 s of silence), cut at quiet moments into
+    pieces that fit the 30 s window: every sentence comes back, none split at a cut."""
+    from polysteer.cli import main
+    from polysteer.plugins.voice.adapter import write_wav
+
+    waves, rate = speech
+    gap = torch.zeros(rate // 2)
+    one_round = torch.cat([torch.cat([w.flatten(), gap]) for w in waves])
+    rounds = int(40 * rate // len(one_round)) + 1
+    write_wav(tmp_path / "long.wav", one_round.repeat(rounds), rate)
+    assert main(["transcribe", str(tmp_path / "long.wav")]) == 0
+    transcript = capsys.readouterr().out.strip()
+    expected = " ".join(t for _, t in SENTENCES * rounds)
+    assert word_error_rate([expected], [transcript]) < 0.1, transcript
