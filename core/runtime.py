@@ -205,7 +205,7 @@ class _Compiled:
 
     def row_weights(self, rows: RowMap, x: torch.Tensor) -> torch.Tensor | None:
         """``(B, 1, 1)`` per-row factor (per-sample intensity, branch, rule gate) or None."""
-        if rows is not self._rows_key or self._rows_weight is None or \
+        if not rows.same_as(self._rows_key) or self._rows_weight is None or \
                 self._rows_weight.device != x.device:
             self._rows_key, self._rows_weight = rows, self._static_rows(rows, x.device)
         base = self._rows_weight if self._rows_weight.numel() else None

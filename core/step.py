@@ -52,6 +52,12 @@ class RowMap:
         """Number of logical samples."""
         return int(self.sample.max()) + 1 if len(self.branch) else 0
 
+    def same_as(self, other: RowMap | None) -> bool:
+        """Whether ``other`` maps every row the same way (so what was computed per row for it can be
+        reused, even when an adapter builds a new RowMap at every step)."""
+        return other is self or (other is not None and self.branch == other.branch
+                                 and torch.equal(self.sample, other.sample))
+
     def branch_mask(self, branches: tuple[str, ...]) -> torch.Tensor:
         """Boolean ``(rows,)``: which rows belong to one of ``branches``."""
         return torch.tensor([b in branches for b in self.branch])

@@ -12,7 +12,6 @@ Outputs are images as float tensors ``(B, 3, H, W)`` in [0, 1].
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -119,21 +118,25 @@ class DiffusersAdapter(ModelAdapter):
         return _as_image_tensor(out)
 
     def _clock_hook(self):
-        last, schedule = [-1], _Schedule()
+        last, schedule, rows = [-1], _Schedule(), {}  # rows: one RowMap per batch size, reused
 
         def hook(_module, args, kwargs):
             sample = kwargs.get("sample", kwargs.get("hidden_states", args[0] if args else None))
             t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
             index, progress = schedule.step_of(self.pipeline.scheduler.timesteps, t, last[0])
             last[0] = index
-            self.advance_step(phase="denoise", rows=self._rows(sample.shape[0]), index=index,
-                              progress=progress)
+            batch = sample.shape[0]
+            if batch not in rows:
+                rows[batch] = self._rows(batch)
+            self.advance_step(phase="denoise", rows=rows[batch], index=index, progress=progress)
         return hook
 
     def _rows(self, batch: int) -> RowMap:
         flag = getattr(self.pipeline, "do_classifier_free_guidance", None)
         cfg = flag if isinstance(flag, bool) else self._guidance > 1.0
-        return _row_map(batch, cfg, type(self.pipeline).__name__ not in _COND_FIRST)
+        if cfg and batch % 2 == 0:
+            return RowMap.cfg(batch // 2, uncond_first=type(self.pipeline).__name__ not in _COND_FIRST)
+        return RowMap.plain(batch)
 
     # -- outputs --------------------------------------------------------------------------------
     def describe_outputs(self, outputs: torch.Tensor) -> list[str]:
@@ -193,15 +196,6 @@ def save_png(image: Any, path: Path) -> None:
     """Write a PIL image as PNG atomically."""
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
-
-
-@functools.lru_cache(maxsize=64)
-def _row_map(batch: int, cfg: bool, uncond_first: bool) -> RowMap:
-    """The same RowMap object for the same batch layout, so per-row factors computed from it are
-    reused from step to step instead of rebuilt."""
-    if cfg and batch % 2 == 0:
-        return RowMap.cfg(batch // 2, uncond_first=uncond_first)
-    return RowMap.plain(batch)
 
 
 class _Schedule:

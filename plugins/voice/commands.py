@@ -156,7 +156,7 @@ VOICE_COMMANDS = {
                           _transcribe_args, _transcribe_run,
                           description="Print the transcript of each WAV file, read by the embedded "
                                       "Whisper tiny.en (or a transformers Whisper folder). Audio longer "
-                                      "than Whisper's 30 s window is cut into 30 s pieces and the "
-                                      "transcripts joined. With --style the recogniser is steered; "
-                                      "--compare also prints it unsteered."),
+                                      "than Whisper's 30 s window is cut at quiet moments into pieces "
+                                      "that fit it, and the transcripts joined. With --style the "
+                                      "recogniser is steered; --compare also prints it unsteered."),
 }

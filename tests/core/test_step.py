@@ -41,6 +41,12 @@ def test_rowmap_beams_are_consecutive_rows():
     assert rows.branch_mask(("cond",)).all()
 
 
+def test_rowmaps_built_alike_are_the_same_mapping():
+    assert RowMap.cfg(2).same_as(RowMap.cfg(2))
+    assert not RowMap.cfg(2).same_as(RowMap.cfg(2, uncond_first=False))
+    assert not RowMap.plain(4).same_as(RowMap.beams(2, 2)) and not RowMap.plain(2).same_as(None)
+
+
 def test_rowmap_branch_mask_is_bool_tensor():
     mask = RowMap.cfg(1).branch_mask(("cond",))
     assert mask.dtype == torch.bool and mask.shape == (2,)
