@@ -50,14 +50,14 @@ from polysteer.manager import (
 from polysteer.models import load_model
 from polysteer.registry import Registry, Requirement
 from polysteer.runtime import Steering, SteeringWarning, resolve_dictionary, steer
-from polysteer.step import RowMap, Step, StepClock
+from polysteer.step import Phase, RowMap, Step, StepClock
 from polysteer.style import Component, Rule, Style, blend, load_style
 
 __all__ = [
     "BCHW", "BCT", "BPC", "Command", "Component", "ConfigError", "CorruptFileError",
     "DictionaryFormat", "DictionaryInfo", "DictionaryMismatchError", "DirectionSet",
     "FeatureClassifier", "FeatureDictionary", "InTuple", "Layout", "MaybeTuple", "MissingDependencyError",
-    "ModelAdapter", "ModelFingerprint", "PluginManager", "PolysteerError", "Registry",
+    "ModelAdapter", "Phase", "ModelFingerprint", "PluginManager", "PolysteerError", "Registry",
     "RegistryError", "Requirement", "RowMap", "Rule", "SiteBinding", "SparseAutoencoder", "Step",
     "StepClock", "Steering", "SteeringError", "SteeringWarning", "Style", "blend",
     "create_plugin_manager", "current_plugin_manager", "difference_of_means", "direction_set",

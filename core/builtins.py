@@ -18,6 +18,7 @@ from polysteer.manager import hookimpl
 from polysteer.reference import ReferenceAdapter, ReferenceConfig, ReferenceLM
 from polysteer.saelens import SAELENS_FORMAT
 from polysteer.schedules import BUILTIN_ENVELOPES, BUILTIN_MASKS
+from polysteer.step import BUILTIN_PHASES
 
 
 @dataclass
@@ -89,6 +90,12 @@ def polysteer_register_schedules(registry):
 def polysteer_register_position_masks(registry):
     for name, factory in BUILTIN_MASKS.items():
         registry.register(name, factory)
+
+
+@hookimpl
+def polysteer_register_step_phases(registry):
+    for name, phase in BUILTIN_PHASES.items():
+        registry.register(name, phase, description=phase.description)
 
 
 @hookimpl

@@ -40,6 +40,11 @@ def polysteer_register_position_masks(registry: Any) -> None:
 
 
 @hookspec
+def polysteer_register_step_phases(registry: Any) -> None:
+    """Register kinds of forward pass: ``registry.register(name, polysteer.Phase(name, ...))``."""
+
+
+@hookspec
 def polysteer_register_measures(registry: Any) -> None:
     """Register measures of outputs: ``registry.register(name, measure(adapter, outputs, baseline))``."""
 

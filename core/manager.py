@@ -44,6 +44,7 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "interventions": ("polysteer_register_interventions", "intervention"),
     "schedules": ("polysteer_register_schedules", "schedule"),
     "position_masks": ("polysteer_register_position_masks", "position mask"),
+    "step_phases": ("polysteer_register_step_phases", "step phase"),
     "measures": ("polysteer_register_measures", "measure"),
     "config_schemas": ("polysteer_register_config_schemas", "config schema"),
     "commands": ("polysteer_register_commands", "command"),
@@ -101,6 +102,7 @@ class PluginManager:
         self.interventions = Registry("intervention")
         self.schedules = Registry("schedule")
         self.position_masks = Registry("position mask")
+        self.step_phases = Registry("step phase")
         self.measures = Registry("measure")
         self.config_schemas = Registry("config schema")
         self.commands = Registry("command")

@@ -31,7 +31,7 @@ from polysteer.dictionary import FeatureDictionary
 from polysteer.errors import ConfigError, PolysteerError, RegistryError, SteeringError
 from polysteer.manager import PluginManager, current_plugin_manager
 from polysteer.paths import configs_dir, home
-from polysteer.step import RowMap, Step, StepClock
+from polysteer.step import Phase, RowMap, Step, StepClock
 from polysteer.style import Component, Rule, Style, load_style
 
 
@@ -85,6 +85,11 @@ def resolve_dictionary(ref: Any, base_dir: Path | None = None,
     searched = ", ".join(str(f) for f in dictionary_search_path(base_dir))
     raise FileNotFoundError(f"dictionary {str(ref)!r} not found; looked in: {searched}. Build it "
                             "(e.g. polysteer concept build) or give a folder path")
+
+
+def _phases(plugins: PluginManager) -> dict[str, Phase]:
+    """Every registered step phase, by name (resolved once per steering context)."""
+    return {entry.name: entry.value for entry in plugins.step_phases}
 
 
 # -- compiled pieces -----------------------------------------------------------------------------
@@ -293,7 +298,7 @@ class Steering:
                       for s, i in pairs]
         self.capture_sites = list(capture)
         self.plugins = plugins
-        self.clock = StepClock()
+        self.clock = StepClock(_phases(plugins or current_plugin_manager()))
         self.applied: list[str] = []
         self.not_applied: list[tuple[str, str]] = []
         self._hooks: dict[str, _SiteHook] = {}
@@ -447,10 +452,10 @@ class Steering:
     def captured(self, site: str, generation: int = -1) -> torch.Tensor:
         """Activations captured at ``site`` (after its interventions) in one generation.
 
-        Only each step's new positions are kept. Prefill/decode steps are concatenated along
-        positions, giving ``(B, P_total, C)``; a single pass gives ``(B, P, C)``; other phases
-        (e.g. denoising) are stacked, giving ``(steps, B, P, C)``. ``generation`` counts the
-        generations run inside this context (default: the latest).
+        Only each step's new positions are kept. Steps of phases that extend one sequence (prefill,
+        decode) are concatenated along positions, giving ``(B, P_total, C)``; a single pass gives
+        ``(B, P, C)``; other phases (e.g. denoising) are stacked, giving ``(steps, B, P, C)``.
+        ``generation`` counts the generations run inside this context (default: the latest).
         """
         hook = self._hooks.get(site)
         if hook is None or hook.captures is None:
@@ -460,7 +465,7 @@ class Steering:
         index = range(len(self.clock.generations))[generation]
         tensors = [t for g, t in hook.captures if g == index]
         steps = self.clock.generations[index]
-        if all(s.phase in ("prefill", "decode") for s in steps) or len(tensors) == 1:
+        if all(self.clock.phases[s.phase].extends_sequence for s in steps) or len(tensors) == 1:
             return torch.cat(tensors, dim=1)
         return torch.stack(tensors)
 

@@ -7,11 +7,35 @@ diffusion, one pass for a single-shot model. For each forward pass a plugin's ad
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 
-PHASES = ("prefill", "decode", "denoise", "single")
+
+@dataclass(frozen=True)
+class Phase:
+    """A kind of forward pass (``prefill``, ``decode``, ``denoise``, ``single`` or a plugin's own).
+
+    ``extends_sequence``: each pass of this phase appends its new positions to one growing sequence
+    (a KV-cached LLM), so captured activations are concatenated along positions; otherwise the
+    passes are repeated views of the same positions (denoising) and are stacked.
+    """
+
+    name: str
+    extends_sequence: bool = False
+    description: str = ""
+
+
+BUILTIN_PHASES: Mapping[str, Phase] = {
+    "prefill": Phase("prefill", True, "an LLM's first pass over the prompt"),
+    "decode": Phase("decode", True, "an LLM pass over the newly generated token(s)"),
+    "denoise": Phase("denoise", False, "one denoising step of a diffusion model"),
+    "single": Phase("single", False, "the only pass of a one-shot model (TTS, an encoder)"),
+}
+"""The phases core knows; plugins add theirs with ``polysteer_register_step_phases``."""
+
+PHASES = tuple(BUILTIN_PHASES)
 
 
 @dataclass(frozen=True)
@@ -70,7 +94,8 @@ class Step:
     Attributes:
         index: 0 for the first pass (the prefill for an LLM), then 1, 2, ...
         progress: how far through the generation, in [0, 1].
-        phase: ``prefill``, ``decode``, ``denoise`` or ``single``.
+        phase: the name of a registered :class:`Phase` (``prefill``, ``decode``, ``denoise``,
+            ``single``, or one a plugin registered).
         offset: absolute position of the activation's first position (under a KV cache the
             decode step's activation holds only the new token, at ``offset`` = tokens so far).
         new: how many positions at the end of the activation are new in this pass.
@@ -101,8 +126,8 @@ class Step:
         return absolute[None, :] >= self.padding[:, None]
 
     def __post_init__(self) -> None:
-        if self.phase not in PHASES:
-            raise ValueError(f"Step phase {self.phase!r} is not one of {PHASES}")
+        if not isinstance(self.phase, str) or not self.phase:
+            raise ValueError(f"Step phase must be a phase name, got {self.phase!r}")
         if not 0.0 <= self.progress <= 1.0:
             raise ValueError(f"Step progress {self.progress} is outside [0, 1]")
 
@@ -116,7 +141,8 @@ class StepClock:
     accounting; ``history`` is the latest generation's steps.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, phases: Mapping[str, Phase] = BUILTIN_PHASES) -> None:
+        self.phases = phases
         self.total_steps: int | None = None
         self.current: Step | None = None
         self.generations: list[list[Step]] = []
@@ -142,6 +168,9 @@ class StepClock:
         ``index`` defaults to the previous index + 1 (0 at the start); ``progress`` defaults to
         ``index / (total_steps - 1)`` when the length is known, else 0. ``padding``: see :class:`Step`.
         """
+        if phase not in self.phases:
+            raise ValueError(f"unknown step phase {phase!r}; known phases: {', '.join(self.phases)}. "
+                             "A plugin declares its own with the polysteer_register_step_phases hook")
         if index is None:
             index = 0 if self.current is None else self.current.index + 1
         if progress is None:

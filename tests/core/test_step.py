@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from polysteer.step import PHASES, RowMap, Step, StepClock
+import polysteer
+from polysteer.step import PHASES, Phase, RowMap, Step, StepClock
 
 
 def test_rowmap_plain():
@@ -121,8 +122,8 @@ def test_clock_listeners_see_every_step_in_order():
 def test_step_validation():
     for phase in PHASES:
         Step(0, 0.5, phase)
-    with pytest.raises(ValueError, match="phase 'generate'"):
-        Step(0, 0.0, "generate")
+    with pytest.raises(ValueError, match="phase name"):
+        Step(0, 0.0, "")
     for progress in (-0.01, 1.01, math.nan, math.inf):
         with pytest.raises(ValueError, match="progress"):
             Step(0, progress, "decode")
@@ -154,3 +155,40 @@ def test_step_real_positions_mark_left_padding_and_skip_when_none_is_reached():
                   padding=torch.tensor([0, 2]))
     assert decode.real_positions(1, 1) is None
     assert Step(index=0, progress=0.0, phase="single").real_positions(3, 3) is None
+
+
+class _RenderPhasePlugin:
+    """A plugin declaring its own kind of forward pass."""
+
+    @polysteer.hookimpl
+    def polysteer_register_step_phases(self, registry):
+        registry.register("render", Phase("render", extends_sequence=False, description="a re-render"))
+
+
+def _rendering_adapter():
+    from polysteer.reference import ReferenceAdapter, ReferenceConfig, ReferenceLM
+
+    class Rendering(ReferenceAdapter):
+        def run_generation(self, inputs, passes: int = 3):
+            ids = torch.as_tensor(inputs)
+            self.begin_generation(passes)
+            for _ in range(passes):  # every pass sees the same positions again
+                self.advance_step(phase="render", new=ids.shape[1], prompt_length=ids.shape[1],
+                                  rows=RowMap.plain(len(ids)))
+                self.model(ids, None, 0)
+            return ids
+
+    return Rendering(ReferenceLM(ReferenceConfig()))
+
+
+def test_a_plugin_declares_its_own_step_phase(register_plugin):
+    adapter = _rendering_adapter()
+    site = "blocks.0.resid_post"
+    with pytest.raises(ValueError, match="unknown step phase 'render'.*polysteer_register_step_phases"):
+        with polysteer.steer(adapter, None, capture=[site]):
+            adapter.generate([[1, 2, 3]])
+    register_plugin(_RenderPhasePlugin(), "render-phase")
+    with polysteer.steer(adapter, None, capture=[site]) as run:
+        adapter.generate([[1, 2, 3]])
+    assert [s.phase for s in run.clock.history] == ["render"] * 3
+    assert run.captured(site).shape == (3, 1, 3, 32)  # not a growing sequence: stacked per pass
