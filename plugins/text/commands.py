@@ -153,7 +153,8 @@ def _concept_run(args: argparse.Namespace) -> int:
     spec = ConceptSpec.load(spec_path)
     adapter = load_text_model(args.model)
     dictionary = build_concept(adapter, spec, progress=True)
-    out = Path(args.output) if args.output else home() / "dictionaries" / f"{Path(args.model).name}-{spec.name}"
+    default = home() / "dictionaries" / f"{Path(args.model).name}-{spec.name}"
+    out = Path(args.output) if args.output else default
     dictionary.save(out)
     print(f"{dictionary.describe()}\nsaved to {out} (recommended intensity {spec.intensity})")
     return 0
@@ -226,9 +227,8 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 
 
 def _demo_run(args: argparse.Namespace) -> int:
-    from polysteer.plugins.text.demo import DEMO_PROMPT, run_text_demo
-
     from polysteer.cli import model_node
+    from polysteer.plugins.text.demo import DEMO_PROMPT, run_text_demo
 
     node: Any = model_node(args.model, modality="text")  # a local folder works as well as a name
     run_text_demo(node, args.prompt or DEMO_PROMPT, args.max_new_tokens, args.output_dir)
