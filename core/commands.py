@@ -175,8 +175,9 @@ def add_generate_arguments(parser: argparse.ArgumentParser, *, model: bool = Tru
                                  ".txt, .png, .wav); default: the model's, or only shown")
         parser.add_argument("inputs", nargs="*", metavar="INPUT",
                             help="what to generate from: prompts, texts to say, WAV files, "
-                                 "ATTR=VALUE image conditions, JSON values for other models "
-                                 "(none: the model's default inputs)")
+                                 "ATTR=VALUE image conditions, JSON values for other models, e.g. "
+                                 "'[3, 7, 1]' token ids for the reference model (none: the model's "
+                                 "default inputs)")
 
 
 def _generate_args(parser: argparse.ArgumentParser) -> None:

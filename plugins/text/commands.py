@@ -150,6 +150,10 @@ def _concept_run(args: argparse.Namespace) -> int:
     spec_path = Path(args.spec)
     if not spec_path.exists():
         spec_path = configs_dir() / "concepts" / f"{args.spec}.yaml"
+    if not spec_path.is_file():
+        shipped = sorted(p.stem for p in (configs_dir() / "concepts").glob("*.yaml"))
+        raise CommandError(f"no concept spec {args.spec!r} (not a file, not a shipped concept)",
+                           f"Pass a spec YAML file or a shipped concept: {', '.join(shipped)}")
     spec = ConceptSpec.load(spec_path)
     adapter = load_text_model(args.model)
     dictionary = build_concept(adapter, spec, progress=True)
