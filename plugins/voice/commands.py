@@ -95,6 +95,7 @@ class SpeechGeneration(GenerateExtension):
         parser.add_argument("--phonemes", action="store_true", help="the text is espeak IPA phonemes")
 
     def inputs(self, adapter: Any, args: argparse.Namespace) -> Any:
+        self._rates.clear()  # a new command: earlier results are gone
         texts = list(getattr(args, "inputs", None) or [])
         if not texts:
             return None
