@@ -154,6 +154,10 @@ class GenerateExtension:
     def add_arguments(self, parser: argparse.ArgumentParser | Any) -> None:
         """Declare this kind's extra options (on ``generate``'s parser and the aliases)."""
 
+    def check(self, args: argparse.Namespace) -> None:
+        """Raise :class:`CommandError` for option values that cannot work, before the model is
+        loaded (a mistake should not cost a model load)."""
+
     def inputs(self, adapter: Any, args: argparse.Namespace) -> Any:
         """The spec handed to ``adapter.prepare_inputs``: ``None`` without INPUTs (the adapter's
         default inputs), else one value per INPUT (JSON where it parses)."""

@@ -221,6 +221,7 @@ def run_generate(args: argparse.Namespace, *, modality: str | None = None) -> li
     extension = extension_for(node["kind"])
     style = load_style(args.style) if getattr(args, "style", None) else None
     columns = _columns(args, style)
+    extension.check(args)
     adapter = load_model(node)
     if modality is not None and adapter.modality != modality:
         raise CommandError(f"model {args.model!r} is a {adapter.modality} model and this command "

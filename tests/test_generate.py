@@ -182,3 +182,23 @@ def test_voice_generate_compare_writes_both_wavs_and_measures(tmp_path, plugin_m
     assert (tmp_path / "g.png").stat().st_size > 1000
     adapter.save_outputs(plain, tmp_path / "direct")
     assert _frames(tmp_path / "direct.wav") == _frames(tmp_path / "g.unsteered.wav")
+
+
+def test_whisper_generate_reads_wav_inputs_from_a_local_folder(tmp_path, plugin_manager, capsys):
+    pytest.importorskip("transformers")
+    from polysteer.plugins.voice.adapter import write_wav
+    from polysteer.plugins.voice.whisper_testing import tiny_waveforms, tiny_whisper_adapter
+
+    tiny = tiny_whisper_adapter()
+    tiny.model.save_pretrained(tmp_path / "tiny-whisper")
+    tiny.processor.save_pretrained(tmp_path / "tiny-whisper")
+    waves = tiny_waveforms(samples=1)
+    write_wav(tmp_path / "a.wav", waves[0], 16000)
+    assert main(["generate", "--model", str(tmp_path / "tiny-whisper"), str(tmp_path / "a.wav"),
+                 "-o", str(tmp_path / "a.txt")]) == 0
+    expected = tiny.prepare_inputs([str(tmp_path / "a.wav")])
+    transcript = tiny.describe_outputs(tiny.generate(expected))[0]
+    assert (tmp_path / "a.txt").read_text().strip() == transcript.strip()
+    capsys.readouterr()
+    assert main(["generate", "--model", str(tmp_path / "tiny-whisper"), "missing.wav"]) == 2
+    assert capsys.readouterr().err.startswith("error: no such audio file: missing.wav. Pass")

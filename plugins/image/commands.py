@@ -69,10 +69,13 @@ class ImageGeneration(GenerateExtension):
                                "Leave out --condition and INPUTs for this pipeline")
         return condition or 1
 
-    def options(self, adapter: Any, args: argparse.Namespace) -> dict[str, Any]:
+    def check(self, args: argparse.Namespace) -> None:
         if args.count < 1 or args.steps < 1:
             raise CommandError(f"--count and --steps must be at least 1, got {args.count} and "
                                f"{args.steps}", "Pass e.g. --count 4 --steps 25")
+        parse_conditions([*args.condition, *(getattr(args, "inputs", None) or [])])
+
+    def options(self, adapter: Any, args: argparse.Namespace) -> dict[str, Any]:
         return {"num_inference_steps": args.steps, "guidance_scale": args.guidance,
                 "_count": args.count}
 

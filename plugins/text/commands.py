@@ -63,10 +63,12 @@ class TextGeneration(GenerateExtension):
     def inputs(self, adapter: Any, args: argparse.Namespace) -> Any:
         return list(args.inputs) if getattr(args, "inputs", None) else None
 
-    def options(self, adapter: Any, args: argparse.Namespace) -> dict[str, Any]:
+    def check(self, args: argparse.Namespace) -> None:
         if args.max_new_tokens < 1:
             raise CommandError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}",
                                "Pass e.g. --max-new-tokens 64")
+
+    def options(self, adapter: Any, args: argparse.Namespace) -> dict[str, Any]:
         options: dict[str, Any] = {"max_new_tokens": args.max_new_tokens}
         if args.sample:
             options.update(do_sample=True, temperature=0.7)

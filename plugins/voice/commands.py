@@ -147,17 +147,19 @@ class TranscriptionGeneration(GenerateExtension):
     window; ``polysteer transcribe`` takes any length), outputs are transcripts."""
 
     title = "Whisper speech recognisers (whisper-tiny-en, transformers Whisper folders)"
-    modality = "voice"
+    modality = "asr"
 
     def recognises(self, path: Path) -> bool:
         return _model_type(path) == "whisper"
 
-    def inputs(self, adapter: Any, args: argparse.Namespace) -> Any:
+    def check(self, args: argparse.Namespace) -> None:
         paths = [Path(p) for p in getattr(args, "inputs", None) or []]
         if not paths:
             raise CommandError("a Whisper model needs audio", "Pass WAV files as INPUTs")
         _check_audio(paths)
-        return paths
+
+    def inputs(self, adapter: Any, args: argparse.Namespace) -> Any:
+        return [Path(p) for p in args.inputs]
 
 
 def _check_audio(paths: list[Path]) -> None:
@@ -202,9 +204,9 @@ def _transcribe_run(args: argparse.Namespace) -> int:
     if args.compare and style is None:
         raise CommandError("--compare needs --style", "Pass --style NAME (a shipped style or a style "
                            "YAML file)")
-    adapter = load_model_arg(args.model, modality="voice")
-    if not hasattr(adapter, "transcribe_long"):
-        raise CommandError(f"model {args.model!r} is not a speech recogniser",
+    adapter = load_model_arg(args.model, modality="asr")
+    if not hasattr(adapter, "transcribe_long"):  # another recogniser: no long-audio reading
+        raise CommandError(f"model {args.model!r} cannot transcribe audio of any length",
                            "Pass a Whisper model (whisper-tiny-en or a transformers Whisper folder)")
     for path in args.audio:
         wave, rate = read_wav(path)
