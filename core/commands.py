@@ -12,6 +12,7 @@ from typing import Any
 
 from polysteer.cli import Command, CommandError, Run, extension_for, load_model_arg, model_node
 from polysteer.console import say
+from polysteer.errors import PolysteerError
 from polysteer.manager import current_plugin_manager
 
 
@@ -154,14 +155,16 @@ def _datasets_run(args: argparse.Namespace) -> int:
 
 # -- generate -------------------------------------------------------------------------------------
 def add_generate_arguments(parser: argparse.ArgumentParser, *, model: bool = True, inputs: bool = True,
-                           grid: bool = True) -> None:
+                           grid: bool = True, style_required: bool = False) -> None:
     """The options every model shares (``--model --style --intensity --compare --grid --seed -o``
     and INPUTs); aliases leave out what they name differently."""
     if model:
         parser.add_argument("--model", required=True,
                             help="a shipped model name (smollm2, avatars, joe, whisper-tiny-en, "
                                  "reference), a registered model kind, or a local model folder")
-    parser.add_argument("--style", help="style YAML file or shipped style name (none: the plain model)")
+    parser.add_argument("--style", required=style_required,
+                        help="style YAML file or shipped style name" + (
+                            "" if style_required else " (none: the plain model)"))
     parser.add_argument("--intensity", type=float, default=1.0, help="style intensity (default 1.0)")
     parser.add_argument("--compare", action="store_true",
                         help="also generate unsteered (same seed) and show both")
@@ -231,15 +234,21 @@ def run_generate(args: argparse.Namespace, *, modality: str | None = None) -> li
         inputs = adapter.prepare_inputs(spec)
     except (ValueError, TypeError, KeyError) as err:
         raise CommandError(f"model {args.model!r} cannot generate from INPUT {spec!r} ({err})",
-                           "Give INPUTs the model takes (see 'polysteer generate --help'), or none "
-                           "for its default inputs") from err
+                           "Give the INPUTs the model takes (see 'polysteer generate --help'), or "
+                           "none for its default inputs") from err
     options = extension.options(adapter, args)
     stream = len(columns) == 1 and extension.can_stream(adapter, inputs, args)
     runs = []
     for title, intensity in columns:
-        result = extension.generate(adapter, inputs, style=None if intensity is None else style,
-                                    intensity=0.0 if intensity is None else intensity,
-                                    seed=args.seed, options=options, stream=stream)
+        try:
+            result = extension.generate(adapter, inputs, style=None if intensity is None else style,
+                                        intensity=0.0 if intensity is None else intensity,
+                                        seed=args.seed, options=options, stream=stream)
+        except ValueError as err:  # adapters reject unusable inputs/options with ValueError
+            if isinstance(err, PolysteerError):
+                raise
+            raise CommandError(f"model {args.model!r} cannot generate from these inputs and options "
+                               f"({err})", "Change the INPUTs or options the message names") from err
         runs.append(Run(title, intensity, result, streamed=stream))
     output = getattr(args, "output", None) or extension.default_output
     paths = extension.write(adapter, runs, Path(output), args) if output else []

@@ -60,6 +60,14 @@ def test_command_error_reads_problem_then_fix(plugin_manager, capsys):
     assert capsys.readouterr().err == "error: --grid needs at least 2 columns, got 1. Pass --grid 2 or more\n"
 
 
+@pytest.mark.parametrize("inputs", [["[1, 2, 3]", "[1, 2]"], [str(list(range(1, 60)) * 3)], ["hello"]])
+def test_inputs_a_model_cannot_take_are_one_error_line(inputs, plugin_manager, capsys):
+    assert main(["generate", "--model", "reference", *inputs]) == 2  # ragged, too long, not ids
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: model 'reference' cannot generate from")
+    assert ". Give the INPUTs" in line or ". Change the INPUTs" in line
+
+
 def test_argparse_usage_errors_stay_argparse(plugin_manager, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["generate", "--intensity", "lots", "--model", "reference"])

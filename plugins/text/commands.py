@@ -94,11 +94,7 @@ TEXT_GENERATION = TextGeneration()
 # -- steer: generate for text models ------------------------------------------------------------
 def _steer_args(p: argparse.ArgumentParser) -> None:
     _model_arg(p)
-    add_generate_arguments(p, model=False, inputs=False, grid=False)
-    p.set_defaults(style=None)
-    for action in p._actions:  # steer has always needed a style
-        if action.dest == "style":
-            action.required = True
+    add_generate_arguments(p, model=False, inputs=False, grid=False, style_required=True)
     TEXT_GENERATION.add_arguments(p)
     p.add_argument("prompt", help="the user message")
 
