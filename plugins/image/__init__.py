@@ -66,3 +66,10 @@ def polysteer_register_commands(registry):
 
     for name, command in IMAGE_COMMANDS.items():
         registry.register(name, command, requires=REQUIRES)
+
+
+@hookimpl
+def polysteer_register_generate_extensions(registry):
+    from polysteer.plugins.image.commands import IMAGE_GENERATION
+
+    registry.register("diffusers", IMAGE_GENERATION, requires=REQUIRES)

@@ -23,7 +23,7 @@ stages, as for the voice SAE:
 
 The evidence of every labelled feature (correlation, where and how hard it was added, the change of
 its measure and the largest changes of the other measures: side effects) is kept in
-``sae.info.details["labels"]``. ``python -m polysteer.plugins.image.sae [--out configs/dictionary]``
+``sae.info.details["labels"]``. ``python scripts/build_image_sae.py [--out configs/dictionary]``
 rebuilds the shipped ``avatars-up.1-sae``.
 """
 
@@ -302,42 +302,3 @@ def label_figure(adapter: Any, sae: SparseAutoencoder, path: str | Path, *, coun
             rows.append(adapter.generate(count, seed=seed, num_inference_steps=steps))
     save_png(to_pil(image_grid(torch.cat(rows), count), scale=4)[0], Path(path))
     return Path(path)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Rebuild the avatar model's block SAE into ``--out``."""
-    import argparse
-    import time
-
-    import polysteer as ps
-    from polysteer.paths import configs_dir
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=configs_dir() / "dictionary")
-    parser.add_argument("--model", default="avatars", help="shipped name or avatar pipeline folder")
-    parser.add_argument("--figure", type=Path, help="also draw the labelled features into this PNG")
-    for name, value in asdict(BuildConfig()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    args = parser.parse_args(argv)
-    cfg = BuildConfig(**{k: getattr(args, k) for k in asdict(BuildConfig())})
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    adapter = ps.load_model({"kind": "diffusers", "name": args.model})
-    sae = build_sae(adapter, cfg)
-    path = sae.save(args.out / f"avatars-{cfg.site}-sae")
-    metrics = sae.info.details["metrics"]
-    print(f"{sae.describe()} -> {path} in {time.perf_counter() - start:.0f} s")
-    print({k: round(metrics[k], 3) for k in ("fve", "l0", "dead_fraction", "eval_dead_fraction")})
-    tried = sae.info.details["candidates"]
-    print(f"{len(sae.info.details['labels'])} features labelled; {sum(t['holds'] for t in tried)} of "
-          f"{len(tried)} candidates held")
-    for label, evidence in sae.info.details["labels"].items():
-        print(f"  {label}: change {evidence['change']:+.3f} (r {evidence['correlation']:+.2f}, "
-              f"{evidence['positions']}), side effects {evidence['side_effects']}")
-    if args.figure:
-        print(f"figure: {label_figure(adapter, sae, args.figure, steps=cfg.steps)}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -51,3 +51,10 @@ def polysteer_register_commands(registry):
 
     for name, command in TEXT_COMMANDS.items():
         registry.register(name, command, requires=REQUIRES[:1])
+
+
+@hookimpl
+def polysteer_register_generate_extensions(registry):
+    from polysteer.plugins.text.commands import TEXT_GENERATION
+
+    registry.register("transformers", TEXT_GENERATION, requires=REQUIRES[:1])

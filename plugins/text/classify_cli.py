@@ -1,4 +1,5 @@
-"""``polysteer classify fit|predict``: classifiers from dictionary features, on the command line."""
+"""``polysteer classify fit|predict`` (:data:`CLASSIFY`): classifiers from dictionary features, on the
+command line."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from polysteer.cli import Command, load_model_arg
 from polysteer.errors import PolysteerError
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def _classify_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     fit = sub.add_parser(
         "fit", help="fit on labelled texts; report held-out metrics against two baselines",
@@ -64,7 +66,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
-def run(args: argparse.Namespace) -> int:
+def _classify_run(args: argparse.Namespace) -> int:
     import torch
 
     if args.threads:
@@ -73,9 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load_adapter(name: str) -> Any:
-    from polysteer.plugins.text.commands import load_text_model
-
-    return load_text_model(name)
+    return load_model_arg(name, modality="text")
 
 
 def _split_list(text: str | None) -> list[str] | None:
@@ -158,3 +158,7 @@ def _predict(args: argparse.Namespace) -> int:
             print(f"    {d.contribution:+7.3f}  feature {d.feature:>5} ({d.pool:<4}) {fires}  [{d.label}]")
     sys.stdout.flush()
     return 0
+
+
+CLASSIFY = Command("fit a sparse classifier on dictionary features (with baselines), or predict with one",
+                   _classify_args, _classify_run)

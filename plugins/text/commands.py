@@ -1,17 +1,25 @@
-"""Text CLI commands: ``steer``, ``inspect``, ``concept``, ``dictionary`` and ``models``."""
+"""Text CLI commands: ``steer`` (``generate`` for text models), ``inspect``, ``concept``,
+``dictionary``, ``labels``, ``models``, ``demo``, ``classify`` and ``search``; and the text
+models' part of ``polysteer generate`` (:class:`TextGeneration`: ``--max-new-tokens``,
+``--sample``, streaming)."""
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import json
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
-from polysteer import Command, load_model, load_style
+from polysteer import Command
+from polysteer.cli import CommandError, GenerateExtension, load_model_arg, side_by_side
+from polysteer.commands import add_generate_arguments, run_generate
 from polysteer.errors import PolysteerError
 from polysteer.paths import configs_dir
+from polysteer.plugins.text.classify_cli import CLASSIFY
+from polysteer.plugins.text.search_cli import SEARCH
+
+__all__ = ["TEXT_COMMANDS", "TextGeneration", "load_text_model", "side_by_side"]
 
 
 def _model_arg(parser: argparse.ArgumentParser) -> None:
@@ -20,59 +28,81 @@ def _model_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def load_text_model(name: str) -> Any:
-    """A shipped model config / adapter kind, else a local folder or hub id for transformers."""
-    if Path(name).exists():
-        return load_model({"kind": "transformers", "name": name})
-    return load_model(name)
+    """The text model a command names: a shipped model config / adapter kind, or a local folder
+    (or ``.gguf`` file) of a transformers causal LM."""
+    return load_model_arg(name, modality="text")
 
 
-# -- steer --------------------------------------------------------------------------------------
+# -- generate: the text part ----------------------------------------------------------------------
+class TextGeneration(GenerateExtension):
+    """Text models in ``polysteer generate``: INPUTs are prompts (chat templates applied when the
+    tokenizer has one), ``--max-new-tokens`` and ``--sample`` set decoding, and a single prompt
+    streams to the terminal as it is generated."""
+
+    title = "transformers causal LMs (SmolLM2, local folders, .gguf files)"
+    modality = "text"
+
+    def recognises(self, path: Path) -> bool:
+        if path.is_file():
+            return path.suffix == ".gguf"
+        config = path / "config.json"
+        if not config.is_file():
+            return False
+        try:
+            architectures = json.loads(config.read_text()).get("architectures") or []
+        except (json.JSONDecodeError, AttributeError):
+            return False
+        return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--max-new-tokens", type=int, default=64,
+                            help="tokens generated per prompt (default 64)")
+        parser.add_argument("--sample", action="store_true",
+                            help="sample (temperature 0.7, seeded by --seed) instead of greedy decoding")
+
+    def inputs(self, adapter: Any, args: argparse.Namespace) -> Any:
+        return list(args.inputs) if getattr(args, "inputs", None) else None
+
+    def check(self, args: argparse.Namespace) -> None:
+        if args.max_new_tokens < 1:
+            raise CommandError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}",
+                               "Pass e.g. --max-new-tokens 64")
+
+    def options(self, adapter: Any, args: argparse.Namespace) -> dict[str, Any]:
+        options: dict[str, Any] = {"max_new_tokens": args.max_new_tokens}
+        if args.sample:
+            options.update(do_sample=True, temperature=0.7)
+        return options
+
+    def can_stream(self, adapter: Any, inputs: Any, args: argparse.Namespace) -> bool:
+        return isinstance(inputs, str) or (isinstance(inputs, list) and len(inputs) == 1)
+
+    def generate(self, adapter: Any, inputs: Any, *, style: Any, intensity: float, seed: int,
+                 options: dict[str, Any], stream: bool = False) -> Any:
+        if stream:
+            from transformers import TextStreamer
+
+            options = {**options, "streamer": TextStreamer(adapter.tokenizer, skip_prompt=True,
+                                                           skip_special_tokens=True)}
+        return super().generate(adapter, inputs, style=style, intensity=intensity, seed=seed,
+                                options=options)
+
+
+TEXT_GENERATION = TextGeneration()
+
+
+# -- steer: generate for text models ------------------------------------------------------------
 def _steer_args(p: argparse.ArgumentParser) -> None:
     _model_arg(p)
-    p.add_argument("--style", required=True, help="style YAML file or shipped style name")
-    p.add_argument("--intensity", type=float, default=1.0, help="style intensity (default 1.0)")
-    p.add_argument("--compare", action="store_true", help="print unsteered and steered side by side")
-    p.add_argument("--seed", type=int, default=0, help="random seed (sampling only)")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--sample", action="store_true", help="sample (temperature 0.7) instead of greedy")
+    add_generate_arguments(p, model=False, inputs=False, grid=False, style_required=True)
+    TEXT_GENERATION.add_arguments(p)
     p.add_argument("prompt", help="the user message")
 
 
 def _steer_run(args: argparse.Namespace) -> int:
-    import torch
-    from transformers import TextStreamer
-
-    adapter = load_text_model(args.model)
-    style = load_style(args.style)
-    options = {"max_new_tokens": args.max_new_tokens}
-    if args.sample:
-        options.update(do_sample=True, temperature=0.7)
-
-    def run(intensity: float, stream: bool) -> str:
-        torch.manual_seed(args.seed)
-        streamer = TextStreamer(adapter.tokenizer, skip_prompt=True, skip_special_tokens=True) \
-            if stream else None
-        out = adapter.generate(args.prompt, style=style, intensity=intensity, streamer=streamer,
-                               **options)
-        return adapter.texts(out)[0]
-
-    if not args.compare:
-        run(args.intensity, stream=True)
-        return 0
-    plain, steered = run(0.0, stream=False), run(args.intensity, stream=False)
-    print(side_by_side(("unsteered", plain), (f"{style.name} x {args.intensity:g}", steered)))
+    args.inputs, args.grid, args.output = [args.prompt], None, None
+    run_generate(args, modality="text")
     return 0
-
-
-def side_by_side(left: tuple[str, str], right: tuple[str, str], width: int | None = None) -> str:
-    """Two titled texts in two columns fitted to the terminal."""
-    width = width or shutil.get_terminal_size((100, 20)).columns
-    col = max(20, (width - 3) // 2)
-    a = [left[0], "-" * len(left[0]), *textwrap.wrap(left[1], col)]
-    b = [right[0], "-" * len(right[0]), *textwrap.wrap(right[1], col)]
-    a += [""] * (len(b) - len(a))
-    b += [""] * (len(a) - len(b))
-    return "\n".join(f"{x:<{col}} | {y}" for x, y in zip(a, b, strict=True))
 
 
 # -- inspect ------------------------------------------------------------------------------------
@@ -118,10 +148,15 @@ def _concept_run(args: argparse.Namespace) -> int:
     spec_path = Path(args.spec)
     if not spec_path.exists():
         spec_path = configs_dir() / "concepts" / f"{args.spec}.yaml"
+    if not spec_path.is_file():
+        shipped = sorted(p.stem for p in (configs_dir() / "concepts").glob("*.yaml"))
+        raise CommandError(f"no concept spec {args.spec!r} (not a file, not a shipped concept)",
+                           f"Pass a spec YAML file or a shipped concept: {', '.join(shipped)}")
     spec = ConceptSpec.load(spec_path)
     adapter = load_text_model(args.model)
     dictionary = build_concept(adapter, spec, progress=True)
-    out = Path(args.output) if args.output else home() / "dictionaries" / f"{args.model}-{spec.name}"
+    default = home() / "dictionaries" / f"{Path(args.model).name}-{spec.name}"
+    out = Path(args.output) if args.output else default
     dictionary.save(out)
     print(f"{dictionary.describe()}\nsaved to {out} (recommended intensity {spec.intensity})")
     return 0
@@ -194,22 +229,105 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 
 
 def _demo_run(args: argparse.Namespace) -> int:
+    from polysteer.cli import model_node
     from polysteer.plugins.text.demo import DEMO_PROMPT, run_text_demo
 
-    run_text_demo(args.model, args.prompt or DEMO_PROMPT, args.max_new_tokens, args.output_dir)
+    node: Any = model_node(args.model, modality="text")  # a local folder works as well as a name
+    run_text_demo(node, args.prompt or DEMO_PROMPT, args.max_new_tokens, args.output_dir)
     return 0
 
 
+# -- labels -------------------------------------------------------------------------------------
 def _labels_args(p: argparse.ArgumentParser) -> None:
-    from polysteer.plugins.text import labels
+    from polysteer.plugins.text.labels import VERIFY_INTENSITY, VERIFY_THRESHOLD
 
-    labels.add_arguments(p)
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    build = sub.add_parser("build", help="label a dictionary's features from a corpus")
+    _model_arg(build)
+    build.add_argument("--dictionary", required=True, help="dictionary folder or name")
+    build.add_argument("--dataset", required=True,
+                       help="registered dataset name(s) or local .txt/.jsonl/.csv file(s), "
+                            "comma-separated (e.g. sms-spam,bbc-news)")
+    build.add_argument("--limit", type=int, default=2000,
+                       help="texts read per dataset, a stratified sample when it has more (default 2000)")
+    build.add_argument("--top-k", type=int, default=10, help="top contexts kept per feature")
+    build.add_argument("--batch-size", type=int, default=8)
+    build.add_argument("--verify", type=int, default=64, metavar="N",
+                       help="verify the labels of the N densest features by effect (0: none, "
+                            "-1: all; default 64)")
+    build.add_argument("--intensity", type=float, default=VERIFY_INTENSITY,
+                       help="steering intensity for verification")
+    build.add_argument("--threshold", type=float, default=VERIFY_THRESHOLD,
+                       help="minimum log-prob gain (nats) for a label to hold")
+    show = sub.add_parser("show", help="print the labels table, or one feature in detail")
+    show.add_argument("dictionary", help="dictionary folder or name")
+    show.add_argument("--feature", help="feature index or label to show in detail")
+    show.add_argument("--limit", type=int, default=None, help="rows shown")
+    show.add_argument("--flagged", action="store_true", help="only labels that did not hold")
+    edit = sub.add_parser("set", help="set a user label (never replaced by automatic labelling)")
+    edit.add_argument("dictionary", help="dictionary folder or name")
+    edit.add_argument("feature", help="feature index or current label")
+    edit.add_argument("label", help="the new label")
 
 
 def _labels_run(args: argparse.Namespace) -> int:
-    from polysteer.plugins.text import labels
+    from polysteer.labels import label_table, labels_path, load_labels, set_label
+    from polysteer.plugins.text.labels import dictionary_folder, feature_card
 
-    return labels.run(args)
+    if args.action == "set":
+        report = set_label(dictionary_folder(args.dictionary), args.feature, args.label)
+        print(f"feature {report.feature}: {report.label} [user]")
+        return 0
+    if args.action == "show":
+        folder = dictionary_folder(args.dictionary)
+        if not labels_path(folder).exists():
+            print(f"{folder} has no labels yet: run `polysteer labels build`")
+            return 1
+        reports = load_labels(folder)
+        if args.feature is not None:
+            feature = args.feature
+            matches = [r for r in reports if str(r.feature) == feature or r.label == feature]
+            if not matches:
+                print(f"no feature {feature!r} in {folder}")
+                return 1
+            print(feature_card(matches[0]))
+            return 0
+        shown = [r for r in reports if r.flagged] if args.flagged else reports
+        print(label_table(shown, args.limit))
+        return 0
+    return _labels_build(args)
+
+
+def _labels_build(args: argparse.Namespace) -> int:
+    from polysteer.labels import apply_labels, keep_user_labels, label_table, labels_path
+    from polysteer.plugins.text.labels import (
+        auto_label,
+        collect_text_reports,
+        corpus_texts,
+        dictionary_folder,
+        verify_labels,
+    )
+    from polysteer.runtime import resolve_dictionary
+
+    folder = dictionary_folder(args.dictionary)
+    adapter = load_text_model(args.model)
+    texts = corpus_texts(args.dataset.split(","), args.limit)
+    d = resolve_dictionary(folder.resolve())
+    reports = collect_text_reports(adapter, d, texts, top_k=args.top_k, batch_size=args.batch_size,
+                                   progress=True)
+    keep_user_labels(reports, folder)
+    auto_label(reports)
+    if args.verify:
+        order = sorted(range(len(reports)), key=lambda i: -reports[i].density)
+        chosen = order if args.verify < 0 else order[:args.verify]
+        verify_labels(adapter, d, reports, intensity=args.intensity, threshold=args.threshold,
+                      features=chosen, progress=True)
+    apply_labels(d, reports, folder)
+    print(label_table(reports, 40))
+    flagged = sum(r.flagged for r in reports)
+    print(f"\nlabelled {len(reports)} features of {d.describe()}; {flagged} label(s) did not hold; "
+          f"saved to {labels_path(folder)}")
+    return 0
 
 
 TEXT_COMMANDS = {
@@ -225,40 +343,7 @@ TEXT_COMMANDS = {
     "dictionary": Command("harvest activations and train a sparse autoencoder from a config",
                           _dictionary_args, _dictionary_run),
     "models": Command("list, install and verify embedded models", _models_args, _models_run),
+    "classify": CLASSIFY,
+    "search": SEARCH,
 }
 
-
-# -- classify -----------------------------------------------------------------------------------
-def _classify_args(p: argparse.ArgumentParser) -> None:
-    from polysteer.plugins.text import classify_cli
-
-    classify_cli.add_arguments(p)
-
-
-def _classify_run(args: argparse.Namespace) -> int:
-    from polysteer.plugins.text import classify_cli
-
-    return classify_cli.run(args)
-
-
-TEXT_COMMANDS["classify"] = Command(
-    "fit a sparse classifier on dictionary features (with baselines), or predict with one",
-    _classify_args, _classify_run)
-
-
-# -- search -------------------------------------------------------------------------------------
-def _search_args(p: argparse.ArgumentParser) -> None:
-    from polysteer.plugins.text import search_cli
-
-    search_cli.add_arguments(p)
-
-
-def _search_run(args: argparse.Namespace) -> int:
-    from polysteer.plugins.text import search_cli
-
-    return search_cli.run(args)
-
-
-TEXT_COMMANDS["search"] = Command(
-    "find dictionary features by label words, by example texts (fire on these, not those), or by "
-    "similarity to another feature", _search_args, _search_run)

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -31,10 +30,6 @@ from polysteer.labels import (
     ReportCollector,
     apply_labels,
     keep_user_labels,
-    label_table,
-    labels_path,
-    load_labels,
-    set_label,
 )
 from polysteer.runtime import dictionary_search_path, resolve_dictionary, steer
 from polysteer.style import Component, Style
@@ -403,7 +398,7 @@ def feature_card(report: FeatureReport) -> str:
     return "\n".join(lines)
 
 
-# -- CLI: polysteer labels build|show|set -------------------------------------------------------
+# -- dictionaries and corpora named on the command line --------------------------------------------
 def dictionary_folder(ref: str) -> Path:
     """The folder of a dictionary given as a path or a name on the dictionary search path."""
     if Path(ref).is_dir():
@@ -415,62 +410,6 @@ def dictionary_folder(ref: str) -> Path:
                             f"{', '.join(map(str, dictionary_search_path()))}")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    build = sub.add_parser("build", help="label a dictionary's features from a corpus")
-    build.add_argument("--model", default="smollm2",
-                       help="model config name (smollm2), adapter kind, or local model folder")
-    build.add_argument("--dictionary", required=True, help="dictionary folder or name")
-    build.add_argument("--dataset", required=True,
-                       help="registered dataset name(s) or local .txt/.jsonl/.csv file(s), "
-                            "comma-separated (e.g. sms-spam,bbc-news)")
-    build.add_argument("--limit", type=int, default=2000,
-                       help="texts read per dataset, a stratified sample when it has more (default 2000)")
-    build.add_argument("--top-k", type=int, default=10, help="top contexts kept per feature")
-    build.add_argument("--batch-size", type=int, default=8)
-    build.add_argument("--verify", type=int, default=64, metavar="N",
-                       help="verify the labels of the N densest features by effect (0: none, "
-                            "-1: all; default 64)")
-    build.add_argument("--intensity", type=float, default=VERIFY_INTENSITY,
-                       help="steering intensity for verification")
-    build.add_argument("--threshold", type=float, default=VERIFY_THRESHOLD,
-                       help="minimum log-prob gain (nats) for a label to hold")
-    show = sub.add_parser("show", help="print the labels table, or one feature in detail")
-    show.add_argument("dictionary", help="dictionary folder or name")
-    show.add_argument("--feature", help="feature index or label to show in detail")
-    show.add_argument("--limit", type=int, default=None, help="rows shown")
-    show.add_argument("--flagged", action="store_true", help="only labels that did not hold")
-    edit = sub.add_parser("set", help="set a user label (never replaced by automatic labelling)")
-    edit.add_argument("dictionary", help="dictionary folder or name")
-    edit.add_argument("feature", help="feature index or current label")
-    edit.add_argument("label", help="the new label")
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.action == "set":
-        report = set_label(dictionary_folder(args.dictionary), args.feature, args.label)
-        print(f"feature {report.feature}: {report.label} [user]")
-        return 0
-    if args.action == "show":
-        folder = dictionary_folder(args.dictionary)
-        if not labels_path(folder).exists():
-            print(f"{folder} has no labels yet: run `polysteer labels build`")
-            return 1
-        reports = load_labels(folder)
-        if args.feature is not None:
-            feature = args.feature
-            matches = [r for r in reports if str(r.feature) == feature or r.label == feature]
-            if not matches:
-                print(f"no feature {feature!r} in {folder}")
-                return 1
-            print(feature_card(matches[0]))
-            return 0
-        shown = [r for r in reports if r.flagged] if args.flagged else reports
-        print(label_table(shown, args.limit))
-        return 0
-    return _build(args)
-
-
 def corpus_texts(datasets: Sequence[str], limit: int, seed: int = 0) -> list[str]:
     """Up to ``limit`` texts of each dataset (a stratified sample where it has more), in order."""
     from polysteer.datasets import load_dataset
@@ -479,27 +418,3 @@ def corpus_texts(datasets: Sequence[str], limit: int, seed: int = 0) -> list[str
     for name in datasets:
         texts += load_dataset(name.strip()).sample(limit, seed=seed).texts
     return texts
-
-
-def _build(args: argparse.Namespace) -> int:
-    from polysteer.plugins.text.commands import load_text_model
-
-    folder = dictionary_folder(args.dictionary)
-    adapter = load_text_model(args.model)
-    texts = corpus_texts(args.dataset.split(","), args.limit)
-    d = resolve_dictionary(folder.resolve())
-    reports = collect_text_reports(adapter, d, texts, top_k=args.top_k, batch_size=args.batch_size,
-                                   progress=True)
-    keep_user_labels(reports, folder)
-    auto_label(reports)
-    if args.verify:
-        order = sorted(range(len(reports)), key=lambda i: -reports[i].density)
-        chosen = order if args.verify < 0 else order[:args.verify]
-        verify_labels(adapter, d, reports, intensity=args.intensity, threshold=args.threshold,
-                      features=chosen, progress=True)
-    apply_labels(d, reports, folder)
-    print(label_table(reports, 40))
-    flagged = sum(r.flagged for r in reports)
-    print(f"\nlabelled {len(reports)} features of {d.describe()}; {flagged} label(s) did not hold; "
-          f"saved to {labels_path(folder)}")
-    return 0

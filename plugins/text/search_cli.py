@@ -1,14 +1,16 @@
-"""``polysteer search``: find dictionary features by label, by example texts, or by similarity."""
+"""``polysteer search`` (:data:`SEARCH`): find dictionary features by label, by example texts, or by
+similarity."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from polysteer.cli import Command, load_model_arg
 from polysteer.errors import PolysteerError
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dictionary", default="smollm2-res-sae",
                    help="dictionary name or folder (default smollm2-res-sae)")
     p.add_argument("query", nargs="?", help="words to look for in the feature labels")
@@ -31,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                 '"See you at 6"')
 
 
-def run(args: argparse.Namespace) -> int:
+def _search_run(args: argparse.Namespace) -> int:
     from polysteer.runtime import resolve_dictionary
     from polysteer.search import search_labels, similar_features
 
@@ -71,7 +73,6 @@ def _texts(items: list[str]) -> list[str]:
 
 def _contrast(args: argparse.Namespace, dictionary) -> list[tuple[int, str, str]]:
     from polysteer.plugins.text.classify import drop_sinks, text_activations
-    from polysteer.plugins.text.commands import load_text_model
     from polysteer.search import contrast_features
 
     if args.data:
@@ -90,7 +91,7 @@ def _contrast(args: argparse.Namespace, dictionary) -> list[tuple[int, str, str]
         positive, negative = _texts(args.positive), _texts(args.negative)
     if not positive or not negative:
         raise PolysteerError("contrasting needs examples on both sides: --positive and --negative")
-    adapter = load_text_model(args.model)
+    adapter = load_model_arg(args.model, modality="text")
     site = dictionary.info.site
     dictionary.check_compatible(adapter.model_fingerprint, site, adapter.bind(site).channels)
     read = [drop_sinks(text_activations(adapter, side, site, progress=len(side) > 64, desc=desc),
@@ -98,3 +99,8 @@ def _contrast(args: argparse.Namespace, dictionary) -> list[tuple[int, str, str]
             for side, desc in ((positive, "positive texts"), (negative, "negative texts"))]
     matches = contrast_features(dictionary, read[0], read[1], top=args.top, pool=args.pool)
     return [(m.index, m.label, f"{m.score:.2f} ({m.pos_mean:.2f} / {m.neg_mean:.2f})") for m in matches]
+
+
+SEARCH = Command(
+    "find dictionary features by label words, by example texts (fire on these, not those), or by "
+    "similarity to another feature", _search_args, _search_run)

@@ -3,7 +3,8 @@
 It registers the ``vits`` adapter (the embedded ``en_US-joe-medium`` Piper voice run as a torch
 module, or any VITS/MMS folder; :mod:`~polysteer.plugins.voice.tts`), the ``whisper`` adapter
 (tiny.en embedded, or any transformers Whisper folder; :mod:`~polysteer.plugins.voice.whisper`),
-the ``speak`` command, and measures of generated speech for ``polysteer run`` experiments: pitch,
+the ``speak`` and ``transcribe`` commands and their parts of ``polysteer generate``, and measures
+of generated speech for ``polysteer run`` experiments: pitch,
 spectral centroid, loudness, flatness (:mod:`~polysteer.plugins.voice.measures`) and the Whisper
 word error rate ``voice_wer``. Heavy libraries are imported only when used, so the plugin
 registers (and ``polysteer plugins`` lists the install that fixes it) without them. See
@@ -46,3 +47,12 @@ def polysteer_register_commands(registry):
     from polysteer.plugins.voice import tts
 
     tts.register_commands(registry)  # speak
+
+
+@hookimpl
+def polysteer_register_generate_extensions(registry):
+    from polysteer.plugins.voice.commands import SPEECH_GENERATION, TRANSCRIPTION_GENERATION
+    from polysteer.plugins.voice.requirements import ASR_REQUIRES, TTS_REQUIRES
+
+    registry.register("vits", SPEECH_GENERATION, requires=TTS_REQUIRES)
+    registry.register("whisper", TRANSCRIPTION_GENERATION, requires=ASR_REQUIRES)

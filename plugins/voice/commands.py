@@ -1,39 +1,36 @@
-"""Voice CLI commands: ``speak`` (synthesise text with a VITS voice, optionally steered and compared) and
-``transcribe`` (WAV files to text with Whisper, optionally steered)."""
+"""Voice CLI: ``speak`` (``generate`` for VITS voices), ``transcribe`` (WAV files of any length to
+text with Whisper), and the voice models' part of ``polysteer generate``: :class:`SpeechGeneration`
+(text or ``--phonemes`` in, WAVs out; ``--compare`` prints measured differences and draws
+spectrograms) and :class:`TranscriptionGeneration` (WAV files in, transcripts out)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 from typing import Any
 
-from polysteer import Command, load_model, load_style, steer
-from polysteer.console import say
+from polysteer import Command, load_style, steer
+from polysteer.cli import CommandError, GenerateExtension, Run, load_model_arg, output_stem
+from polysteer.commands import add_generate_arguments, run_generate
 from polysteer.errors import MissingDependencyError
 
 
-def _speak_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--voice", default="joe",
-                   help="embedded voice (joe), model config name, or a VITS folder")
-    p.add_argument("--style", help="style YAML file or shipped style name (e.g. joe-higher-pitch)")
-    p.add_argument("--intensity", type=float, default=1.0, help="style intensity (default 1.0)")
-    p.add_argument("--compare", action="store_true",
-                   help="also write the unsteered speech, print measured differences, draw spectrograms")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same voice)")
-    p.add_argument("--phonemes", action="store_true", help="the text is espeak IPA phonemes")
-    p.add_argument("-o", "--output", type=Path, default=Path("speech.wav"), help="WAV file to write")
-    p.add_argument("text", help="what to say")
+def _model_type(path: Path) -> str | None:
+    """``model_type`` of a transformers folder's ``config.json`` (``None`` if there is none)."""
+    config = path / "config.json"
+    if not path.is_dir() or not config.is_file():
+        return None
+    try:
+        return json.loads(config.read_text()).get("model_type")
+    except (json.JSONDecodeError, AttributeError):
+        return None
 
 
-def _load_voice(name: str) -> Any:
-    if Path(name).expanduser().is_dir():
-        return load_model({"kind": "vits", "name": name})
-    return load_model(name if name != "joe" else "vits")
-
-
-def measure_speech(adapter: Any, wave: Any) -> dict[str, float]:
-    """The voice measures of one waveform (``(1, T)``, cut to its length) and its speaking rate."""
+def measure_speech(adapter: Any, wave: Any, speaking_rate: float) -> dict[str, float]:
+    """The voice measures of one waveform (``(1, T)``, cut to its length) and its speaking rate
+    (phonemes per second, measured when it was generated)."""
     from polysteer.plugins.voice import measures as m
 
     rate = adapter.sample_rate
@@ -42,7 +39,7 @@ def measure_speech(adapter: Any, wave: Any) -> dict[str, float]:
             "pitch_range_hz": pitch.range.item(), "centroid_hz": m.spectral_centroid(wave, rate).item(),
             "loudness_lufs": m.loudness(wave, rate).item(),
             "flatness": m.spectral_flatness(wave, rate).item(),
-            "rate_phonemes_per_s": adapter.speaking_rate().item()}
+            "rate_phonemes_per_s": float(speaking_rate)}
 
 
 def compare_table(plain: dict[str, float], steered: dict[str, float], title: str) -> str:
@@ -78,34 +75,115 @@ def spectrogram_png(path: Path, waves: list[tuple[str, Any]], sample_rate: int) 
     return save_png(fig, path, dpi=100)
 
 
+class SpeechGeneration(GenerateExtension):
+    """VITS voices in ``polysteer generate``: INPUTs are texts to say (``--phonemes``: espeak IPA);
+    each run is written as WAV (``OUT.wav``, the unsteered one ``OUT.unsteered.wav``). With
+    ``--compare`` the measured differences (pitch, centroid, loudness, flatness, speaking rate)
+    are printed and both spectrograms drawn into ``OUT.png``."""
+
+    title = "VITS voices (the embedded Piper voice joe, VITS/MMS folders)"
+    modality = "voice"
+    default_output = "speech.wav"
+
+    def __init__(self) -> None:
+        self._rates: dict[int, Any] = {}  # id(result) -> speaking rates, read while it is the latest
+
+    def recognises(self, path: Path) -> bool:
+        return _model_type(path) == "vits"
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--phonemes", action="store_true", help="the text is espeak IPA phonemes")
+
+    def inputs(self, adapter: Any, args: argparse.Namespace) -> Any:
+        self._rates.clear()  # a new command: earlier results are gone
+        texts = list(getattr(args, "inputs", None) or [])
+        if not texts:
+            return None
+        return {"phonemes": texts} if args.phonemes else texts
+
+    def generate(self, adapter: Any, inputs: Any, *, style: Any, intensity: float, seed: int,
+                 options: dict[str, Any], stream: bool = False) -> Any:
+        steer = {} if style is None else {"style": style, "intensity": intensity}
+        try:
+            result = adapter.generate(inputs, seed=seed, **steer, **options)
+        except ValueError as err:  # e.g. an input without phonemes
+            raise CommandError(f"cannot say {inputs!r}: {err}", "Pass words to say (or IPA with "
+                               "--phonemes)") from err
+        self._rates[id(result)] = _speaking_rate(adapter, result)
+        return result
+
+    def write(self, adapter: Any, runs: list[Run], output: Path, args: argparse.Namespace
+              ) -> list[Path]:
+        paths = super().write(adapter, runs, output, args)
+        if len(runs) == 2 and runs[0].intensity is None:
+            waves = [(run.title, adapter.waveforms(run.result)[0].unsqueeze(0)) for run in runs]
+            paths.append(spectrogram_png(output_stem(output, runs, runs[-1]).with_suffix(".png"),
+                                         waves, adapter.sample_rate))
+        return paths
+
+    def show(self, adapter: Any, runs: list[Run], args: argparse.Namespace) -> None:
+        if len(runs) != 2 or runs[0].intensity is not None:
+            super().show(adapter, runs, args)
+            return
+        plain, steered = ([measure_speech(adapter, wave.unsqueeze(0), rate) for wave, rate in
+                           zip(adapter.waveforms(run.result), self._rates[id(run.result)], strict=True)]
+                          for run in runs)
+        for i, (a, b) in enumerate(zip(plain, steered, strict=True)):
+            if i:
+                print()
+            print(compare_table(a, b, runs[1].title))
+
+
+def _speaking_rate(adapter: Any, result: Any) -> list[float]:
+    """Phonemes per second of each row of ``result``, which must be the latest generation (the
+    adapter reads its predicted durations)."""
+    rate = getattr(result, "speaking_rate", None)
+    values = rate() if callable(rate) else adapter.speaking_rate()
+    return [float(v) for v in values.reshape(-1)]
+
+
+class TranscriptionGeneration(GenerateExtension):
+    """Whisper models in ``polysteer generate``: INPUTs are WAV files (up to Whisper's 30 s
+    window; ``polysteer transcribe`` takes any length), outputs are transcripts."""
+
+    title = "Whisper speech recognisers (whisper-tiny-en, transformers Whisper folders)"
+    modality = "asr"
+
+    def recognises(self, path: Path) -> bool:
+        return _model_type(path) == "whisper"
+
+    def check(self, args: argparse.Namespace) -> None:
+        paths = [Path(p) for p in getattr(args, "inputs", None) or []]
+        if not paths:
+            raise CommandError("a Whisper model needs audio", "Pass WAV files as INPUTs")
+        _check_audio(paths)
+
+    def inputs(self, adapter: Any, args: argparse.Namespace) -> Any:
+        return [Path(p) for p in args.inputs]
+
+
+def _check_audio(paths: list[Path]) -> None:
+    missing = [str(a) for a in paths if not a.is_file()]
+    if missing:
+        raise CommandError(f"no such audio file: {', '.join(missing)}", "Pass existing PCM WAV files")
+
+
+SPEECH_GENERATION = SpeechGeneration()
+TRANSCRIPTION_GENERATION = TranscriptionGeneration()
+
+
+def _speak_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--voice", default="joe",
+                   help="embedded voice (joe), model config name, or a VITS folder")
+    add_generate_arguments(p, model=False, inputs=False, grid=False)
+    SPEECH_GENERATION.add_arguments(p)
+    p.add_argument("-o", "--output", type=Path, default=Path("speech.wav"), help="WAV file to write")
+    p.add_argument("text", help="what to say")
+
+
 def _speak_run(args: argparse.Namespace) -> int:
-    from polysteer.plugins.voice.adapter import write_wav
-
-    adapter = _load_voice(args.voice)
-    style = load_style(args.style) if args.style else None
-    inputs = {"phonemes": args.text} if args.phonemes else args.text
-
-    def speak(intensity: float) -> Any:
-        out = adapter.generate(inputs, style=style, intensity=intensity, seed=args.seed)
-        return out[:, : int(adapter.last.lengths[0])]
-
-    steered = speak(args.intensity)
-    steered_measures = measure_speech(adapter, steered) if args.compare else None
-    write_wav(args.output, steered[0], adapter.sample_rate)
-    say(f"wrote {args.output} ({steered.shape[-1] / adapter.sample_rate:.2f} s)")
-    if not args.compare:
-        return 0
-    if style is None:
-        say("--compare without --style: nothing to compare against; pass --style")
-        return 2
-    plain = speak(0.0)
-    plain_path = args.output.with_name(f"{args.output.stem}.unsteered{args.output.suffix or '.wav'}")
-    write_wav(plain_path, plain[0], adapter.sample_rate)
-    title = f"{style.name} x {args.intensity:g}"
-    print(compare_table(measure_speech(adapter, plain), steered_measures, title))
-    png = spectrogram_png(args.output.with_suffix(".png"), [("unsteered", plain), (title, steered)],
-                          adapter.sample_rate)
-    say(f"wrote {plain_path} and {png}")
+    args.model, args.inputs, args.grid = args.voice, [args.text], None
+    run_generate(args, modality="voice")
     return 0
 
 
@@ -121,15 +199,15 @@ def _transcribe_args(p: argparse.ArgumentParser) -> None:
 def _transcribe_run(args: argparse.Namespace) -> int:
     from polysteer.plugins.voice.whisper_adapter import read_wav
 
-    missing = [str(a) for a in args.audio if not a.is_file()]
-    if missing:
-        say(f"error: no such audio file: {', '.join(missing)}")
-        return 2
-    adapter = load_model({"kind": "whisper", "name": args.model})
+    _check_audio(list(args.audio))
     style = load_style(args.style) if args.style else None
     if args.compare and style is None:
-        say("--compare without --style: nothing to compare against; pass --style")
-        return 2
+        raise CommandError("--compare needs --style", "Pass --style NAME (a shipped style or a style "
+                           "YAML file)")
+    adapter = load_model_arg(args.model, modality="asr")
+    if not hasattr(adapter, "transcribe_long"):  # another recogniser: no long-audio reading
+        raise CommandError(f"model {args.model!r} cannot transcribe audio of any length",
+                           "Pass a Whisper model (whisper-tiny-en or a transformers Whisper folder)")
     for path in args.audio:
         wave, rate = read_wav(path)
         prefix = f"{path}: " if len(args.audio) > 1 else ""

@@ -17,18 +17,16 @@ in the dictionaries themselves.
 Each feature is then checked by effect: held-out sentences are synthesised at a few intensities and
 the measured pitch, centroid, speaking rate and Whisper word error rate are stored in the
 dictionary's details (``details.effect``).
-``python -m polysteer.plugins.voice.features [--out configs/dictionary]`` rebuilds the shipped
+``python scripts/build_voice_dictionaries.py [--out configs/dictionary]`` rebuilds the shipped
 dictionaries of the embedded voice (``joe-pitch``, ``joe-brightness``, ``joe-rate``,
 ``joe-intonation``) in a few minutes on one CPU thread.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -225,33 +223,3 @@ def build_voice_dictionaries(adapter: Any, *, prefix: str = "joe", progress: boo
             dictionary.info.details["effect"] = {
                 label: measure_effect(adapter, dictionary, label) for label in dictionary.labels}
     return made
-
-
-def rebuild_args(description: str, argv: Sequence[str] | None) -> tuple[argparse.Namespace, Any]:
-    """``(--out/--voice arguments, the loaded voice)`` for the scripts that rebuild shipped voice
-    dictionaries (this module's and :mod:`polysteer.plugins.voice.sae`'s ``main``)."""
-    from polysteer.paths import configs_dir
-    from polysteer.plugins.voice.adapter import VitsAdapter
-
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--out", type=Path, default=configs_dir() / "dictionary",
-                        help="folder the dictionaries are written to (default: the shipped ones)")
-    parser.add_argument("--voice", default="joe", help="embedded voice (default joe)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    return args, VitsAdapter.load(args.voice)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Rebuild the embedded voice's dictionaries into ``--out`` (default: the shipped folder)."""
-    args, adapter = rebuild_args(__doc__.splitlines()[0], argv)
-    for name, dictionary in build_voice_dictionaries(adapter, prefix=args.voice).items():
-        dictionary.save(args.out / name)
-        print(name, dictionary.describe())
-        for label, effect in dictionary.info.details.get("effect", {}).items():
-            print(f"  {label}: {effect}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

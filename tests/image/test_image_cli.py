@@ -59,7 +59,24 @@ def test_grid_sweeps_intensity_and_zero_column_is_plain(model_and_style):
     assert not torch.equal(cells[..., :16, 17:33], cells[..., :16, 34:50])
 
 
-def test_compare_without_style_is_a_clear_error(model_and_style):
+def test_compare_without_style_is_a_clear_error(model_and_style, capsys):
     _, tmp = model_and_style
-    with pytest.raises(SystemExit, match="need --style"):
-        main(["draw", "--model", str(tmp / "model"), "--compare", "-o", str(tmp / "x.png")])
+    assert main(["draw", "--model", str(tmp / "model"), "--compare", "-o", str(tmp / "x.png")]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: --compare and --grid need --style") and "Pass --style" in line
+
+
+def test_generate_on_the_pipeline_folder_matches_draw(model_and_style):
+    _, tmp = model_and_style
+    common = ["--style", str(tmp / "probe.yaml"), "--intensity", "4", "--seed", "3", "--steps", "3",
+              "--compare", "--scale", "1"]
+    assert main(["draw", "--model", str(tmp / "model"), *common, "-o", str(tmp / "a.png")]) == 0
+    assert main(["generate", "--model", str(tmp / "model"), *common, "-o", str(tmp / "b.png")]) == 0
+    assert torch.equal(_pixels(tmp / "a.png"), _pixels(tmp / "b.png"))
+
+
+def test_bad_condition_is_one_error_line(model_and_style, capsys):
+    _, tmp = model_and_style
+    assert main(["generate", "--model", str(tmp / "model"), "--steps", "2", "glasses"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "ATTR=VALUE" in line and "glasses=sunglasses" in line

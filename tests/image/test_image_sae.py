@@ -123,14 +123,26 @@ def test_an_effect_below_the_floor_labels_nothing(adapter, brightness_sae):
     assert evidence == {} and brightness_sae.labels[0] == "feature 0"
 
 
-def test_the_rebuild_command_writes_a_labelled_dictionary(adapter, tmp_path, capsys):
+def _rebuild_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "build_image_sae.py"
+    spec = importlib.util.spec_from_file_location("build_image_sae", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_rebuild_script_writes_a_labelled_dictionary(adapter, tmp_path, capsys):
     from polysteer.plugins.image.avatars import save_avatar_pipeline
 
     pipe = adapter.pipeline
     save_avatar_pipeline(tmp_path / "tiny", pipe.unet, pipe.conditioner, {}, dtype=torch.float32)
-    code = image_sae.main(["--model", str(tmp_path / "tiny"), "--site", SITE, "--out", str(tmp_path),
-                           "--images", "8", "--steps", "3", "--train-steps", "30", "--count", "4",
-                           "--d-features", "32", "--k", "4", "--figure", str(tmp_path / "labels.png")])
+    code = _rebuild_script().main(["--model", str(tmp_path / "tiny"), "--site", SITE, "--out", str(tmp_path),
+                                   "--images", "8", "--steps", "3", "--train-steps", "30", "--count",
+                                   "4", "--d-features", "32", "--k", "4", "--figure",
+                                   str(tmp_path / "labels.png")])
     assert code == 0
     sae = ps.resolve_dictionary(tmp_path / f"avatars-{SITE}-sae")
     assert sae.info.site == SITE and "labels" in sae.info.details and "fve" in capsys.readouterr().out

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 import torch
 
+from polysteer.cli import main
 from polysteer.dictionary import DictionaryInfo, DirectionSet, SparseAutoencoder, load_dictionary
 from polysteer.labels import FeatureReport, load_labels, set_label
 from polysteer.plugins.text import labels as text_labels
@@ -142,11 +141,9 @@ def test_label_dictionary_end_to_end_and_cli(adapter, tmp_path, capsys):
     assert load_labels(folder)[1].label == "never fires"
     assert load_dictionary(folder).labels == ["cat", "never fires"]
 
-    parser = argparse.ArgumentParser()
-    text_labels.add_arguments(parser)
-    assert text_labels.run(parser.parse_args(["show", str(folder)])) == 0
-    assert text_labels.run(parser.parse_args(["show", str(folder), "--feature", "cat"])) == 0
-    assert text_labels.run(parser.parse_args(["set", str(folder), "cat", "kitty"])) == 0
+    assert main(["labels", "show", str(folder)]) == 0
+    assert main(["labels", "show", str(folder), "--feature", "cat"]) == 0
+    assert main(["labels", "set", str(folder), "cat", "kitty"]) == 0
     out = capsys.readouterr().out
     assert "never fires" in out and "«cat»" in out and "kitty [user]" in out
     assert load_dictionary(folder).labels[0] == "kitty"

@@ -1,11 +1,10 @@
 """Concepts from examples, inspect, and the text CLI commands, on tiny random models."""
 
-import argparse
-
 import pytest
 import torch
 
 import polysteer as ps
+from polysteer.cli import main
 from polysteer.errors import ConfigError
 from polysteer.plugins.text import commands
 from polysteer.plugins.text.concepts import ConceptSpec, build_concept, token_activations
@@ -90,15 +89,15 @@ def test_steer_command_compare_and_stream(adapter, monkeypatch, capsys, tmp_path
     concept.save(tmp_path / "happy-dict")
     style = tmp_path / "style.yaml"
     style.write_text("name: happy\ncomponents:\n  - dictionary: happy-dict\n    feature: happy\n")
-    monkeypatch.setattr(commands, "load_text_model", lambda name: adapter)
-    args = argparse.Namespace(model="tiny", style=str(style), intensity=3.0, compare=True, seed=0,
-                              max_new_tokens=4, sample=False, prompt="the cat")
-    adapter.tokenizer.chat_template = None
-    assert commands._steer_run(args) == 0
+    adapter.model.save_pretrained(tmp_path / "tiny")
+    adapter.tokenizer.save_pretrained(tmp_path / "tiny")  # no chat template: plain prompts
+    monkeypatch.chdir(tmp_path)
+    args = ["steer", "--model", str(tmp_path / "tiny"), "--style", str(style), "--intensity", "3",
+            "--max-new-tokens", "4", "the cat"]
+    assert main([*args, "--compare"]) == 0
     out = capsys.readouterr().out
     assert "unsteered" in out and "happy x 3" in out
-    args.compare = False
-    assert commands._steer_run(args) == 0
+    assert main(args) == 0
     assert capsys.readouterr().out.strip(), "streaming printed nothing"
 
 
