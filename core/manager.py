@@ -47,6 +47,8 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "measures": ("polysteer_register_measures", "measure"),
     "config_schemas": ("polysteer_register_config_schemas", "config schema"),
     "commands": ("polysteer_register_commands", "command"),
+    "effect_measures": ("polysteer_register_effect_measures", "effect measure"),
+    "artifacts": ("polysteer_register_artifacts", "artifact"),
 }
 
 
@@ -104,6 +106,8 @@ class PluginManager:
         self.measures = Registry("measure")
         self.config_schemas = Registry("config schema")
         self.commands = Registry("command")
+        self.effect_measures = Registry("effect measure")
+        self.artifacts = Registry("artifact")
         self.failures: dict[str, PluginInfo] = {}
         self._info: dict[str, PluginInfo] = {}
         self.blocked = {n.strip() for n in os.environ.get("POLYSTEER_DISABLE_PLUGINS", "").split(",")

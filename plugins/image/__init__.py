@@ -66,3 +66,11 @@ def polysteer_register_commands(registry):
 
     for name, command in IMAGE_COMMANDS.items():
         registry.register(name, command, requires=REQUIRES)
+
+
+@hookimpl
+def polysteer_register_artifacts(registry):
+    from polysteer.plugins.image.models import artifacts
+
+    for item in artifacts():  # avatars (shipped inside the package)
+        registry.register(item.name, item, description=item.description)

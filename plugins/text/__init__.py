@@ -51,3 +51,11 @@ def polysteer_register_commands(registry):
 
     for name, command in TEXT_COMMANDS.items():
         registry.register(name, command, requires=REQUIRES[:1])
+
+
+@hookimpl
+def polysteer_register_artifacts(registry):
+    from polysteer.plugins.text.models import artifacts
+
+    for item in artifacts():  # smollm2
+        registry.register(item.name, item, description=item.description)

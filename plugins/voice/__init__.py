@@ -46,3 +46,11 @@ def polysteer_register_commands(registry):
     from polysteer.plugins.voice import tts
 
     tts.register_commands(registry)  # speak
+
+
+@hookimpl
+def polysteer_register_artifacts(registry):
+    from polysteer.plugins.voice import piper, whisper_models
+
+    for item in [*piper.artifacts(), *whisper_models.artifacts()]:  # joe, whisper-tiny-en
+        registry.register(item.name, item, description=item.description)
