@@ -59,3 +59,11 @@ def polysteer_register_artifacts(registry):
 
     for item in artifacts():  # smollm2
         registry.register(item.name, item, description=item.description)
+
+
+@hookimpl
+def polysteer_register_effect_measures(registry):
+    from polysteer.plugins.text.labels import LOGPROB_MEASURE, TEXT_EFFECT
+
+    registry.register(LOGPROB_MEASURE, TEXT_EFFECT, description=TEXT_EFFECT.description,
+                      requires=REQUIRES[:1])

@@ -54,3 +54,11 @@ def polysteer_register_artifacts(registry):
 
     for item in [*piper.artifacts(), *whisper_models.artifacts()]:  # joe, whisper-tiny-en
         registry.register(item.name, item, description=item.description)
+
+
+@hookimpl
+def polysteer_register_effect_measures(registry):
+    from polysteer.plugins.voice.sae import VOICE_EFFECT
+
+    registry.register("voice-acoustics", VOICE_EFFECT, description=VOICE_EFFECT.description,
+                      requires=MEASURES_REQUIRE)
