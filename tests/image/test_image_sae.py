@@ -184,3 +184,16 @@ def test_the_strongest_shipped_label_holds_on_fresh_seeds(avatars, shipped_sae):
     change = float((steered[record["measure"]] - plain[record["measure"]]).mean())
     sign = 1.0 if label.split(" (")[0].endswith("+") else -1.0
     assert change * sign > 0.5 * record["floor"], (label, change, record)
+
+
+def test_core_label_by_effect_with_the_image_measure_labels_a_planted_feature(adapter, brightness_sae):
+    from polysteer.label_effect import Candidate, label_by_effect
+
+    found = [Candidate(0, "brightness", 0.8), Candidate(1, "brightness", 0.8)]  # 1 darkens: rejected
+    result = label_by_effect(adapter, brightness_sae, found, 8, "image-avatar", intensity=4.0,
+                             floors={"brightness": 0.01}, significance=3.0, options={"seed": 5, "steps": 3})
+    assert brightness_sae.labels[:2] == ["brightness+ (0)", "feature 1"]
+    evidence = result.evidence["brightness+ (0)"]
+    assert evidence["change"] > 0.01 and evidence["standard_error"] > 0
+    assert {"warmth", "saturation", "contrast"} <= set(evidence["side_effects"])  # image statistics
+    assert [o.holds for o in result.outcomes] == [True, False]

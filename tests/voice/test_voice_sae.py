@@ -52,3 +52,22 @@ def test_harvest_train_and_label_keeps_only_features_whose_effect_agrees():
         assert item["change"] * item["correlation"] > 0  # the effect has the correlation's sign
     unlabelled = [lab for lab in sae.labels if lab.startswith("feature ")]
     assert len(unlabelled) == 16 - len(evidence)
+
+
+def test_core_label_by_effect_with_the_voice_measure_labels_a_planted_feature(plugin_manager):
+    import polysteer as ps
+    from polysteer.label_effect import Candidate, label_by_effect
+    from polysteer.plugins.voice.features import harvest, probe_direction
+
+    adapter = tiny_vits_adapter()
+    site = "duration_predictor.input"
+    got = harvest(adapter, PHRASES, [site], progress=False, measure=False)
+    w, _ = probe_direction(got.acts[site], got.log_duration, ridge=1e-3)  # longer phonemes
+    norm = ps.median_norm(torch.cat(got.acts[site])[None])
+    d = ps.direction_set([w, -w], ["slower", "faster"], site=site, site_norm=norm,
+                         model=adapter.model_fingerprint, method="linear-probe")
+    found = [Candidate(0, "rate", -1.0), Candidate(1, "rate", -1.0)]  # both claim to slow speech down
+    result = label_by_effect(adapter, d, found, PHRASES, "voice-acoustics", intensity=1.0)
+    assert d.labels == ["rate- (0)", "faster"]
+    assert result.evidence["rate- (0)"]["change"] < 0 and not result.outcomes[1].holds
+    assert set(result.evidence["rate- (0)"]["side_effects"]) <= {*MEASURES}
