@@ -197,3 +197,20 @@ def test_core_label_by_effect_with_the_image_measure_labels_a_planted_feature(ad
     assert evidence["change"] > 0.01 and evidence["standard_error"] > 0
     assert {"warmth", "saturation", "contrast"} <= set(evidence["side_effects"])  # image statistics
     assert [o.holds for o in result.outcomes] == [True, False]
+
+
+@pytest.mark.slow
+def test_the_shipped_labels_hold_through_core_label_by_effect(avatars, shipped_sae):
+    """The three strongest shipped labels, measured again by core's workflow with the registered
+    ``image-avatar`` measure on fresh seeds, move their measure their way by at least half the floor."""
+    from polysteer.label_effect import Candidate, measure_effects
+
+    evidence = shipped_sae.info.details["labels"]
+    strongest = sorted(evidence, key=lambda k: -abs(evidence[k]["change"]) / evidence[k]["floor"])[:3]
+    found = [Candidate(evidence[k]["feature"], evidence[k]["measure"], evidence[k]["correlation"],
+                       evidence[k]["positions"]) for k in strongest]
+    floors = {evidence[k]["measure"]: 0.5 * evidence[k]["floor"] for k in strongest}
+    outcomes = measure_effects(avatars, shipped_sae, found, 16, "image-avatar",
+                               intensity=evidence[strongest[0]]["intensity"], floors=floors,
+                               options={"seed": 9000, "steps": image_sae.STEPS})
+    assert [o.holds for o in outcomes] == [True] * 3, [(o.measure, o.change, o.floor) for o in outcomes]
