@@ -255,11 +255,18 @@ def effect_reports(dictionary: FeatureDictionary, outcomes: Sequence[Outcome],
             report.details["effect"] = o.evidence()
         else:
             o = max(tried, key=lambda t: t.strength)
-        report.effect_score = round(o.change * (1.0 if o.correlation >= 0 else -1.0), 6)
+        report.effect_score = _plain(o.change * (1.0 if o.correlation >= 0 else -1.0))
         report.flagged = feature not in labelled
-        report.details["tried"] = [{k: v for k, v in asdict(t).items() if k != "side_effects"}
+        report.details["tried"] = [{k: _plain(v) for k, v in asdict(t).items() if k != "side_effects"}
                                    for t in tried]
     return reports
+
+
+def _plain(value: Any) -> Any:
+    """``value`` for a JSON file: floats rounded, NaN and infinities (no effect measured) as None."""
+    if isinstance(value, float):
+        return round(value, 6) if math.isfinite(value) else None
+    return value
 
 
 def label_by_effect(adapter: Any, dictionary: FeatureDictionary, candidates: Sequence[Candidate],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 import polysteer as ps
 from polysteer.errors import RegistryError
@@ -140,3 +141,17 @@ def test_every_modality_registers_an_effect_measure(plugin_manager):
     entries = {e.name: e for e in plugin_manager.effect_measures}
     assert {"text-logprob", "image-avatar", "voice-acoustics"} <= set(entries)
     assert {entries[n].value.modality for n in entries} >= {"text", "image", "voice"}
+
+
+def test_a_measure_undefined_everywhere_holds_nothing_and_saves_as_null(model, dictionary, tmp_path):
+    def never(adapter, inputs, style, intensity, options):
+        return {"pitch": torch.full((len(inputs),), math.nan)}
+
+    result = label_by_effect(model, dictionary, [Candidate(0, "pitch")], PROMPTS,
+                             EffectMeasure(never, "voice"), intensity=1.0, folder=tmp_path)
+    (outcome,) = result.outcomes
+    assert outcome.units == 0 and not outcome.holds and result.evidence == {}
+    report = load_labels(tmp_path)[0]  # strict JSON: no NaN or Infinity in the file
+    assert report.flagged and report.effect_score is None
+    assert report.details["tried"][0]["change"] is None
+    assert "NaN" not in (tmp_path / "labels.json").read_text()
