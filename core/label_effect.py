@@ -7,7 +7,8 @@ sentence) for each named measure (``label tokens``, ``avatar_mouth_smile``, ``br
 ``pitch``...).
 
 Given a dictionary and :class:`Candidate` features (a feature, the measure it is expected to move,
-and the sign of that expectation, usually its correlation with the measure), :func:`measure_effects`
+and the sign of that expectation, usually its correlation with the measure: see
+:func:`correlated_candidates`), :func:`measure_effects`
 measures the held-out inputs once unsteered (the baseline) and once per candidate with the feature
 added (:func:`probe_style`: ``add`` at a fixed intensity, optionally within a position mask), and
 takes the paired per-unit change. A candidate *holds* when the mean change has the expected sign
@@ -89,6 +90,23 @@ class Candidate:
     measure: str
     correlation: float = 1.0
     positions: dict[str, Any] = field(default_factory=lambda: {"kind": "all"})
+
+
+def correlated_candidates(codes: torch.Tensor, measures: Mapping[str, torch.Tensor], per_measure: int = 2,
+                          positions: Callable[[int], dict[str, Any]] | None = None) -> list[Candidate]:
+    """For each measure (in order) the ``per_measure`` features whose activations ``codes``
+    ``(rows, features)`` correlate most, by magnitude, with its values ``(rows,)`` (NaN rows left
+    out); features that never vary are skipped. ``positions(feature)`` gives each one's mask."""
+    from polysteer.search import correlations
+
+    found = []
+    for measure, values in measures.items():
+        r = correlations(codes, values)
+        for feature in r.abs().argsort(descending=True)[:per_measure].tolist():
+            if r[feature] != 0:
+                found.append(Candidate(feature, measure, float(r[feature]),
+                                       positions(feature) if positions else {"kind": "all"}))
+    return found
 
 
 @dataclass

@@ -39,10 +39,9 @@ from typing import Any
 import torch
 
 from polysteer import SparseAutoencoder, Style, steer
-from polysteer.label_effect import Candidate, EffectMeasure, label_by_effect
+from polysteer.label_effect import Candidate, EffectMeasure, correlated_candidates, label_by_effect
 from polysteer.label_effect import probe_style as core_probe_style
 from polysteer.sae_training import TrainConfig, train_sae
-from polysteer.search import correlations
 
 SITE = "up.1"
 STEPS = 20
@@ -170,13 +169,8 @@ def candidates(sae: SparseAutoencoder, h: Harvest, per_measure: int = 2) -> list
     """For each measure the ``per_measure`` features whose per-image mean activation correlates most
     (by magnitude) with it, with the position mask where each fires."""
     pooled, where = feature_means(sae, h)
-    out = []
-    for measure, values in h.measures.items():
-        r = correlations(pooled, values)
-        for feature in r.abs().argsort(descending=True)[:per_measure].tolist():
-            if r[feature] != 0:
-                out.append(Candidate(feature, measure, float(r[feature]), where_it_fires(where[:, feature])))
-    return out
+    return correlated_candidates(pooled, h.measures, per_measure,
+                                 positions=lambda feature: where_it_fires(where[:, feature]))
 
 
 def floors(h: Harvest) -> dict[str, float]:

@@ -26,11 +26,10 @@ from typing import Any
 import torch
 
 from polysteer import SparseAutoencoder, Style
-from polysteer.label_effect import Candidate, EffectMeasure
+from polysteer.label_effect import EffectMeasure, correlated_candidates
 from polysteer.label_effect import label_by_effect as core_label_by_effect
 from polysteer.runtime import steer
 from polysteer.sae_training import TrainConfig, train_sae
-from polysteer.search import correlations
 
 SITE = "decoder.input"
 MEASURES = ("pitch", "centroid", "level", "flatness")
@@ -103,11 +102,7 @@ def label_by_effect(adapter: Any, sae: SparseAutoencoder, acts: torch.Tensor,
     the evidence per labelled feature and sets ``sae.labels``."""
     with torch.no_grad():
         codes = sae.encode(acts)
-    found = []
-    for measure in MEASURES:
-        r = correlations(codes, values[measure])
-        found += [Candidate(feature, measure, float(r[feature]))
-                  for feature in r.abs().argsort(descending=True)[:per_measure].tolist() if r[feature] != 0]
+    found = correlated_candidates(codes, {m: values[m] for m in MEASURES}, per_measure)
     return core_label_by_effect(adapter, sae, found, list(sentences), VOICE_EFFECT, intensity=intensity,
                                 prefer="first").evidence
 

@@ -155,3 +155,17 @@ def test_a_measure_undefined_everywhere_holds_nothing_and_saves_as_null(model, d
     assert report.flagged and report.effect_score is None
     assert report.details["tried"][0]["change"] is None
     assert "NaN" not in (tmp_path / "labels.json").read_text()
+
+
+def test_correlated_candidates_pick_the_features_that_track_each_measure():
+    from polysteer.label_effect import correlated_candidates
+
+    g = torch.Generator().manual_seed(0)
+    codes = torch.rand(100, 4, generator=g)
+    codes[:, 3] = 0.0  # never fires: never a candidate
+    measures = {"up": 2 * codes[:, 1] + 0.01 * torch.randn(100, generator=g), "down": -codes[:, 2]}
+    found = correlated_candidates(codes, measures, per_measure=1, positions=lambda f: {"kind": "f", "n": f})
+    assert [(c.feature, c.measure) for c in found] == [(1, "up"), (2, "down")]
+    assert found[0].correlation > 0.99 and found[1].correlation == pytest.approx(-1.0, abs=1e-5)
+    assert found[1].positions == {"kind": "f", "n": 2}
+    assert all(c.feature != 3 for c in correlated_candidates(codes, measures, per_measure=4))
