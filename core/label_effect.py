@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from polysteer.dictionary import FeatureDictionary
+from polysteer.errors import PolysteerError
 from polysteer.labels import FeatureReport, apply_labels, labels_path, load_labels
 from polysteer.style import Style
 
@@ -188,6 +189,10 @@ def measure_effects(adapter: Any, dictionary: FeatureDictionary, candidates: Seq
     effect = effect_measure(measure)
     options = dict(options or {})
     base = dict(baseline) if baseline is not None else effect(adapter, inputs, None, 0.0, options)
+    unknown = sorted({c.measure for c in candidates} - set(base))
+    if unknown:  # before any steered run: a typo should not cost a sweep
+        raise PolysteerError(f"the effect measure gives no {', '.join(map(repr, unknown))}; it gives "
+                             f"{', '.join(sorted(base))}: name candidates by one of those")
     done: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
     out = []
     for c in tqdm(candidates, desc="measuring effects", unit="candidate", disable=not progress, leave=False):
@@ -196,8 +201,6 @@ def measure_effects(adapter: Any, dictionary: FeatureDictionary, candidates: Seq
             got = effect(adapter, inputs, probe_style(dictionary, c.feature, c.positions), intensity, options)
             done[key] = {m: got[m] - base[m] for m in base if m in got}
         changes = done[key]
-        if c.measure not in changes:
-            raise KeyError(f"effect measure gave no {c.measure!r}; it gives: {', '.join(sorted(changes))}")
         change = changes[c.measure]
         finite = change[torch.isfinite(change)]
         mean = float(finite.mean()) if len(finite) else math.nan

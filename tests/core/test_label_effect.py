@@ -169,3 +169,16 @@ def test_correlated_candidates_pick_the_features_that_track_each_measure():
     assert found[0].correlation > 0.99 and found[1].correlation == pytest.approx(-1.0, abs=1e-5)
     assert found[1].positions == {"kind": "f", "n": 2}
     assert all(c.feature != 3 for c in correlated_candidates(codes, measures, per_measure=4))
+
+
+def test_a_candidate_naming_a_measure_the_effect_measure_lacks_fails_before_any_steering(model, dictionary):
+    calls = []
+
+    def counted(adapter, inputs, style, intensity, options):
+        calls.append(style)
+        return token_logprobs(adapter, inputs, style, intensity, options)
+
+    with pytest.raises(ps.PolysteerError, match="gives no 'logprb'.*logprob, other"):
+        measure_effects(model, dictionary, [Candidate(0, "logprob"), Candidate(1, "logprb")], PROMPTS,
+                        EffectMeasure(counted, "text"), intensity=1.0, options={"token": TOKEN})
+    assert calls == [None]  # only the baseline ran
