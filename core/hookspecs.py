@@ -65,6 +65,16 @@ def polysteer_register_generate_extensions(registry: Any) -> None:
 
 
 @hookspec
+def polysteer_register_effect_measures(registry: Any) -> None:
+    """Register effect measures for label-by-effect: ``registry.register(name, EffectMeasure(...))``."""
+
+
+@hookspec
+def polysteer_register_artifacts(registry: Any) -> None:
+    """Register installable models, voices and data sets: ``registry.register(name, Artifact(...))``."""
+
+
+@hookspec
 def polysteer_before_generate(adapter: Any, inputs: Any, options: dict) -> None:
     """Observe a generation about to start (log, audit); must not change anything."""
 

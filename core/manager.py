@@ -49,6 +49,8 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "config_schemas": ("polysteer_register_config_schemas", "config schema"),
     "commands": ("polysteer_register_commands", "command"),
     "generate_extensions": ("polysteer_register_generate_extensions", "generate extension"),
+    "effect_measures": ("polysteer_register_effect_measures", "effect measure"),
+    "artifacts": ("polysteer_register_artifacts", "artifact"),
 }
 
 
@@ -108,6 +110,8 @@ class PluginManager:
         self.config_schemas = Registry("config schema")
         self.commands = Registry("command")
         self.generate_extensions = Registry("generate extension")
+        self.effect_measures = Registry("effect measure")
+        self.artifacts = Registry("artifact")
         self.failures: dict[str, PluginInfo] = {}
         self._info: dict[str, PluginInfo] = {}
         self.blocked = {n.strip() for n in os.environ.get("POLYSTEER_DISABLE_PLUGINS", "").split(",")

@@ -1,5 +1,8 @@
 """Manifests of converted folders (embedded models, voices): what was made, from what, and a file table.
 
+:func:`write_model_manifest` is the one writer every converted artifact uses (text models, Piper
+voices, Whisper models); :func:`is_complete` is the one "is it installed" check.
+
 A converted folder (``home()/models/<name>/``) is built aside, gets a manifest listing every file
 with its size and sha256, and is then renamed into place; the manifest, written last, marks a
 complete install. :func:`folder_problems` compares a folder with its manifest (sizes only, or
@@ -43,6 +46,21 @@ def write_manifest(folder: Path, manifest: dict[str, Any], name: str = MODEL_MAN
     """Write ``manifest`` plus the file table of ``folder`` as ``folder/name`` (atomically)."""
     write_json(folder / name, {"format": MODEL_MANIFEST_FORMAT, "format_version": 1, **manifest,
                                "files": file_table(folder, skip=name)})
+
+
+def write_model_manifest(folder: Path, *, name: str, title: str, licence: str, source: dict[str, Any],
+                         libraries: tuple[str, ...] = (), dtype: str = "float32",
+                         **extra: Any) -> None:
+    """The manifest of a converted artifact (what it is, where it came from, which library
+    versions converted it, the file table); written last, it marks a complete install."""
+    write_manifest(folder, {"name": name, "title": title, "licence": licence, "dtype": dtype,
+                            "source": source, **extra,
+                            "converted_with": library_versions(*libraries)})
+
+
+def is_complete(folder: str | os.PathLike, name: str = MODEL_MANIFEST) -> bool:
+    """Whether a converted folder is complete: its manifest, written last, exists."""
+    return (Path(folder) / name).is_file()
 
 
 def _entry_problems(folder: Path, rel: str, entry: Any, rehash: bool) -> list[str]:

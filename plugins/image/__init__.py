@@ -73,3 +73,19 @@ def polysteer_register_generate_extensions(registry):
     from polysteer.plugins.image.commands import IMAGE_GENERATION
 
     registry.register("diffusers", IMAGE_GENERATION, requires=REQUIRES)
+
+
+@hookimpl
+def polysteer_register_artifacts(registry):
+    from polysteer.plugins.image.models import artifacts
+
+    for item in artifacts():  # avatars (shipped inside the package)
+        registry.register(item.name, item, description=item.description)
+
+
+@hookimpl
+def polysteer_register_effect_measures(registry):
+    from polysteer.plugins.image.sae import image_effect
+
+    effect = image_effect()  # the avatar classifier's probabilities and the image statistics
+    registry.register("image-avatar", effect, description=effect.description, requires=REQUIRES)

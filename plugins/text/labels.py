@@ -10,6 +10,8 @@
   neutral prompts and measures the change in mean log-probability of the label's tokens in the
   next-token distribution (teacher-forced: every position of the prompts, steered minus
   unsteered). Features whose score is below a threshold are flagged: their label does not hold.
+  The workflow is core's label-by-effect (:mod:`polysteer.label_effect`); this module gives it
+  the ``text-logprob`` effect measure (:func:`label_logprob`).
 * :func:`label_dictionary` does all of it and saves the labels with the dictionary.
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from polysteer.dictionary import FeatureDictionary
+from polysteer.label_effect import Candidate, EffectMeasure, measure_effects
 from polysteer.labels import (
     FeatureReport,
     ReportCollector,
@@ -32,7 +35,7 @@ from polysteer.labels import (
     keep_user_labels,
 )
 from polysteer.runtime import dictionary_search_path, resolve_dictionary, steer
-from polysteer.style import Component, Style
+from polysteer.style import Style
 
 NEUTRAL_PROMPTS = (
     "The weather today is",
@@ -310,15 +313,26 @@ def label_tokens(adapter: Any, report: FeatureReport) -> list[int]:
     return sorted(ids)
 
 
+LOGPROB_MEASURE = "text-logprob"
+"""The text plugin's effect measure: mean log-probability of given tokens at every prompt position."""
+
+
 @torch.no_grad()
-def _mean_logprob(adapter: Any, prompts: list[str], tokens: torch.Tensor, style: Style | None,
-                  intensity: float) -> torch.Tensor:
-    """Mean log-probability of ``tokens`` over every real position of ``prompts``."""
+def label_logprob(adapter: Any, prompts: Sequence[str], style: Style | None, intensity: float,
+                  options: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Per real prompt position (teacher-forced, one forward pass), the mean log-probability of
+    each token set in ``options["tokens"]`` (``{measure name: token ids}``) in the next-token
+    distribution: ``{name: (positions,)}``. Registered as the ``text-logprob`` effect measure."""
     with steer(adapter, style, intensity):
-        logits, mask = adapter.forward(prompts)
-    logp = torch.log_softmax(logits.float(), dim=-1)[..., tokens.to(logits.device)]  # (B, P, T)
+        logits, mask = adapter.forward(list(prompts))
+    logp = torch.log_softmax(logits.float(), dim=-1)
     mask = mask.bool().to(logp.device)
-    return logp[mask].mean()
+    return {name: logp[..., torch.tensor(list(ids), device=logp.device)][mask].mean(-1)
+            for name, ids in options["tokens"].items()}
+
+
+TEXT_EFFECT = EffectMeasure(label_logprob, "text", "mean log-probability of a label's tokens at every "
+                            "position of neutral prompts (teacher-forced)")
 
 
 def verify_labels(adapter: Any, dictionary: FeatureDictionary | str, reports: Sequence[FeatureReport],
@@ -329,34 +343,35 @@ def verify_labels(adapter: Any, dictionary: FeatureDictionary | str, reports: Se
 
     For each feature (all, or ``features``) with label tokens, steer with it (``add`` at
     ``intensity`` site norms) over ``prompts`` and score the mean log-probability of its label
-    tokens in the next-token distribution, steered minus unsteered, over every prompt position.
-    A score below ``threshold`` flags the label. Returns a row per verified feature:
+    tokens in the next-token distribution, steered minus unsteered, over every prompt position
+    (core's :func:`~polysteer.label_effect.measure_effects` with the ``text-logprob`` measure).
+    A score not above ``threshold`` flags the label. Returns a row per verified feature:
     ``{"feature", "label", "score", "flagged", "tokens"}``.
     """
     d = resolve_dictionary(dictionary)
     d.check_compatible(adapter.model_fingerprint, d.info.site, adapter.bind(d.info.site).channels)
-    prompts = list(prompts)
     wanted = range(len(reports)) if features is None else [int(f) for f in features]
-    rows = []
-    baselines: dict[tuple[int, ...], float] = {}
-    for index in tqdm(wanted, desc="verifying labels", unit="feature", disable=not progress):
+    tokens: dict[str, list[int]] = {}
+    found: list[Candidate] = []
+    for index in wanted:
         report = reports[index]
-        tokens = label_tokens(adapter, report)
-        if not tokens:
+        ids = label_tokens(adapter, report)
+        if not ids:
             report.effect_score, report.flagged = None, False
             continue
-        key = tuple(tokens)
-        ids = torch.tensor(tokens)
-        if key not in baselines:
-            baselines[key] = float(_mean_logprob(adapter, prompts, ids, None, 0.0))
-        style = Style(name="verify-label", components=[
-            Component(name=f"feature {report.feature}", dictionary=d, feature=report.feature)])
-        score = float(_mean_logprob(adapter, prompts, ids, style, intensity)) - baselines[key]
-        report.effect_score, report.flagged = score, score < threshold
+        name = f"tokens {','.join(map(str, ids))}"  # features with the same tokens share a baseline
+        tokens[name] = ids
+        found.append(Candidate(report.feature, name))
+    outcomes = measure_effects(adapter, d, found, list(prompts), TEXT_EFFECT, intensity=intensity,
+                               floors=threshold, options={"tokens": tokens}, progress=progress)
+    rows = []
+    for outcome in outcomes:
+        report = reports[outcome.feature]
+        report.effect_score, report.flagged = outcome.change, not outcome.holds
         report.details["verify"] = {"intensity": intensity, "threshold": threshold,
                                     "prompts": len(prompts)}
-        rows.append({"feature": report.feature, "label": report.label, "score": score,
-                     "flagged": report.flagged, "tokens": tokens})
+        rows.append({"feature": report.feature, "label": report.label, "score": outcome.change,
+                     "flagged": report.flagged, "tokens": tokens[outcome.measure]})
     return rows
 
 

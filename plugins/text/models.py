@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from polysteer.catalogue import Artifact, verify_folder
 from polysteer.console import say
 from polysteer.errors import (
     CorruptFileError,
@@ -27,12 +28,7 @@ from polysteer.errors import (
     PolysteerError,
 )
 from polysteer.fileio import sha256_file, staged_folder
-from polysteer.manifest import (
-    MODEL_MANIFEST,
-    folder_problems,
-    library_versions,
-    write_manifest,
-)
+from polysteer.manifest import MODEL_MANIFEST, folder_problems, is_complete, write_model_manifest
 from polysteer.paths import home
 from polysteer.registry import catalogue_entry
 
@@ -90,7 +86,7 @@ def model_dir(name: str) -> Path:
 
 def is_installed(name: str) -> bool:
     """Whether ``name`` has been converted; the manifest is written last, so it marks completion."""
-    return (model_dir(name) / MANIFEST).is_file()
+    return is_complete(model_dir(name))
 
 
 def _package_dir(spec: EmbeddedModel) -> Path | None:
@@ -172,16 +168,6 @@ def _convert(weights: Path, out: Path, progress: bool) -> None:
         tokenizer.save_pretrained(out)
 
 
-def _write_manifest(folder: Path, spec: EmbeddedModel, weights: Path) -> None:
-    """The manifest (source, provenance, file table); written last, it marks a full install."""
-    write_manifest(folder, {
-        "name": spec.name, "title": spec.title, "licence": spec.licence, "dtype": "float32",
-        "source": {"package": spec.package, "version": spec.version, "file": spec.filename,
-                   "sha256": sha256_file(weights)},
-        "converted_with": library_versions("transformers", "gguf"),
-    })
-
-
 def install_model(name: str, progress: bool = True, force: bool = False) -> Path:
     """Convert embedded model ``name`` into the cache once and return its folder.
 
@@ -200,7 +186,10 @@ def install_model(name: str, progress: bool = True, force: bool = False) -> Path
     started = time.perf_counter()
     with staged_folder(final, replace=force, marker=MANIFEST) as tmp:
         _convert(weights, tmp, progress)
-        _write_manifest(tmp, spec, weights)
+        write_model_manifest(tmp, name=spec.name, title=spec.title, licence=spec.licence,
+                             source={"package": spec.package, "version": spec.version,
+                                     "file": spec.filename, "sha256": sha256_file(weights)},
+                             libraries=("transformers", "gguf"))
     say(f"{spec.title} ready in {final} ({time.perf_counter() - started:.0f} s)", progress)
     return final
 
@@ -210,13 +199,8 @@ def verify_model(name: str) -> list[str]:
 
     An empty list means the cached copy is intact. Each problem says how to fix it.
     """
-    folder = model_dir(name)
-    if not folder.is_dir():
-        return [f"{name} is not installed ({folder} does not exist); "
-                f"install it with install_model({name!r})"]
-    problems = folder_problems(folder, rehash=True)
-    fix = f"; reinstall with install_model({name!r}, force=True)"
-    return [f"{folder}: {problem}{fix}" for problem in problems]
+    return verify_folder(model_dir(name), name, f"reinstall with install_model({name!r}, force=True)",
+                         install=f"install_model({name!r})")
 
 
 def _embedded_folder(name: str) -> Path:
@@ -340,3 +324,16 @@ def list_models() -> list[dict[str, Any]]:
         }
         for spec in EMBEDDED.values()
     ]
+
+
+def artifacts() -> list[Artifact]:
+    """The embedded text models as catalogue entries (registered by the text plugin)."""
+    return [Artifact(
+        name=spec.name, kind="model", modality="text", description=spec.description,
+        licence=spec.licence, size="520 MB",
+        package=f"{spec.package}=={spec.version}",
+        locate=lambda n=spec.name: model_dir(n),
+        installer=lambda force, progress, n=spec.name: install_model(n, progress=progress, force=force),
+        verifier=lambda n=spec.name: verify_model(n),
+        details={"title": spec.title, "architecture": spec.architecture, "install": spec.pip_command},
+    ) for spec in EMBEDDED.values()]

@@ -56,3 +56,19 @@ def polysteer_register_generate_extensions(registry):
 
     registry.register("vits", SPEECH_GENERATION, requires=TTS_REQUIRES)
     registry.register("whisper", TRANSCRIPTION_GENERATION, requires=ASR_REQUIRES)
+
+
+@hookimpl
+def polysteer_register_artifacts(registry):
+    from polysteer.plugins.voice import piper, whisper_models
+
+    for item in [*piper.artifacts(), *whisper_models.artifacts()]:  # joe, whisper-tiny-en
+        registry.register(item.name, item, description=item.description)
+
+
+@hookimpl
+def polysteer_register_effect_measures(registry):
+    from polysteer.plugins.voice.sae import VOICE_EFFECT
+
+    registry.register("voice-acoustics", VOICE_EFFECT, description=VOICE_EFFECT.description,
+                      requires=MEASURES_REQUIRE)

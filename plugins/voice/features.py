@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from polysteer import DirectionSet, Style, difference_of_means, direction_set, linear_probe, median_norm
+from polysteer.label_effect import probe_style
 from polysteer.runtime import steer
 
 PROBE_SITE = "text_encoder.layers.5"
@@ -173,11 +174,9 @@ def measure_effect(adapter: Any, dictionary: DirectionSet, feature: str,
 
 
 def one_feature_style(dictionary: DirectionSet, feature: str, **component: Any) -> Style:
-    """A one-component ``add`` style over an in-memory dictionary."""
-    style = Style.from_dict({"name": feature, "components": [
-        {"dictionary": "in-memory", "feature": feature, **component}]})
-    style.components[0].dictionary = dictionary
-    return style
+    """A one-component ``add`` style over an in-memory dictionary (core's
+    :func:`~polysteer.label_effect.probe_style`, named after the feature)."""
+    return probe_style(dictionary, feature, name=feature, **component)
 
 
 def _pack(adapter: Any, vectors: list[torch.Tensor], labels: list[str], site: str, acts: list[torch.Tensor],

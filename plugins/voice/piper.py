@@ -18,6 +18,7 @@ transformers) and absent from the graph.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import zipfile
@@ -29,15 +30,11 @@ from typing import Any
 
 import torch
 
+from polysteer.catalogue import Artifact, verify_folder
 from polysteer.console import say
 from polysteer.errors import CorruptFileError
 from polysteer.fileio import sha256_file, staged_folder
-from polysteer.manifest import (
-    MODEL_MANIFEST,
-    folder_problems,
-    library_versions,
-    write_manifest,
-)
+from polysteer.manifest import MODEL_MANIFEST, is_complete, write_model_manifest
 from polysteer.paths import home
 from polysteer.registry import catalogue_entry
 from polysteer.wheels import download_wheel
@@ -302,7 +299,7 @@ def _read_wheel(name: str) -> tuple[bytes, dict[str, Any], Path]:
 
 def is_installed(name: str) -> bool:
     """Whether the voice has been converted (the manifest is written last)."""
-    return (voice_dir(name) / MANIFEST).is_file()
+    return is_complete(voice_dir(name))
 
 
 def install_voice(name: str = "joe", force: bool = False, progress: bool = True) -> Path:
@@ -325,30 +322,34 @@ def install_voice(name: str = "joe", force: bool = False, progress: bool = True)
                   str(tmp / "model.safetensors"))
         (tmp / VOICE_FILE).write_text(json.dumps(voice_metadata(voice, spec), indent=1,
                                                  ensure_ascii=False) + "\n")
-        _write_manifest(tmp, spec, wheel, onnx_bytes)
+        write_model_manifest(tmp, name=f"piper-{spec.name}", title=spec.title, licence=spec.licence,
+                             source={"package": spec.requirement, "wheel_sha256": sha256_file(wheel),
+                                     "file": spec.onnx_member,
+                                     "sha256": hashlib.sha256(onnx_bytes).hexdigest()},
+                             libraries=("transformers", "onnx"))
     say(f"{spec.title} ready in {final} ({time.perf_counter() - started:.0f} s)", progress)
     return final
 
 
-def _write_manifest(folder: Path, spec: EmbeddedVoice, wheel: Path, onnx_bytes: bytes) -> None:
-    import hashlib
-
-    write_manifest(folder, {
-        "name": f"piper-{spec.name}", "title": spec.title, "licence": spec.licence, "dtype": "float32",
-        "source": {"package": spec.requirement, "wheel_sha256": sha256_file(wheel),
-                   "file": spec.onnx_member, "sha256": hashlib.sha256(onnx_bytes).hexdigest()},
-        "converted_with": library_versions("transformers", "onnx"),
-    })
-
-
 def verify_voice(name: str = "joe") -> list[str]:
     """Re-hash the converted voice against its manifest; the problems found (empty: intact)."""
-    folder = voice_dir(name)
-    fix = f"; reinstall with install_voice({name!r}, force=True)"
-    return [f"{folder}: {problem}{fix}" for problem in folder_problems(folder, rehash=True)]
+    return verify_folder(voice_dir(name), name, f"reinstall with install_voice({name!r}, force=True)",
+                         install=f"install_voice({name!r})")
 
 
 def onnx_bytes_and_voice(name: str = "joe") -> tuple[bytes, dict[str, Any]]:
     """The original ONNX file and JSON of an embedded voice (for tests against onnxruntime)."""
     onnx_bytes, voice, _ = _read_wheel(name)
     return onnx_bytes, voice
+
+
+def artifacts() -> list[Artifact]:
+    """The embedded Piper voices as catalogue entries (registered by the voice plugin)."""
+    return [Artifact(
+        name=spec.name, kind="voice", modality="voice",
+        description=f"{spec.title}, converted from ONNX to a transformers VitsModel",
+        licence=spec.licence, size="60 MB (58 MB wheel)",
+        package=spec.requirement, locate=lambda n=spec.name: voice_dir(n),
+        installer=lambda force, progress, n=spec.name: install_voice(n, force=force, progress=progress),
+        verifier=lambda n=spec.name: verify_voice(n),
+    ) for spec in EMBEDDED_VOICES.values()]

@@ -7,10 +7,11 @@ centroid, level, spectral flatness). A TopK SAE is trained on the frames with th
 
 1. *candidates*: for each measure, the features whose activation correlates most with it over the
    harvested frames;
-2. *verified by effect*: each candidate is added (``add``, intensity 0.5, positions where it
-   fires most) to held-out speech and the measure is taken again; a candidate whose effect has the
-   sign of its correlation is labelled ``<measure>+`` (or ``-``) with the measured change recorded
-   in ``info.details["labels"]``. Other features keep ``feature N``.
+2. *verified by effect* (core's label-by-effect, :mod:`polysteer.label_effect`, with this
+   plugin's ``voice-acoustics`` measure): each candidate is added (``add``, intensity 0.5) to
+   held-out speech and the measure is taken again; a candidate whose mean change has the sign of
+   its correlation is labelled ``<measure>+`` (or ``-``) with the measured change recorded in
+   ``info.details["labels"]``. Other features keep ``feature N``.
 
 ``python scripts/build_voice_sae.py [--out configs/dictionary]`` rebuilds the shipped
 ``joe-decoder-sae``.
@@ -19,15 +20,16 @@ centroid, level, spectral flatness). A TopK SAE is trained on the frames with th
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from polysteer import SparseAutoencoder, Style
+from polysteer.label_effect import EffectMeasure, correlated_candidates
+from polysteer.label_effect import label_by_effect as core_label_by_effect
 from polysteer.runtime import steer
 from polysteer.sae_training import TrainConfig, train_sae
-from polysteer.search import correlations
 
 SITE = "decoder.input"
 MEASURES = ("pitch", "centroid", "level", "flatness")
@@ -69,46 +71,40 @@ def harvest_frames(adapter: Any, sentences: Sequence[Any], seeds: Sequence[int] 
     return torch.cat(acts), {m: torch.cat(v) for m, v in values.items()}
 
 
-def _effect(adapter: Any, sae: SparseAutoencoder, feature: int, measure: str,
-            sentences: Sequence[str], intensity: float) -> float:
-    """Mean change of ``measure`` over held-out sentences when the feature is added."""
-    style = Style.from_dict({"name": "probe", "components": [
-        {"dictionary": "in-memory", "feature": feature, "intervention": "add"}]})
-    style.components[0].dictionary = sae
-    changes = []
+def sentence_measures(adapter: Any, sentences: Sequence[Any], style: Style | None, intensity: float,
+                      options: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Per sentence (each synthesised alone from ``options["seed"]``, default 0, under ``style``):
+    the mean over its frames of every measure in :data:`MEASURES` (NaN where a measure is
+    undefined in every frame) and its speaking ``rate`` (phonemes per second). Registered as the
+    ``voice-acoustics`` effect measure."""
+    values: dict[str, list[float]] = {m: [] for m in (*MEASURES, "rate")}
     for sentence in sentences:
-        got = []
-        for w in (0.0, intensity):
-            with steer(adapter, style, intensity=w):
-                wave = adapter.generate(sentence, seed=0)
-            frames = int(adapter.last.frames[0])
-            values = frame_measures(adapter, wave[:, : int(adapter.last.lengths[0])], frames)[measure]
-            got.append(values.nanmean().item() if (~values.isnan()).any() else math.nan)
-        if all(math.isfinite(g) for g in got):
-            changes.append(got[1] - got[0])
-    return sum(changes) / len(changes) if changes else math.nan
+        with steer(adapter, style, intensity=intensity):
+            wave = adapter.generate(sentence, seed=options.get("seed", 0))
+        frames = int(adapter.last.frames[0])
+        got = frame_measures(adapter, wave[:, : int(adapter.last.lengths[0])], frames)
+        for name, v in got.items():
+            values[name].append(v.nanmean().item() if (~v.isnan()).any() else math.nan)
+        values["rate"].append(float(adapter.speaking_rate()[0]))
+    return {name: torch.tensor(v) for name, v in values.items()}
+
+
+VOICE_EFFECT = EffectMeasure(sentence_measures, "voice", "per sentence: mean F0, spectral centroid, level "
+                             "and flatness of its frames, and its speaking rate")
 
 
 def label_by_effect(adapter: Any, sae: SparseAutoencoder, acts: torch.Tensor,
-                    values: dict[str, torch.Tensor], sentences: Sequence[str], *, per_measure: int = 3,
-                    intensity: float = 0.5) -> dict[str, dict[str, float]]:
+                    values: dict[str, torch.Tensor], sentences: Sequence[Any], *, per_measure: int = 3,
+                    intensity: float = 0.5) -> dict[str, dict[str, Any]]:
     """Label the SAE's features whose added direction moves a measure the way their activation
-    correlates with it; returns the evidence per labelled feature and sets ``sae.labels``."""
+    correlates with it (core's :func:`~polysteer.label_effect.label_by_effect` with the
+    ``voice-acoustics`` measure; the first candidate of a feature that holds names it); returns
+    the evidence per labelled feature and sets ``sae.labels``."""
     with torch.no_grad():
         codes = sae.encode(acts)
-    evidence: dict[str, dict[str, float]] = {}
-    labels = list(sae.labels)
-    for measure in MEASURES:
-        r = correlations(codes, values[measure])
-        for feature in r.abs().argsort(descending=True)[:per_measure].tolist():
-            sign = 1.0 if r[feature] > 0 else -1.0
-            change = _effect(adapter, sae, feature, measure, sentences, intensity * sign)
-            if math.isfinite(change) and change * sign > 0 and labels[feature].startswith("feature "):
-                labels[feature] = f"{measure}{'+' if sign > 0 else '-'} ({feature})"
-                evidence[labels[feature]] = {"feature": feature, "correlation": round(r[feature].item(), 3),
-                                             "intensity": intensity * sign, "change": round(change, 3)}
-    sae.labels = labels
-    return evidence
+    found = correlated_candidates(codes, {m: values[m] for m in MEASURES}, per_measure)
+    return core_label_by_effect(adapter, sae, found, list(sentences), VOICE_EFFECT, intensity=intensity,
+                                prefer="first").evidence
 
 
 def build_decoder_sae(adapter: Any, *, d_features: int = 512, k: int = 16, steps: int = 3000,

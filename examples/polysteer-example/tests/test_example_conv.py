@@ -98,3 +98,22 @@ def test_centroid_shift_measure(register_plugin, plugin_manager) -> None:
     high[:, 5] = 1.0
     assert measure(None, low, low) == 0.0
     assert measure(None, high, low) == pytest.approx(4.0)
+
+
+def test_label_by_effect_names_a_feature_by_what_it_does_to_the_centroid(register_plugin) -> None:
+    from polysteer import direction_set
+    from polysteer.label_effect import Candidate, label_by_effect
+
+    register_plugin(polysteer_example, "example")
+    adapter = load_model("example-conv")
+    site = "skips"
+    u = torch.randn(adapter.bind(site).channels, generator=torch.Generator().manual_seed(0))
+    d = direction_set([u, -u], ["u", "minus u"], site=site, site_norm=1.0,
+                      model=adapter.model_fingerprint, method="test")
+    both = [Candidate(0, "centroid"), Candidate(1, "centroid")]  # each claims to raise the centroid
+    result = label_by_effect(adapter, d, both, example_frames(samples=4), "example-centroid", intensity=0.5)
+    changes = [o.change for o in result.outcomes]
+    assert changes[0] * changes[1] < 0  # a direction and its opposite move the centroid both ways
+    raises = 0 if changes[0] > 0 else 1
+    assert list(result.evidence) == [f"centroid+ ({raises})"]
+    assert d.labels[1 - raises] == ["u", "minus u"][1 - raises]  # the other keeps its label
