@@ -45,6 +45,9 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "schedules": ("polysteer_register_schedules", "schedule"),
     "position_masks": ("polysteer_register_position_masks", "position mask"),
     "measures": ("polysteer_register_measures", "measure"),
+    "renderers": ("polysteer_register_renderers", "renderer"),
+    "row_selectors": ("polysteer_register_row_selectors", "row selector"),
+    "attributes": ("polysteer_register_attributes", "measured attribute"),
     "config_schemas": ("polysteer_register_config_schemas", "config schema"),
     "commands": ("polysteer_register_commands", "command"),
 }
@@ -102,6 +105,9 @@ class PluginManager:
         self.schedules = Registry("schedule")
         self.position_masks = Registry("position mask")
         self.measures = Registry("measure")
+        self.renderers = Registry("renderer")
+        self.row_selectors = Registry("row selector")
+        self.attributes = Registry("measured attribute")
         self.config_schemas = Registry("config schema")
         self.commands = Registry("command")
         self.failures: dict[str, PluginInfo] = {}
