@@ -1,0 +1,56 @@
+"""The unified harvest and concept builder give what the per-plugin builders gave before them.
+
+``tests/data/builders-before-unification.safetensors`` holds vectors, site norms and harvested rows
+computed on the tiny test models by the code the core harvest replaced (the script beside it, run
+at commit cdebad0). Every builder must reproduce them on the same inputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import polysteer as ps
+
+BEFORE = load_file(Path(__file__).parent / "data" / "builders-before-unification.safetensors")
+TOL = {"atol": 1e-5, "rtol": 1e-4}
+
+
+def _vector(d: ps.DirectionSet) -> torch.Tensor:
+    return d.directions[0] * d.scales[0]
+
+
+# -- text ------------------------------------------------------------------------------------------
+@pytest.fixture
+def text_adapter(plugin_manager):
+    pytest.importorskip("transformers")
+    from polysteer.plugins.text.testing import tiny_text_adapter
+
+    return tiny_text_adapter("llama")
+
+
+@pytest.mark.parametrize("method", ["mean-diff", "pca"])
+def test_text_concepts_are_unchanged(text_adapter, method):
+    from polysteer.plugins.text.concepts import ConceptSpec, build_concept
+
+    spec = ConceptSpec(name="happy", site="blocks.1.resid_post", method=method,
+                       positive=["the cat is happy", "a good day", "very happy friend"],
+                       negative=["the cat is sad", "a bad day", "very sad friend"])
+    d = build_concept(text_adapter, spec)
+    torch.testing.assert_close(_vector(d), BEFORE[f"text.{method}.vector"], **TOL)
+    assert d.info.site_norm == pytest.approx(float(BEFORE[f"text.{method}.site_norm"]), rel=1e-5)
+    assert d.info.method == method and d.info.model == text_adapter.model_fingerprint
+
+
+def test_text_readers_are_unchanged(text_adapter):
+    from polysteer.plugins.text.classify import text_activations
+    from polysteer.plugins.text.concepts import harvest_tokens
+
+    texts = ["the cat", "the cat sat on the mat", "a good day to you all"]
+    got = harvest_tokens(text_adapter, texts, ["blocks.0.resid_post"], batch_size=2)
+    torch.testing.assert_close(torch.cat(got["blocks.0.resid_post"]), BEFORE["text.harvest_tokens"], **TOL)
+    read = text_activations(text_adapter, texts, "blocks.0.resid_post", batch_size=2)
+    torch.testing.assert_close(torch.cat(read), BEFORE["text.text_activations"], **TOL)
