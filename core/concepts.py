@@ -204,8 +204,10 @@ def contrast_concept(name: str, site: str, positive: Harvested, negative: Harves
                      scale: str = "norm", norm_from: str = "all",
                      details: dict | None = None) -> DirectionSet:
     """A one-feature :class:`DirectionSet` from harvested positive and negative examples."""
+    same = positive.rows[site].shape == negative.rows[site].shape and torch.equal(
+        positive.rows[site], negative.rows[site])
     vector, value = contrast_vector(method, positive, negative, site, scale)
-    if not torch.isfinite(vector).all() or vector.norm() == 0:
+    if same or not torch.isfinite(vector).all() or vector.norm() == 0:
         raise ValueError(f"concept {name!r}: the positive and negative examples give identical "
                          "activations; contrast two different sets")
     norms = {"positive": [positive], "negative": [negative], "all": [positive, negative]}[norm_from]
@@ -220,12 +222,16 @@ def probe_concept(name: str, site: str, examples: Harvested, values: str, *,
                   channels: int | None = None, method: str = "probe",
                   details: dict | None = None) -> DirectionSet:
     """A one-feature :class:`DirectionSet`: a ridge probe to the measured ``values`` (its
-    training correlation is recorded as ``details["train_r"]``)."""
+    training correlation and the values' mean and spread are recorded in ``details`` as
+    ``train_r``, ``attribute_mean`` and ``attribute_std``)."""
     vector, value, r = probe_vector(examples, site, values, ridge=ridge, scale=scale,
                                     channels=channels)
+    y = examples.values[site][values]
+    y = y[~y.isnan()]
     return direction_set([vector], [name], site=site, site_norm=examples.site_norm(site),
                          model=model, method=method, scales=None if value is None else [value],
-                         details={**(details or {}), "train_r": round(r, 3)})
+                         details={**(details or {}), "train_r": round(r, 3),
+                                  "attribute_mean": float(y.mean()), "attribute_std": float(y.std())})
 
 
 def _median(norms: Sequence[torch.Tensor]) -> float:
@@ -247,7 +253,6 @@ def build_concept(adapter: Any, recipe: ConceptRecipe, *, plugins: Any = None,
     from polysteer.harvest import attribute, collect, renderer, row_selector
 
     recipe.check()
-    render = renderer(recipe.renderer, plugins, **recipe.renderer_options)
     select = row_selector(recipe.rows, plugins, **recipe.rows_options)
     measured = {}
     if recipe.attribute is not None and recipe.method == "probe":
@@ -256,6 +261,8 @@ def build_concept(adapter: Any, recipe: ConceptRecipe, *, plugins: Any = None,
             measured[recipe.attribute] = attribute(recipe.attribute, plugins, **recipe.attribute_options)
 
     def read(inputs: Sequence[Any], desc: str) -> Harvested:
+        # a fresh renderer per set: positive and negative examples get the same seeds
+        render = renderer(recipe.renderer, plugins, **recipe.renderer_options)
         return collect(adapter, batched(list(inputs), recipe.batch_size), [recipe.site],
                        renderer=render, rows=select, attributes=measured, progress=progress,
                        total_items=len(inputs), desc=desc)

@@ -54,3 +54,41 @@ def test_text_readers_are_unchanged(text_adapter):
     torch.testing.assert_close(torch.cat(got["blocks.0.resid_post"]), BEFORE["text.harvest_tokens"], **TOL)
     read = text_activations(text_adapter, texts, "blocks.0.resid_post", batch_size=2)
     torch.testing.assert_close(torch.cat(read), BEFORE["text.text_activations"], **TOL)
+
+
+# -- image -----------------------------------------------------------------------------------------
+@pytest.fixture
+def image_adapter(plugin_manager):
+    pytest.importorskip("diffusers")
+    from polysteer.plugins.image.adapter import DiffusersAdapter
+    from polysteer.plugins.image.testing import tiny_avatar_pipeline
+
+    return DiffusersAdapter(tiny_avatar_pipeline(), "tiny-avatar")
+
+
+@pytest.mark.parametrize("method", ["mean-diff", "pca"])
+def test_image_condition_concepts_are_unchanged(image_adapter, method):
+    from polysteer.plugins.image.concepts import condition_concept
+
+    d = condition_concept(image_adapter, "sunglasses", "mid", {"glasses": "sunglasses"},
+                          {"glasses": "none"}, samples=4, steps=3, method=method, window=(0.3, 1.0))
+    torch.testing.assert_close(_vector(d), BEFORE[f"image.condition.{method}.vector"], **TOL)
+    torch.testing.assert_close(d.scales, BEFORE[f"image.condition.{method}.scale"], **TOL)
+    assert d.info.site_norm == pytest.approx(float(BEFORE[f"image.condition.{method}.site_norm"]), rel=1e-5)
+
+
+def test_image_region_measured_and_folder_concepts_are_unchanged(image_adapter):
+    from polysteer.plugins.image.concepts import _image_contrast, condition_concept, measured_concept
+
+    d = condition_concept(image_adapter, "sunglasses", "mid", {"glasses": "sunglasses"}, {"glasses": "none"},
+                          samples=4, steps=3, region={"top": 0.0, "bottom": 0.5, "left": 0.0, "right": 1.0})
+    torch.testing.assert_close(_vector(d), BEFORE["image.condition.region.vector"], **TOL)
+    d = measured_concept(image_adapter, "bright", "up.0", "brightness", samples=8, steps=3)
+    torch.testing.assert_close(_vector(d), BEFORE["image.measured.vector"], **TOL)
+    assert d.info.site_norm == pytest.approx(float(BEFORE["image.measured.site_norm"]), rel=1e-5)
+    assert d.info.method == "probe" and d.info.details["train_r"] > 0
+    d = _image_contrast(image_adapter, "light", "down.1", BEFORE["image.folder.light"],
+                        BEFORE["image.folder.dark"], steps=4, window=(0.0, 0.5), seed=0, region=None,
+                        details={})
+    torch.testing.assert_close(_vector(d), BEFORE["image.folder.vector"], **TOL)
+    assert d.info.site_norm == pytest.approx(float(BEFORE["image.folder.site_norm"]), rel=1e-5)
