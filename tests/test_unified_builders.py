@@ -92,3 +92,13 @@ def test_image_region_measured_and_folder_concepts_are_unchanged(image_adapter):
                         details={})
     torch.testing.assert_close(_vector(d), BEFORE["image.folder.vector"], **TOL)
     assert d.info.site_norm == pytest.approx(float(BEFORE["image.folder.site_norm"]), rel=1e-5)
+
+
+def test_image_sae_harvest_is_unchanged(image_adapter):
+    from polysteer.plugins.image import sae as image_sae
+
+    h = image_sae.harvest(image_adapter, "mid", images=6, batch=4, steps=4, at=(0.0, 1.0), progress=False,
+                          measures=lambda x: {"brightness": x.mean(dim=(1, 2, 3))})
+    torch.testing.assert_close(h.acts, BEFORE["image.sae.acts"], **TOL)
+    torch.testing.assert_close(h.measures["brightness"], BEFORE["image.sae.brightness"], **TOL)
+    assert h.steps == [0, 3] and len(h.conditions) == 6

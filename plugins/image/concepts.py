@@ -3,8 +3,9 @@
 Every source is a :class:`~polysteer.concepts.ConceptRecipe` for the core concept builder
 (:func:`polysteer.concepts.build_concept`) with the image plugin's renderers (``image``,
 ``image-noised``), row selector ``image-pooled`` and measured attribute ``image-measure`` (see
-:mod:`polysteer.plugins.image.harvest`). Four sources, each giving a one-feature :class:`~polysteer.DirectionSet` tied to the model's
-fingerprint and site (so a style can add it at any intensity):
+:mod:`polysteer.plugins.image.harvest`). Four sources, each giving a one-feature
+:class:`~polysteer.DirectionSet` tied to the model's fingerprint and site (so a style can add it
+at any intensity):
 
 * **contrast of conditions** (:func:`condition_concept`): the same seeds drawn with and without an
   attribute (``{"glasses": "sunglasses"}`` vs ``{"glasses": "none"}``) by the avatar model; the
