@@ -68,6 +68,8 @@ class Rendered:
 
     inputs: Sequence[Any]
     """The batch, as the data source yielded it."""
+    adapter: Any = None
+    """The model adapter that ran it (attributes read e.g. its sample rate)."""
     outputs: Any = None
     """What the model generated (images, waveforms); ``None`` when the pass was cut short."""
     mask: torch.Tensor | None = None
@@ -444,7 +446,7 @@ def render_batch(adapter: Any, sites: Sequence[str], render: Renderer, batch: Se
     A renderer that ran the model several times (one generation each) gets its passes stacked,
     ``(passes, B, P, C)``. ``stop_early`` defaults to the renderer's own ``stop_early``.
     """
-    rendered = Rendered(batch)
+    rendered = Rendered(batch, adapter)
     stop = render.stop_early if stop_early is None else stop_early
     run, _ = capture_batch(adapter, sites, lambda _b: render.render(adapter, rendered), batch,
                            stop_early=stop)

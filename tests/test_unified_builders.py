@@ -102,3 +102,47 @@ def test_image_sae_harvest_is_unchanged(image_adapter):
     torch.testing.assert_close(h.acts, BEFORE["image.sae.acts"], **TOL)
     torch.testing.assert_close(h.measures["brightness"], BEFORE["image.sae.brightness"], **TOL)
     assert h.steps == [0, 3] and len(h.conditions) == 6
+
+
+# -- voice -----------------------------------------------------------------------------------------
+VOICE_INPUTS = [{"phonemes": "həlˈoʊ"}, {"phonemes": "ðɪs ɪz ɐ tˈɛst"}, {"phonemes": "wʌn tuː θɹiː"}]
+
+
+@pytest.fixture
+def voice_adapter(plugin_manager):
+    pytest.importorskip("transformers")
+    from polysteer.plugins.voice.testing import tiny_vits_adapter
+
+    return tiny_vits_adapter()
+
+
+def test_voice_harvest_and_probes_are_unchanged(voice_adapter):
+    from polysteer.concepts import probe_concept
+    from polysteer.plugins.voice import features
+
+    site = "text_encoder.layers.1"
+    h = features.harvest(voice_adapter, VOICE_INPUTS, [site, "duration_predictor.input"], progress=False)
+    torch.testing.assert_close(torch.cat(h.acts[site]), BEFORE["voice.acts"], **TOL)
+    for name in ("pitch", "centroid", "log_duration"):
+        got = torch.cat(getattr(h, name))
+        torch.testing.assert_close(got, BEFORE[f"voice.{name}"], equal_nan=True, **TOL)
+    w, _ = features.probe_direction(h.acts[site], h.centroid)
+    torch.testing.assert_close(w, BEFORE["voice.probe.brightness"], **TOL)
+    w, _ = features.probe_direction(h.acts["duration_predictor.input"], h.log_duration)
+    torch.testing.assert_close(w, BEFORE["voice.probe.rate"], **TOL)
+    # the builder build_voice_dictionaries uses: the same probe, packed with its site norm
+    got = features._collect(voice_adapter, VOICE_INPUTS, ["duration_predictor.input"], progress=False)
+    d = probe_concept("slower", "duration_predictor.input", got, "log_duration",
+                      model=voice_adapter.model_fingerprint, ridge=0.1, method="linear-probe")
+    torch.testing.assert_close(_vector(d), BEFORE["voice.probe.rate"], **TOL)
+    rows = torch.cat(h.acts["duration_predictor.input"])
+    assert d.info.site_norm == pytest.approx(float(rows.norm(dim=-1).median()))
+
+
+def test_voice_frame_harvest_is_unchanged(voice_adapter):
+    from polysteer.plugins.voice.sae import harvest_frames
+
+    frames, values = harvest_frames(voice_adapter, VOICE_INPUTS[:2], seeds=(0, 1), progress=False)
+    torch.testing.assert_close(frames, BEFORE["voice.frames"], **TOL)
+    for name, value in values.items():
+        torch.testing.assert_close(value, BEFORE[f"voice.frames.{name}"], equal_nan=True, **TOL)
