@@ -69,7 +69,8 @@ def test_plugins_lists_the_example(site: Path) -> None:
     assert info["builtin"] is False and info["ready"] is True and info["fix"] == ""
     assert info["registered"] == {
         "adapters": ["example-conv"], "interventions": ["rotate"],
-        "measures": ["example_centroid_shift"], "config_schemas": ["model.example-conv"]}
+        "measures": ["example_centroid_shift"], "config_schemas": ["model.example-conv"],
+        "renderers": ["example-frames"], "attributes": ["example-frame-centroid"]}
 
 
 def test_plugins_table_shows_the_example(site: Path) -> None:

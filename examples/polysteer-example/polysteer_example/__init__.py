@@ -6,7 +6,9 @@ It teaches polysteer one model family and one intervention, using only polysteer
   WaveNet-style autoregressive model over audio-like frames (activations ``(B, C, T)``);
 * config schema ``model.example-conv``: the options ``load_model("example-conv", ...)`` accepts;
 * intervention ``rotate``: turn an activation towards a feature, keeping its norm;
-* measure ``example_centroid_shift``: how far steering moved the spectral centroid.
+* measure ``example_centroid_shift``: how far steering moved the spectral centroid;
+* renderer ``example-frames`` and measured attribute ``example-frame-centroid``: what polysteer's
+  one harvest and concept builder need to build concepts on this model.
 
 polysteer finds this module through the entry point ``example = polysteer_example`` in group
 ``polysteer`` and registers the hook implementations below.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from polysteer import Registry, hookimpl
 
+from polysteer_example.harvest import FramePrompts, frame_centroid
 from polysteer_example.measures import centroid_shift
 from polysteer_example.model import (
     ExampleConvAdapter,
@@ -30,8 +33,8 @@ from polysteer_example.rotate import Rotate, make_rotate
 __version__ = "0.1.0"
 
 __all__ = [
-    "ExampleConvAdapter", "ExampleConvConfig", "Rotate", "TinyWaveNet", "WaveNetConfig",
-    "centroid_shift", "example_frames", "load_example_conv", "make_rotate",
+    "ExampleConvAdapter", "ExampleConvConfig", "FramePrompts", "Rotate", "TinyWaveNet", "WaveNetConfig",
+    "centroid_shift", "example_frames", "frame_centroid", "load_example_conv", "make_rotate",
 ]
 
 
@@ -57,3 +60,15 @@ def polysteer_register_interventions(registry: Registry) -> None:
 def polysteer_register_measures(registry: Registry) -> None:
     """Measures; prefixed with the plugin's name because measure names are global."""
     registry.register("example_centroid_shift", centroid_shift)
+
+
+@hookimpl
+def polysteer_register_renderers(registry: Registry) -> None:
+    """How a batch of prompt frames runs through the model in a harvest."""
+    registry.register("example-frames", FramePrompts)
+
+
+@hookimpl
+def polysteer_register_attributes(registry: Registry) -> None:
+    """A measured value per harvested frame, for probe concepts."""
+    registry.register("example-frame-centroid", frame_centroid)
