@@ -13,13 +13,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from polysteer.dictionary import DictionaryInfo, DirectionSet
 from polysteer.fingerprint import ModelFingerprint
-from polysteer.harvest import Harvested
+
+if TYPE_CHECKING:  # the harvest imports tqdm and safetensors: only when a concept is built
+    from polysteer.harvest import Harvested
 
 
 def token_rows(x: torch.Tensor, skip_first: bool = True) -> torch.Tensor:
