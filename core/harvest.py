@@ -451,6 +451,9 @@ def render_batch(adapter: Any, sites: Sequence[str], render: Renderer, batch: Se
     run, _ = capture_batch(adapter, sites, lambda _b: render.render(adapter, rendered), batch,
                            stop_early=stop)
     passes = len(run.clock.generations)
+    if passes == 0:
+        raise ValueError(f"renderer {type(render).__name__} ran no forward pass of the model on a "
+                         f"batch of {len(batch)}: nothing was captured")
     acts = {s: run.captured(s) if passes == 1 else
             torch.stack([run.captured(s, g) for g in range(passes)]) for s in sites}
     return acts, rendered

@@ -144,6 +144,17 @@ def test_harvest_with_a_renderer_stores_the_collected_rows_and_resumes(manager, 
     torch.testing.assert_close(resumed.read_all(SITE), ref.read_all(SITE))
 
 
+def test_a_renderer_that_runs_nothing_is_a_clear_error(model):
+    class Idle:
+        stop_early = False
+
+        def render(self, adapter, rendered):
+            pass
+
+    with pytest.raises(ValueError, match="Idle ran no forward pass"):
+        render_batch(model, [SITE], Idle(), _prompts(2))
+
+
 def test_harvest_needs_one_way_to_run_the_model(model, tmp_path):
     with pytest.raises(ValueError, match="either"):
         harvest(model, [], [SITE], tmp_path, forward=lambda b: None, renderer=TokenRows(),
