@@ -15,6 +15,8 @@ from polysteer.adapter import ModelAdapter, SiteBinding
 from polysteer.classifier import FeatureClassifier, load_classifier, resolve_classifier
 from polysteer.cli import Command
 from polysteer.concepts import (
+    ConceptRecipe,
+    build_concept,
     difference_of_means,
     direction_set,
     linear_probe,
@@ -54,12 +56,12 @@ from polysteer.step import Phase, RowMap, Step, StepClock
 from polysteer.style import Component, Rule, Style, blend, load_style
 
 __all__ = [
-    "BCHW", "BCT", "BPC", "Command", "Component", "ConfigError", "CorruptFileError",
+    "BCHW", "BCT", "BPC", "Command", "Component", "ConceptRecipe", "ConfigError", "CorruptFileError",
     "DictionaryFormat", "DictionaryInfo", "DictionaryMismatchError", "DirectionSet",
     "FeatureClassifier", "FeatureDictionary", "InTuple", "Layout", "MaybeTuple", "MissingDependencyError",
     "ModelAdapter", "Phase", "ModelFingerprint", "PluginManager", "PolysteerError", "Registry",
     "RegistryError", "Requirement", "RowMap", "Rule", "SiteBinding", "SparseAutoencoder", "Step",
-    "StepClock", "Steering", "SteeringError", "SteeringWarning", "Style", "blend",
+    "StepClock", "Steering", "SteeringError", "SteeringWarning", "Style", "blend", "build_concept",
     "create_plugin_manager", "current_plugin_manager", "difference_of_means", "direction_set",
     "fingerprint", "hookimpl", "linear_probe", "load_classifier", "load_dictionary", "load_model",
     "load_style", "median_norm", "pca_of_differences", "resolve_classifier", "resolve_dictionary",

@@ -106,6 +106,14 @@ def polysteer_register_measures(registry):
 
 
 @hookimpl
+def polysteer_register_row_selectors(registry):
+    from polysteer.harvest import all_positions, skip_first
+
+    registry.register("all", all_positions)
+    registry.register("skip-first", skip_first)
+
+
+@hookimpl
 def polysteer_register_commands(registry):
     from polysteer.commands import CORE_COMMANDS
 

@@ -15,14 +15,29 @@ the new shard and item count. An interruption therefore loses at most the uncomm
 :func:`harvest` drives a model over batches of inputs with :func:`polysteer.steer` capturing the
 sites; it stops each forward pass right after the deepest requested site. Everything here sees
 ``(N, C)`` rows only, so it serves every modality.
+
+The modality parts come from plugins as two registered, typed pieces (hooks
+``polysteer_register_renderers`` and ``polysteer_register_row_selectors``):
+
+* a :class:`Renderer` runs one batch of inputs (texts, avatar conditions, images, sentences)
+  through the model and records in a :class:`Rendered` what the rows need (an attention mask,
+  the generated images, phoneme durations);
+* a :data:`RowSelector` turns a captured activation into :class:`Rows`: the ``(N, C)`` rows to
+  keep (no padding or sinks, pooled per image, per phoneme...), which example each row came from,
+  per-row values, and the norms a site-norm estimate reads.
+
+:func:`harvest` streams the rows into an :class:`ActivationStore`; :func:`collect` keeps them in
+memory (a :class:`Harvested`) for concept building and labelling. Measured attributes (hook
+``polysteer_register_attributes``) add per-row values computed from what was rendered.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -39,6 +54,114 @@ DEFAULT_SHARD_TOKENS = 65_536
 
 RowFilter = Callable[[torch.Tensor, Any], torch.Tensor]
 """``row_filter(activation (B, P, C), forward_result) -> rows (N, C)``."""
+
+
+# -- the modality parts: renderers and row selectors ----------------------------------------------
+@dataclass
+class Rendered:
+    """One batch of inputs as a renderer ran it: what the model made and what row selection needs.
+
+    The harvest creates it with ``inputs`` and hands it to :meth:`Renderer.render`, which fills in
+    what it knows *before* running the model (e.g. ``mask``), so that it is there even when the
+    pass is cut short after the deepest captured site.
+    """
+
+    inputs: Sequence[Any]
+    """The batch, as the data source yielded it."""
+    adapter: Any = None
+    """The model adapter that ran it (attributes read e.g. its sample rate)."""
+    outputs: Any = None
+    """What the model generated (images, waveforms); ``None`` when the pass was cut short."""
+    mask: torch.Tensor | None = None
+    """``(B, P)`` bool: the positions that are real input (text tokens), when some are padding."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """Anything else a modality's selectors or attributes read (durations, frames, lengths)."""
+
+
+@runtime_checkable
+class Renderer(Protocol):
+    """Runs a batch of inputs through a model (the capture is installed around :meth:`render`).
+
+    ``stop_early``: the harvest may cut the pass short after the deepest captured site (only for
+    renderers whose row selection needs nothing from the model's outputs). A renderer may run the
+    model several times per batch (e.g. once per denoising step): the captured activations of
+    those passes are stacked, ``(passes, B, P, C)``.
+    """
+
+    stop_early: bool
+
+    def render(self, adapter: Any, rendered: Rendered) -> None:
+        """Run ``rendered.inputs`` through ``adapter``'s model, filling in ``rendered``."""
+
+
+@dataclass
+class Rows:
+    """The rows a selector kept from one captured activation of a batch."""
+
+    rows: torch.Tensor
+    """``(N, C)`` activations."""
+    example: torch.Tensor
+    """``(N,)`` long: which input of the batch each row came from."""
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Per-row values (``(N,)`` each), e.g. a measure of the frame a row became."""
+    norms: torch.Tensor | None = None
+    """Activation norms a site's typical norm is estimated from (default: the rows' norms)."""
+
+    def site_norms(self) -> torch.Tensor:
+        """The norms a site-norm estimate reads."""
+        return self.norms if self.norms is not None else self.rows.float().norm(dim=-1)
+
+
+RowSelector = Callable[[torch.Tensor, Rendered], Rows]
+"""``select(activation, rendered) -> Rows``; the activation is ``(B, P, C)``, or
+``(steps, B, P, C)`` for a multi-step generation or a renderer running several passes."""
+
+Attribute = Callable[[Rendered, Rows], torch.Tensor]
+"""``attribute(rendered, rows) -> (N,)``: a measured value per kept row (per image, per phoneme)."""
+
+
+def _every_row(acts: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` example index of every position of a ``(B, P, C)`` or ``(S, B, P, C)`` activation."""
+    b, p = acts.shape[-3], acts.shape[-2]
+    example = torch.arange(b).repeat_interleave(p)
+    return example.repeat(acts.shape[0]) if acts.ndim == 4 else example
+
+
+def all_positions() -> RowSelector:
+    """Selector ``all``: every position of every example (and step), flattened."""
+    def select(acts: torch.Tensor, _rendered: Rendered) -> Rows:
+        return Rows(acts.reshape(-1, acts.shape[-1]), _every_row(acts))
+    return select
+
+
+def skip_first() -> RowSelector:
+    """Selector ``skip-first``: every position but the first of each example (an attention sink in
+    most language models), the default row filter of :func:`harvest`."""
+    def select(acts: torch.Tensor, _rendered: Rendered) -> Rows:
+        kept = acts[..., 1:, :] if acts.shape[-2] > 1 else acts
+        return Rows(kept.reshape(-1, acts.shape[-1]), _every_row(kept))
+    return select
+
+
+def _registry(attribute: str, plugins: Any = None) -> Any:
+    from polysteer.manager import current_plugin_manager
+
+    return (plugins or current_plugin_manager()).registry(attribute)
+
+
+def renderer(name: str, plugins: Any = None, **options: Any) -> Renderer:
+    """The registered renderer ``name`` built with ``options`` (e.g. ``renderer("text", max_tokens=64)``)."""
+    return _registry("renderers", plugins).get(name)(**options)
+
+
+def row_selector(name: str, plugins: Any = None, **options: Any) -> RowSelector:
+    """The registered row selector ``name`` built with ``options``."""
+    return _registry("row_selectors", plugins).get(name)(**options)
+
+
+def attribute(name: str, plugins: Any = None, **options: Any) -> Attribute:
+    """The registered measured attribute ``name`` built with ``options``."""
+    return _registry("attributes", plugins).get(name)(**options)
 
 
 class ActivationStore:
@@ -306,21 +429,146 @@ def capture_batch(adapter: Any, sites: Sequence[str], forward: Callable[[Sequenc
     return run, result
 
 
+class _ForwardRenderer:
+    """A plain ``forward(batch)`` callable as a :class:`Renderer` (its result becomes ``outputs``)."""
+
+    def __init__(self, forward: Callable[[Sequence[Any]], Any], stop_early: bool):
+        self.forward, self.stop_early = forward, stop_early
+
+    def render(self, adapter: Any, rendered: Rendered) -> None:
+        rendered.outputs = self.forward(rendered.inputs)
+
+
+def render_batch(adapter: Any, sites: Sequence[str], render: Renderer, batch: Sequence[Any], *,
+                 stop_early: bool | None = None) -> tuple[dict[str, torch.Tensor], Rendered]:
+    """``({site: activation}, rendered)`` after ``render`` ran ``batch`` capturing ``sites``.
+
+    A renderer that ran the model several times (one generation each) gets its passes stacked,
+    ``(passes, B, P, C)``. ``stop_early`` defaults to the renderer's own ``stop_early``.
+    """
+    rendered = Rendered(batch, adapter)
+    stop = render.stop_early if stop_early is None else stop_early
+    run, _ = capture_batch(adapter, sites, lambda _b: render.render(adapter, rendered), batch,
+                           stop_early=stop)
+    passes = len(run.clock.generations)
+    if passes == 0:
+        raise ValueError(f"renderer {type(render).__name__} ran no forward pass of the model on a "
+                         f"batch of {len(batch)}: nothing was captured")
+    acts = {s: run.captured(s) if passes == 1 else
+            torch.stack([run.captured(s, g) for g in range(passes)]) for s in sites}
+    return acts, rendered
+
+
+@dataclass
+class Harvested:
+    """Rows of every site kept in memory (:func:`collect`), with where each row came from."""
+
+    sites: list[str]
+    items: int
+    """How many inputs were read."""
+    rows: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Per site, the kept ``(N, C)`` rows (float32, CPU), in input order."""
+    example: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Per site, ``(N,)``: the index (in the data source's order) of the input each row came from."""
+    values: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    """Per site, per name, ``(N,)`` values: the selector's and the measured attributes'."""
+    norms: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Per site, the activation norms its typical norm is estimated from."""
+    outputs: list[Any] = field(default_factory=list)
+    """Per batch, what the renderer generated (``None`` for passes cut short)."""
+
+    def _split(self, site: str, tensor: torch.Tensor) -> list[torch.Tensor]:
+        order = torch.argsort(self.example[site], stable=True)
+        counts = torch.bincount(self.example[site], minlength=self.items).tolist()
+        return list(tensor[order].split(counts))
+
+    def per_example(self, site: str) -> list[torch.Tensor]:
+        """Per input, its ``(rows, C)`` rows at ``site`` (empty where none were kept)."""
+        return self._split(site, self.rows[site])
+
+    def per_example_values(self, site: str, name: str) -> list[torch.Tensor]:
+        """Per input, its rows' values ``name`` at ``site``."""
+        return self._split(site, self.values[site][name])
+
+    def example_means(self, site: str) -> torch.Tensor:
+        """``(items, C)``: the mean row of each input (inputs without rows are an error)."""
+        parts = self.per_example(site)
+        if any(len(p) == 0 for p in parts):
+            raise ValueError(f"some inputs kept no rows at {site!r}; their mean is undefined")
+        return torch.stack([p.mean(0) for p in parts])
+
+    def site_norm(self, site: str) -> float:
+        """Median of the harvested activation norms at ``site``: its typical norm."""
+        value = self.norms[site].float().median().item()
+        if not value > 0 or value == float("inf"):
+            raise ValueError(f"activations at {site!r} have no finite non-zero norm; check the inputs")
+        return value
+
+
+def collect(adapter: Any, batches: Iterable[Sequence[Any]], sites: Sequence[str], *,
+            renderer: Renderer, rows: RowSelector, attributes: Mapping[str, Attribute] | None = None,
+            stop_early: bool | None = None, total_items: int | None = None, progress: bool = False,
+            desc: str = "harvesting") -> Harvested:
+    """Run ``renderer`` over ``batches`` capturing ``sites``; keep the selected rows in memory.
+
+    Each batch's captured activation goes through ``rows``; every ``attributes`` entry adds a
+    measured value per kept row. Row ``example`` indices count inputs across batches, so
+    :meth:`Harvested.per_example` gives each input's rows in the data source's order.
+    """
+    attributes = dict(attributes or {})
+    out = Harvested(list(sites), 0)
+    parts: dict[str, dict[str, list[torch.Tensor]]] = {
+        s: {"rows": [], "example": [], "norms": []} for s in sites}
+    values: dict[str, dict[str, list[torch.Tensor]]] = {s: {} for s in sites}
+    bar = tqdm(total=total_items, desc=desc, unit="item", disable=not progress, leave=False)
+    with bar, torch.no_grad():
+        for batch in batches:
+            acts, rendered = render_batch(adapter, sites, renderer, batch, stop_early=stop_early)
+            for site in sites:
+                kept = rows(acts[site].detach().float().cpu(), rendered)
+                measured = {**kept.values, **{n: a(rendered, kept) for n, a in attributes.items()}}
+                parts[site]["rows"].append(kept.rows)
+                parts[site]["example"].append(kept.example.long() + out.items)
+                parts[site]["norms"].append(kept.site_norms().reshape(-1))
+                for name, value in measured.items():
+                    values[site].setdefault(name, []).append(value.reshape(-1).float().cpu())
+            out.outputs.append(rendered.outputs)
+            out.items += len(batch)
+            bar.update(len(batch))
+    for site in sites:
+        out.rows[site], out.example[site], out.norms[site] = (
+            torch.cat(parts[site][k]) for k in ("rows", "example", "norms"))
+        out.values[site] = {n: torch.cat(v) for n, v in values[site].items()}
+    return out
+
+
 def harvest(adapter: Any, batches: Iterable[Sequence[Any]], sites: Sequence[str],
-            folder: str | os.PathLike, *, forward: Callable[[Sequence[Any]], Any],
-            row_filter: RowFilter = skip_first_position, shard_tokens: int = DEFAULT_SHARD_TOKENS,
+            folder: str | os.PathLike, *, forward: Callable[[Sequence[Any]], Any] | None = None,
+            row_filter: RowFilter = skip_first_position, renderer: Renderer | None = None,
+            rows: RowSelector | None = None, shard_tokens: int = DEFAULT_SHARD_TOKENS,
             total_items: int | None = None, stop_early: bool = True, progress: bool = True,
             details: dict | None = None) -> ActivationStore:
-    """Run ``forward(batch)`` over ``batches`` and store the activations of ``sites`` in ``folder``.
+    """Run the model over ``batches`` and store the activations of ``sites`` in ``folder``.
 
-    ``batches`` yields sequences of inputs (len = items in the batch); ``forward`` runs the model
-    on one batch and returns whatever ``row_filter(activation, result)`` needs (e.g. a padding
-    mask) to turn the captured ``(B, P, C)`` activation into ``(N, C)`` rows. If ``folder``
-    already holds an unfinished store for the same sites and model, the harvest resumes: the
-    first ``items_done`` inputs are skipped. With ``stop_early`` the forward pass is cut short
-    after the deepest site (``forward``'s result is then ``None``, so a filter needing it must
-    get what it needs another way, or pass ``stop_early=False``).
+    The model is run either by a registered-style ``renderer`` with a ``rows`` selector (see
+    :func:`collect`), or by a plain ``forward(batch)`` whose result ``row_filter(activation,
+    result)`` reads to turn the captured ``(B, P, C)`` activation into ``(N, C)`` rows.
+    ``batches`` yields sequences of inputs (len = items in the batch). If ``folder`` already holds
+    an unfinished store for the same sites and model, the harvest resumes: the first
+    ``items_done`` inputs are skipped. With ``stop_early`` the forward pass is cut short after the
+    deepest site (``forward``'s result is then ``None``, so a filter needing it must get what it
+    needs another way, or pass ``stop_early=False``; a renderer records what its rows need before
+    running the model).
     """
+    if (renderer is None) == (forward is None):
+        raise ValueError("harvest needs either renderer= (with rows=) or forward=, not both")
+    if renderer is None:
+        renderer = _ForwardRenderer(forward, stop_early)  # type: ignore[arg-type]
+        rows = _filter_rows(row_filter)
+    elif rows is None:
+        raise ValueError("harvest with a renderer needs rows= (a row selector)")
+    else:
+        stop_early = stop_early and renderer.stop_early
     store = _open_or_create(adapter, sites, folder, shard_tokens, details)
     if store.done:
         return store
@@ -328,14 +576,22 @@ def harvest(adapter: Any, batches: Iterable[Sequence[Any]], sites: Sequence[str]
                disable=not progress)
     with bar:
         for batch, items in _remaining(batches, store.items_done):
-            run, result = capture_batch(adapter, sites, forward, batch, stop_early=stop_early)
+            acts, rendered = render_batch(adapter, sites, renderer, batch, stop_early=stop_early)
             for site in sites:
-                store.add(site, row_filter(run.captured(site), result))
+                store.add(site, rows(acts[site], rendered).rows)
             store.commit(items)
             bar.update(items)
             bar.set_postfix(tokens=store.n_tokens(sites[0]) + store.buffered(sites[0]))
     store.finish()
     return store
+
+
+def _filter_rows(row_filter: RowFilter) -> RowSelector:
+    """A plain ``row_filter(activation, forward_result)`` as a selector (no example indices)."""
+    def select(acts: torch.Tensor, rendered: Rendered) -> Rows:
+        kept = row_filter(acts, rendered.outputs)
+        return Rows(kept, torch.zeros(len(kept), dtype=torch.long))
+    return select
 
 
 def _open_or_create(adapter: Any, sites: Sequence[str], folder: str | os.PathLike,

@@ -50,6 +50,21 @@ def polysteer_register_measures(registry: Any) -> None:
 
 
 @hookspec
+def polysteer_register_renderers(registry: Any) -> None:
+    """Register example renderers: ``registry.register(name, factory(**options) -> Renderer)``."""
+
+
+@hookspec
+def polysteer_register_row_selectors(registry: Any) -> None:
+    """Register row selectors: ``registry.register(name, factory(**options) -> RowSelector)``."""
+
+
+@hookspec
+def polysteer_register_attributes(registry: Any) -> None:
+    """Register measured attributes: ``registry.register(name, factory(**options) -> Attribute)``."""
+
+
+@hookspec
 def polysteer_register_config_schemas(registry: Any) -> None:
     """Register config schemas for plugin-owned nodes: ``registry.register("model.<kind>", Dataclass)``."""
 

@@ -46,6 +46,9 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "position_masks": ("polysteer_register_position_masks", "position mask"),
     "step_phases": ("polysteer_register_step_phases", "step phase"),
     "measures": ("polysteer_register_measures", "measure"),
+    "renderers": ("polysteer_register_renderers", "renderer"),
+    "row_selectors": ("polysteer_register_row_selectors", "row selector"),
+    "attributes": ("polysteer_register_attributes", "measured attribute"),
     "config_schemas": ("polysteer_register_config_schemas", "config schema"),
     "commands": ("polysteer_register_commands", "command"),
     "generate_extensions": ("polysteer_register_generate_extensions", "generate extension"),
@@ -107,6 +110,9 @@ class PluginManager:
         self.position_masks = Registry("position mask")
         self.step_phases = Registry("step phase")
         self.measures = Registry("measure")
+        self.renderers = Registry("renderer")
+        self.row_selectors = Registry("row selector")
+        self.attributes = Registry("measured attribute")
         self.config_schemas = Registry("config schema")
         self.commands = Registry("command")
         self.generate_extensions = Registry("generate extension")

@@ -56,27 +56,32 @@ def build_ablation(adapter, spec, model: str, main) -> list[int]:
     """Per-layer dictionaries for ``spec``; returns the kept layers."""
     import torch
 
-    from polysteer.concepts import difference_of_means, direction_set, median_norm
-    from polysteer.plugins.text.concepts import harvest_tokens
+    from polysteer.concepts import batched, contrast_concept
+    from polysteer.harvest import collect, renderer, row_selector
 
     layers = sorted({int(s.split(".")[1]) for s in adapter.sites() if s.endswith(".resid_post")})
     sites = [f"blocks.{layer}.resid_post" for layer in layers]
-    positive, negative = spec.texts()
-    pos = harvest_tokens(adapter, positive, sites)
-    neg = harvest_tokens(adapter, negative, sites)
-    neutral = harvest_tokens(adapter, NEUTRAL_TEXTS, sites)
+    recipe = spec.recipe()  # the same renderer, selector and batches as build_concept
+
+    def read(texts):
+        return collect(adapter, batched(texts, recipe.batch_size), sites,
+                       renderer=renderer(recipe.renderer), rows=row_selector(recipe.rows))
+
+    pos, neg, neutral = read(recipe.positive), read(recipe.negative), read(NEUTRAL_TEXTS)
     for old in DICTIONARIES.glob(f"{model}-{spec.name}-L[0-9][0-9]"):
         shutil.rmtree(old)
     kept = []
     for layer, site in zip(layers, sites, strict=True):
-        vector = difference_of_means(torch.cat(pos[site]), torch.cat(neg[site]))
-        unit, scale = vector / vector.norm(), float(vector.norm())
+        dictionary = contrast_concept(
+            spec.name, site, pos, neg, model=adapter.model_fingerprint, method="mean-diff",
+            details={"description": f"{spec.description} (layer {layer}, for ablation)",
+                     "examples": len(recipe.positive) + len(recipe.negative)})
+        unit, scale = dictionary.directions[0], float(dictionary.scales[0])
 
-        def level(rows, unit=unit, scale=scale):
-            return float((torch.cat(rows) @ unit).mean()) / scale
+        def level(got, site=site, unit=unit, scale=scale):
+            return float((got.rows[site] @ unit).mean()) / scale
 
-        levels = {"positive": level(pos[site]), "negative": level(neg[site]),
-                  "neutral": level(neutral[site])}
+        levels = {"positive": level(pos), "negative": level(neg), "neutral": level(neutral)}
         keep = abs(levels["neutral"]) < MAX_NEUTRAL_LEVEL
         print(f"  {site:<22} scale {scale:6.1f}  levels: positive {levels['positive']:+.2f} "
               f"negative {levels['negative']:+.2f} neutral {levels['neutral']:+.2f}"
@@ -85,11 +90,7 @@ def build_ablation(adapter, spec, model: str, main) -> list[int]:
             assert torch.allclose(main.unit[0], unit, atol=1e-5), "per-layer build disagrees"
         if not keep:
             continue
-        dictionary = direction_set(
-            [vector], [spec.name], site=site, site_norm=median_norm(torch.cat(pos[site] + neg[site])),
-            model=adapter.model_fingerprint, method=spec.method,
-            details={"description": f"{spec.description} (layer {layer}, for ablation)",
-                     "examples": len(positive) + len(negative), "levels": levels})
+        dictionary.info.details["levels"] = levels
         dictionary.save(DICTIONARIES / f"{model}-{spec.name}-L{layer:02d}")
         kept.append(layer)
     return kept

@@ -70,7 +70,8 @@ def test_plugins_lists_the_example(site: Path) -> None:
     assert info["registered"] == {
         "adapters": ["example-conv"], "interventions": ["rotate"],
         "measures": ["example_centroid_shift"], "config_schemas": ["model.example-conv"],
-        "effect_measures": ["example-centroid"]}
+        "effect_measures": ["example-centroid"],
+        "renderers": ["example-frames"], "attributes": ["example-frame-centroid"]}
 
 
 def test_plugins_table_shows_the_example(site: Path) -> None:

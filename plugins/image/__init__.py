@@ -61,6 +61,29 @@ def polysteer_register_config_schemas(registry):
 
 
 @hookimpl
+def polysteer_register_renderers(registry):
+    from polysteer.plugins.image.harvest import ImageRenderer, NoisedImageRenderer
+
+    registry.register("image", ImageRenderer, requires=REQUIRES)
+    registry.register("image-noised", NoisedImageRenderer, requires=REQUIRES)
+
+
+@hookimpl
+def polysteer_register_row_selectors(registry):
+    from polysteer.plugins.image.harvest import image_cells, image_pooled
+
+    registry.register("image-pooled", image_pooled)
+    registry.register("image-cells", image_cells)
+
+
+@hookimpl
+def polysteer_register_attributes(registry):
+    from polysteer.plugins.image.harvest import image_measure
+
+    registry.register("image-measure", image_measure)
+
+
+@hookimpl
 def polysteer_register_commands(registry):
     from polysteer.plugins.image.commands import IMAGE_COMMANDS
 

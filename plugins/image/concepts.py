@@ -1,7 +1,11 @@
 """Image concepts: directions in a denoiser's block activations, built through the core.
 
-Three sources, each giving a one-feature :class:`~polysteer.DirectionSet` tied to the model's
-fingerprint and site (so a style can add it at any intensity):
+Every source is a :class:`~polysteer.concepts.ConceptRecipe` for the core concept builder
+(:func:`polysteer.concepts.build_concept`) with the image plugin's renderers (``image``,
+``image-noised``), row selector ``image-pooled`` and measured attribute ``image-measure`` (see
+:mod:`polysteer.plugins.image.harvest`). Four sources, each giving a one-feature
+:class:`~polysteer.DirectionSet` tied to the model's fingerprint and site (so a style can add it
+at any intensity):
 
 * **contrast of conditions** (:func:`condition_concept`): the same seeds drawn with and without an
   attribute (``{"glasses": "sunglasses"}`` vs ``{"glasses": "none"}``) by the avatar model; the
@@ -21,7 +25,6 @@ Activations are pooled per image: mean over the cells of the site and over the d
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,75 +34,63 @@ from typing import Any
 import torch
 import yaml
 
-from polysteer import DirectionSet, steer
-from polysteer.concepts import difference_of_means, direction_set, linear_probe, pca_of_differences
+from polysteer import DirectionSet
+from polysteer.concepts import ConceptRecipe, build_concept
 from polysteer.errors import ConfigError
-from polysteer.schedules import mask_region
+from polysteer.plugins.image.harvest import region_cells
+
+__all__ = ["METHODS", "ImageConceptSpec", "build_image_concept", "condition_concept", "folder_concept",
+           "measured_concept", "per_image_measure", "region_cells", "render_concept"]
 
 METHODS = ("mean-diff", "pca")
 
 
-def _window_steps(steps: int, window: Sequence[float]) -> list[int]:
-    lo, hi = float(window[0]), float(window[1])
-    chosen = [i for i in range(steps) if lo <= (i / max(steps - 1, 1)) <= hi]
-    if not chosen:
-        raise ConfigError(f"window {list(window)} selects none of {steps} denoising steps")
-    return chosen
+def _build(adapter: Any, recipe: ConceptRecipe) -> DirectionSet:
+    """The core builder, its complaints about the inputs as :class:`ConfigError`."""
+    try:
+        return build_concept(adapter, recipe)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
-def region_cells(positions: int, region: Mapping[str, float] | None) -> torch.Tensor:
-    """Boolean ``(positions,)``: the cells of a square site inside ``region`` (fractions, as the
-    ``region`` position mask reads them); all cells when ``region`` is None."""
-    if region is None:
-        return torch.ones(positions, dtype=torch.bool)
-    side = math.isqrt(positions)
-    if side * side != positions:
-        raise ConfigError(f"a region needs a square site grid, got {positions} positions")
-    return mask_region(**region)(None, positions, (side, side), torch.device("cpu"))
-
-
-def pooled_activations(adapter: Any, inputs: Any, site: str, *, seed: int = 0, steps: int = 25,
-                       window: Sequence[float] = (0.0, 1.0), region: Mapping[str, float] | None = None,
-                       **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Generate ``inputs`` capturing ``site``: ``(pooled (B, C), images, median cell norm)``.
-
-    Pooling is the mean over the steps in ``window`` and the cells in ``region`` (default all).
-    """
-    with steer(adapter, None, capture=[site]) as run:
-        images = adapter.generate(inputs, seed=seed, num_inference_steps=steps, **kwargs)
-    acts = run.captured(site)  # (steps, B, P, C)
-    chosen = acts[_window_steps(acts.shape[0], window)]
-    norm = float(chosen.norm(dim=-1).median())
-    cells = region_cells(chosen.shape[2], region)
-    return chosen[:, :, cells].mean(dim=(0, 2)), images, norm
-
-
-def _pack(vector: torch.Tensor, name: str, adapter: Any, site: str, norm: float, method: str,
-          details: dict[str, Any], scale: float | None = None) -> DirectionSet:
-    return direction_set([vector], [name], site=site, site_norm=norm, model=adapter.model_fingerprint,
-                         method=method, scales=None if scale is None else [scale], details=details)
+def _region(region: Mapping[str, float] | None) -> dict[str, float] | None:
+    return dict(region) if region else None
 
 
 def condition_concept(adapter: Any, name: str, site: str, positive: Mapping[str, str],
                       negative: Mapping[str, str], *, samples: int = 32, seed: int = 0, steps: int = 25,
                       window: Sequence[float] = (0.0, 1.0), method: str = "mean-diff",
                       region: Mapping[str, float] | None = None) -> DirectionSet:
-    """Contrast the avatar model drawing ``positive`` vs ``negative`` conditions from the same seeds."""
+    """Contrast the avatar model drawing ``positive`` vs ``negative`` conditions from the same seeds.
+
+    The core builder with renderer ``image`` and selector ``image-pooled``; the site norm is the
+    median cell norm of the positive draws, a ``pca`` feature's scale the mean difference's
+    projection on it.
+    """
     if method not in METHODS:
         raise ConfigError(f"method {method!r}: choose one of {METHODS}")
-    pos, _, norm = pooled_activations(adapter, [dict(positive)] * samples, site, seed=seed, steps=steps,
-                                      window=window, region=region)
-    neg, _, _ = pooled_activations(adapter, [dict(negative)] * samples, site, seed=seed, steps=steps,
-                                   window=window, region=region)
-    if torch.equal(pos, neg):
-        raise ConfigError(f"concept {name!r}: {dict(positive)} and {dict(negative)} give identical "
-                          "activations; contrast two different conditions")
-    vector = difference_of_means(pos, neg) if method == "mean-diff" else pca_of_differences(pos, neg)
-    scale = float(difference_of_means(pos, neg) @ (vector / vector.norm())) if method == "pca" else None
     details = {"source": "conditions", "positive": dict(positive), "negative": dict(negative),
                "samples": samples, "seed": seed, "steps": steps, "window": list(window),
-               "region": dict(region) if region else None}
-    return _pack(vector, name, adapter, site, norm, method, details, scale)
+               "region": _region(region)}
+    return _build(adapter, ConceptRecipe(
+        name=name, site=site, renderer="image", rows="image-pooled", method=method,
+        positive=[dict(positive)] * samples, negative=[dict(negative)] * samples, batch_size=samples,
+        renderer_options={"seed": seed, "steps": steps},
+        rows_options={"window": tuple(window), "region": _region(region)},
+        scale="projection", norm_from="positive", details=details))
+
+
+def _image_contrast(adapter: Any, name: str, site: str, positive: torch.Tensor, negative: torch.Tensor,
+                    *, steps: int, window: Sequence[float], seed: int,
+                    region: Mapping[str, float] | None, details: dict[str, Any]) -> DirectionSet:
+    """Contrast two sets of real images read by renderer ``image-noised`` (one batch each)."""
+    return _build(adapter, ConceptRecipe(
+        name=name, site=site, renderer="image-noised", rows="image-pooled", method="mean-diff",
+        positive=list(positive), negative=list(negative), batch_size=max(len(positive), len(negative)),
+        renderer_options={"steps": steps, "window": tuple(window), "seed": seed},
+        rows_options={"region": _region(region)}, norm_from="positive", details=details))
 
 
 def _load_folder(folder: str | os.PathLike, size: int, limit: int | None) -> torch.Tensor:
@@ -116,57 +107,17 @@ def _load_folder(folder: str | os.PathLike, size: int, limit: int | None) -> tor
     return as_images(images)
 
 
-@torch.no_grad()
-def encode_images(adapter: Any, images: torch.Tensor, site: str, *, steps: int = 25,
-                  window: Sequence[float] = (0.0, 0.5), seed: int = 0,
-                  region: Mapping[str, float] | None = None) -> tuple[torch.Tensor, float]:
-    """Pooled ``(B, C)`` activations of real images: noised to each denoising step in ``window`` and
-    passed through the denoiser once per step (the unconditional branch)."""
-    pipe = adapter.pipeline
-    x0 = images.float() * 2 - 1
-    vae = getattr(pipe, "vae", None)
-    if vae is not None:
-        x0 = vae.encode(x0).latent_dist.mean * vae.config.scaling_factor
-    pipe.scheduler.set_timesteps(steps)
-    timesteps = pipe.scheduler.timesteps
-    g = torch.Generator().manual_seed(seed)
-    pooled, norms = [], []
-    for i in _window_steps(len(timesteps), window):
-        t = timesteps[i]
-        noisy = pipe.scheduler.add_noise(x0, torch.randn(x0.shape, generator=g), t.repeat(len(x0)))
-        with steer(adapter, None, capture=[site]) as run:
-            _denoise_once(adapter, noisy, t)
-        acts = run.captured(site)  # one implicit step: (B, P, C)
-        pooled.append(acts[:, region_cells(acts.shape[1], region)].mean(1))
-        norms.append(acts.norm(dim=-1).flatten())
-    return torch.stack(pooled).mean(0), float(torch.cat(norms).median())
-
-
-def _denoise_once(adapter: Any, x: torch.Tensor, t: torch.Tensor) -> None:
-    pipe = adapter.pipeline
-    if adapter.is_avatar:
-        labels = torch.zeros(len(x), len(pipe.conditioner.attributes), dtype=torch.long)
-        adapter.model(x, t, class_labels=pipe.conditioner(labels))
-    elif getattr(adapter.model.config, "cross_attention_dim", None):
-        raise ConfigError("folder concepts for text-conditioned pipelines need prompt embeddings; "
-                          "use a pixel or class-conditioned model")
-    else:
-        adapter.model(x, t)
-
-
 def folder_concept(adapter: Any, name: str, site: str, positive: str | os.PathLike,
                    negative: str | os.PathLike, *, limit: int | None = 64, steps: int = 25,
                    window: Sequence[float] = (0.0, 0.5), seed: int = 0) -> DirectionSet:
     """Contrast two folders of images (with vs without the concept)."""
     size = adapter.model.config.sample_size
     size = size * 8 if getattr(adapter.pipeline, "vae", None) is not None else size
-    pos, norm = encode_images(adapter, _load_folder(positive, size, limit), site, steps=steps,
-                              window=window, seed=seed)
-    neg, _ = encode_images(adapter, _load_folder(negative, size, limit), site, steps=steps,
-                           window=window, seed=seed)
+    pos, neg = _load_folder(positive, size, limit), _load_folder(negative, size, limit)
     details = {"source": "folders", "positive": str(positive), "negative": str(negative),
                "images": [len(pos), len(neg)], "steps": steps, "window": list(window)}
-    return _pack(difference_of_means(pos, neg), name, adapter, site, norm, "mean-diff", details)
+    return _image_contrast(adapter, name, site, pos, neg, steps=steps, window=window, seed=seed,
+                           region=None, details=details)
 
 
 def render_concept(adapter: Any, name: str, site: str, positive: Mapping[str, str],
@@ -179,13 +130,11 @@ def render_concept(adapter: Any, name: str, site: str, positive: Mapping[str, st
 
     size = adapter.model.config.sample_size
     pos_images, neg_images = render_pairs(samples, positive, negative, size, seed)
-    common = {"steps": steps, "window": window, "seed": seed, "region": region}
-    pos, norm = encode_images(adapter, pos_images.float() / 255, site, **common)
-    neg, _ = encode_images(adapter, neg_images.float() / 255, site, **common)
     details = {"source": "rendered pairs", "positive": dict(positive), "negative": dict(negative),
                "samples": samples, "seed": seed, "steps": steps, "window": list(window),
-               "region": dict(region) if region else None}
-    return _pack(difference_of_means(pos, neg), name, adapter, site, norm, "mean-diff", details)
+               "region": _region(region)}
+    return _image_contrast(adapter, name, site, pos_images.float() / 255, neg_images.float() / 255,
+                           steps=steps, window=window, seed=seed, region=region, details=details)
 
 
 def per_image_measure(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -214,21 +163,22 @@ def measured_concept(adapter: Any, name: str, site: str, measure: str, *, sample
                      inputs: Any = None) -> DirectionSet:
     """A ridge probe from pooled activations of ``samples`` images to ``measure`` of each image.
 
-    The feature's scale is the read-out gap between the images measuring in the top and bottom
-    halves, so intensity 1 moves an image about that far.
+    The core builder with renderer ``image``, selector ``image-pooled`` and attribute
+    ``image-measure``. The feature's scale is the read-out gap between the images measuring in
+    the top and bottom halves, so intensity 1 moves an image about that far. ``inputs`` (a count
+    or a list of avatar conditions) replaces the ``samples`` unconditional draws.
     """
-    acts, images, norm = pooled_activations(adapter, samples if inputs is None else inputs, site,
-                                            seed=seed, steps=steps, window=window)
-    values = per_image_measure(measure)(images)
-    direction = linear_probe(acts, values)
-    unit = direction / direction.norm()
-    order = values.argsort()
-    half = len(order) // 2
-    scale = float((acts[order[half:]].mean(0) - acts[order[:half]].mean(0)) @ unit)
-    details = {"source": "measure", "measure": measure, "samples": len(values), "seed": seed,
-               "steps": steps, "window": list(window),
-               "measure_mean": float(values.mean()), "measure_std": float(values.std())}
-    return _pack(unit * abs(scale), name, adapter, site, norm, "probe", details, abs(scale))
+    if inputs is None or isinstance(inputs, int):
+        examples: list[Any] = [None] * (samples if inputs is None else inputs)
+    else:
+        examples = list(inputs)
+    details = {"source": "measure", "measure": measure, "samples": len(examples), "seed": seed,
+               "steps": steps, "window": list(window)}
+    return _build(adapter, ConceptRecipe(
+        name=name, site=site, renderer="image", rows="image-pooled", method="probe",
+        examples=examples, attribute="image-measure", attribute_options={"measure": measure},
+        batch_size=len(examples), renderer_options={"seed": seed, "steps": steps},
+        rows_options={"window": tuple(window)}, scale="projection", details=details))
 
 
 @dataclass

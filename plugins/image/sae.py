@@ -102,22 +102,23 @@ def harvest(adapter: Any, site: str = SITE, *, images: int = 256, batch: int = 3
             steps: int = STEPS, at: Sequence[float] = HARVEST_AT, measures: Measures = image_measures,
             progress: bool = True) -> Harvest:
     """Sample ``images`` avatars (half unconditional, half randomly conditioned; batch ``b`` uses seed
-    ``seed + b``) capturing ``site`` at the denoising steps nearest to the progress points ``at``."""
-    from tqdm import tqdm
+    ``seed + b``) capturing ``site`` at the denoising steps nearest to the progress points ``at``.
 
-    chosen = sorted({round(p * (steps - 1)) for p in at})
+    The core harvest (:func:`polysteer.harvest.collect`) with renderer ``image`` and selector
+    ``image-cells``; ``measures`` are taken on each batch's final images."""
+    from polysteer.concepts import batched
+    from polysteer.harvest import collect
+    from polysteer.plugins.image.harvest import ImageRenderer, image_cells
+
     conditions = random_conditions(images, seed)
-    acts, values = [], []
-    starts = range(0, images, batch)
-    for b, start in enumerate(tqdm(starts, desc=f"harvesting {site}", disable=not progress, leave=False)):
-        inputs = conditions[start:start + batch]
-        with steer(adapter, None, capture=[site]) as run:
-            out = adapter.generate(inputs, seed=seed + b, num_inference_steps=steps)
-        acts.append(run.captured(site)[chosen].transpose(0, 1).float())  # (B, S, P, C)
-        values.append(measures(out))
-    names = values[0].keys()
-    return Harvest(site, torch.cat(acts), {m: torch.cat([v[m] for v in values]) for m in names},
-                   chosen, conditions)
+    got = collect(adapter, batched(conditions, batch), [site],
+                  renderer=ImageRenderer(seed=seed, steps=steps, seed_step=1), rows=image_cells(at),
+                  progress=progress, total_items=images, desc=f"harvesting {site}")
+    chosen = sorted({round(p * (steps - 1)) for p in at})
+    acts = got.rows[site].reshape(images, len(chosen), -1, got.rows[site].shape[-1])
+    values = [measures(out) for out in got.outputs]
+    return Harvest(site, acts, {m: torch.cat([v[m] for v in values]) for m in values[0]}, chosen,
+                   conditions)
 
 
 def train(h: Harvest, adapter: Any, *, d_features: int = 512, k: int = 16, steps: int = 3000,

@@ -46,6 +46,20 @@ def polysteer_register_config_schemas(registry):
 
 
 @hookimpl
+def polysteer_register_renderers(registry):
+    from polysteer.plugins.text.harvest import TextRenderer
+
+    registry.register("text", TextRenderer, requires=REQUIRES[:1])
+
+
+@hookimpl
+def polysteer_register_row_selectors(registry):
+    from polysteer.plugins.text.harvest import text_tokens
+
+    registry.register("text-tokens", text_tokens)
+
+
+@hookimpl
 def polysteer_register_commands(registry):
     from polysteer.plugins.text.commands import TEXT_COMMANDS
 

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from polysteer.classifier import (
     OUTLIER_FACTOR,
@@ -44,10 +43,12 @@ from polysteer.classifier import (
     pooled_features,
     roc_curve,
 )
+from polysteer.concepts import batched
 from polysteer.dictionary import FeatureDictionary
-from polysteer.harvest import capture_batch
+from polysteer.harvest import collect
 from polysteer.plots import pyplot, save_png
-from polysteer.plugins.text.dictionary import DEFAULT_MAX_TOKENS, TextForward
+from polysteer.plugins.text.dictionary import DEFAULT_MAX_TOKENS
+from polysteer.plugins.text.harvest import TextRenderer, text_tokens
 from polysteer.runtime import resolve_dictionary
 
 # -- reading texts -------------------------------------------------------------------------------
@@ -58,22 +59,19 @@ def text_activations(adapter: Any, texts: Sequence[str], site: str, *, batch_siz
                      desc: str = "reading texts") -> list[torch.Tensor]:
     """Per text, the ``(tokens, channels)`` float32 activations at ``site`` of its real tokens.
 
-    Texts are batched by length (little padding; right padding, so a text's activations do not
-    depend on its batch) and the forward pass stops after ``site``. Attention sinks are kept:
+    The core harvest with renderer ``text`` (right padding, truncated to ``max_tokens``) and
+    selector ``text-tokens`` keeping every real token: texts are batched by length (little
+    padding) and the forward pass stops after ``site``. Attention sinks are kept:
     :func:`drop_sinks` removes them.
     """
     order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))
-    forward = TextForward(adapter, max_tokens)
+    got = collect(adapter, batched([texts[i] for i in order], batch_size), [site],
+                  renderer=TextRenderer(max_tokens, padding_side="right"),
+                  rows=text_tokens(skip_first=False, outlier_factor=None), progress=progress,
+                  total_items=len(texts), desc=desc)
     out: list[torch.Tensor] = [torch.empty(0)] * len(texts)
-    starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc=desc, unit="batch", disable=not progress):
-        index = order[start:start + batch_size]
-        with torch.no_grad():
-            run, _ = capture_batch(adapter, [site], forward, [texts[i] for i in index])
-        acts = run.captured(site).float().cpu()
-        mask = forward.mask.bool().cpu()
-        for row, i in enumerate(index):
-            out[i] = acts[row][mask[row]]
+    for i, rows in zip(order, got.per_example(site), strict=True):
+        out[i] = rows
     return out
 
 

@@ -12,8 +12,10 @@ a template), the site, and the recommended intensity::
     negative: ["sure, happy to help lol", ...]
 
 ``build_concept`` turns it into a one-feature :class:`~polysteer.DirectionSet` tied to the model's
-fingerprint and site; activations of every real token are used except attention sinks (the first
-token, and any token whose norm is far above the site's median: see :func:`harvest_tokens`).
+fingerprint and site through the core concept builder (:func:`polysteer.concepts.build_concept`,
+with the text plugin's renderer ``text`` and row selector ``text-tokens``); activations of every
+real token are used except attention sinks (the first token, and any token whose norm is far above
+the site's median: see :func:`~polysteer.plugins.text.harvest.keep_mask`).
 """
 
 from __future__ import annotations
@@ -25,14 +27,17 @@ from typing import Any
 
 import torch
 import yaml
-from tqdm.auto import tqdm
 
-from polysteer import DirectionSet, steer
-from polysteer.concepts import difference_of_means, direction_set, median_norm, pca_of_differences
+from polysteer import DirectionSet
+from polysteer.concepts import ConceptRecipe, batched
+from polysteer.concepts import build_concept as core_build_concept
 from polysteer.errors import ConfigError
+from polysteer.harvest import collect
+from polysteer.plugins.text.harvest import OUTLIER_FACTOR, TextRenderer, keep_mask, text_tokens
 
 METHODS = ("mean-diff", "pca")
-OUTLIER_FACTOR = 10.0
+__all__ = ["METHODS", "OUTLIER_FACTOR", "ConceptSpec", "build_concept", "harvest_tokens", "keep_mask",
+           "token_activations"]
 
 
 @dataclass
@@ -70,26 +75,21 @@ class ConceptSpec:
         extra = {"words": data.pop("words")} if "words" in data else {}
         return ConceptSpec(**data, extra=extra)
 
+    def recipe(self) -> ConceptRecipe:
+        """The core :class:`~polysteer.concepts.ConceptRecipe` this spec builds: renderer ``text``
+        (left padding, no truncation), selector ``text-tokens``, 8 texts per batch, the site norm
+        the median over positive and negative tokens; ``pca`` stretched to the mean difference."""
+        positive, negative = self.texts()
+        return ConceptRecipe(
+            name=self.name, site=self.site, renderer="text", rows="text-tokens", method=self.method,
+            positive=positive, negative=negative, batch_size=8, scale="norm", norm_from="all",
+            details={"description": self.description, "examples": len(positive) + len(negative),
+                     "recommended_intensity": self.intensity, **self.extra})
+
     def texts(self) -> tuple[list[str], list[str]]:
         """Positive and negative examples, formatted into the template."""
         return ([self.template.format(t) for t in self.positive],
                 [self.template.format(t) for t in self.negative])
-
-
-def keep_mask(acts: torch.Tensor, attention_mask: torch.Tensor,
-              outlier_factor: float = OUTLIER_FACTOR) -> torch.Tensor:
-    """``(B, P)`` bool: real tokens, not the first of each text, not an attention sink.
-
-    A sink is a token whose norm exceeds ``outlier_factor`` times the median norm of the other
-    kept tokens of the batch (SmolLM2's first token is ~170x the median; later sinks also occur
-    and would dominate every mean).
-    """
-    mask = attention_mask.bool().to(acts.device)
-    keep = mask & ~(mask.int().cumsum(1) == 1)
-    if keep.any():
-        norms = acts.float().norm(dim=-1)
-        keep &= norms <= outlier_factor * norms[keep].median()
-    return keep
 
 
 def harvest_tokens(adapter: Any, texts: list[str], sites: list[str], batch_size: int = 8,
@@ -97,18 +97,13 @@ def harvest_tokens(adapter: Any, texts: list[str], sites: list[str], batch_size:
                    ) -> dict[str, list[torch.Tensor]]:
     """Per site, per text, the ``(tokens, channels)`` activations, all sites in one pass each batch.
 
-    Only the tokens :func:`keep_mask` keeps: no padding, no first token, no attention sinks.
+    The core harvest (:func:`polysteer.harvest.collect`) with renderer ``text`` (left padding, no
+    truncation) and selector ``text-tokens``: no padding, no first token, no attention sinks.
     """
-    out: dict[str, list[torch.Tensor]] = {site: [] for site in sites}
-    batches = range(0, len(texts), batch_size)
-    for start in tqdm(batches, desc="harvesting activations", disable=not progress, unit="batch"):
-        with steer(adapter, None, capture=sites) as run:
-            _, mask = adapter.forward(texts[start:start + batch_size])
-        for site in sites:
-            acts = run.captured(site).float().cpu()
-            keep = keep_mask(acts, mask.cpu(), outlier_factor)
-            out[site].extend(row[k] for row, k in zip(acts, keep, strict=True))
-    return out
+    got = collect(adapter, batched(list(texts), batch_size), sites, renderer=TextRenderer(),
+                  rows=text_tokens(outlier_factor=outlier_factor), progress=progress,
+                  total_items=len(texts), desc="harvesting activations")
+    return {site: got.per_example(site) for site in sites}
 
 
 def token_activations(adapter: Any, texts: list[str], site: str, batch_size: int = 8,
@@ -118,18 +113,5 @@ def token_activations(adapter: Any, texts: list[str], site: str, batch_size: int
 
 
 def build_concept(adapter: Any, spec: ConceptSpec, progress: bool = False) -> DirectionSet:
-    """Build the concept's direction set on ``adapter``'s model at ``spec.site``."""
-    positive, negative = spec.texts()
-    pos = token_activations(adapter, positive, spec.site, progress=progress)
-    neg = token_activations(adapter, negative, spec.site, progress=progress)
-    if spec.method == "pca":
-        vector = pca_of_differences(torch.stack([p.mean(0) for p in pos]),
-                                    torch.stack([n.mean(0) for n in neg]))
-        vector = vector * difference_of_means(torch.cat(pos), torch.cat(neg)).norm()
-    else:
-        vector = difference_of_means(torch.cat(pos), torch.cat(neg))
-    return direction_set(
-        [vector], [spec.name], site=spec.site, site_norm=median_norm(torch.cat(pos + neg)),
-        model=adapter.model_fingerprint, method=spec.method,
-        details={"description": spec.description, "examples": len(positive) + len(negative),
-                 "recommended_intensity": spec.intensity, **spec.extra})
+    """Build the concept's direction set on ``adapter``'s model at ``spec.site`` (core builder)."""
+    return core_build_concept(adapter, spec.recipe(), progress=progress)

@@ -2,13 +2,13 @@
 
 The pieces:
 
-* :class:`TextForward`: a ``forward(batch)`` for :func:`polysteer.harvest.harvest` that tokenizes a
-  batch of plain texts (no chat template, truncated to ``max_tokens``) and keeps the attention
-  mask, plus its :meth:`~TextForward.row_filter`, which drops padding, each text's first token
-  and attention sinks (tokens above ``OUTLIER_FACTOR`` x the batch's median norm, the rule of
-  :func:`polysteer.plugins.text.concepts.harvest_tokens`). The mask lives on the object, so the
-  filter works when the driver cuts the forward pass short (its result is ``None`` then).
-* :func:`harvest_texts`: texts -> :class:`~polysteer.harvest.ActivationStore` (resumable).
+* :func:`harvest_texts`: texts -> :class:`~polysteer.harvest.ActivationStore` (resumable), through
+  the core harvest with the text plugin's renderer ``text`` (:func:`dictionary_renderer`: plain
+  texts, no chat template, right padding, truncated to ``max_tokens``) and row selector
+  ``text-tokens``, which drops padding, each text's first token and attention sinks (tokens
+  above ``OUTLIER_FACTOR`` x the batch's median norm, the rule concepts use too). The renderer
+  records the mask before the forward pass, so the selector works when the driver cuts the pass
+  short after the site.
 * :class:`DictionaryConfig` and :func:`train_from_config`: the config-driven pipeline behind
   ``polysteer dictionary harvest|train CONFIG [key=value ...]``: harvest (or resume), train,
   evaluate FVE / L0 / dead fraction and loss recovered (next-token cross-entropy on held-out
@@ -29,7 +29,7 @@ import torch
 import yaml
 
 from polysteer.errors import ConfigError
-from polysteer.plugins.text.concepts import OUTLIER_FACTOR, keep_mask
+from polysteer.plugins.text.harvest import OUTLIER_FACTOR, TextRenderer, keep_mask, text_tokens
 from polysteer.sae_training import TrainConfig
 
 DEFAULT_MAX_TOKENS = 128
@@ -42,28 +42,9 @@ def filter_rows(acts: torch.Tensor, attention_mask: torch.Tensor,
     return acts[keep_mask(acts, attention_mask, outlier_factor)]
 
 
-class TextForward:
-    """``forward(texts)`` for the harvest driver; :meth:`row_filter` uses the mask it kept."""
-
-    def __init__(self, adapter: Any, max_tokens: int = DEFAULT_MAX_TOKENS,
-                 outlier_factor: float = OUTLIER_FACTOR):
-        self.adapter, self.max_tokens, self.outlier_factor = adapter, max_tokens, outlier_factor
-        self.mask: torch.Tensor | None = None
-        self.tokens = 0
-
-    @torch.no_grad()
-    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
-        # encode first: the driver may stop the forward pass early, the row filter needs the mask
-        encoded = self.adapter.encode(list(texts), chat=False, max_tokens=self.max_tokens,
-                                      padding_side="right")
-        self.mask = encoded["attention_mask"]
-        self.tokens += int(self.mask.sum())
-        return self.adapter.forward(encoded)[0]
-
-    def row_filter(self, acts: torch.Tensor, _result: Any = None) -> torch.Tensor:
-        if self.mask is None:
-            raise RuntimeError("row_filter called before any forward pass")
-        return filter_rows(acts, self.mask, self.outlier_factor)
+def dictionary_renderer(max_tokens: int = DEFAULT_MAX_TOKENS) -> TextRenderer:
+    """Renderer ``text`` as dictionaries read texts: plain, right-padded, truncated to ``max_tokens``."""
+    return TextRenderer(max_tokens, padding_side="right")
 
 
 def text_batches(texts: Sequence[str], batch_size: int, seed: int = 0, sort_window: int = 16
@@ -91,12 +72,11 @@ def harvest_texts(adapter: Any, texts: Sequence[str], sites: Sequence[str], fold
     """
     from polysteer.harvest import harvest
 
-    fwd = TextForward(adapter, max_tokens)
     batches = text_batches(texts, batch_size, seed)
     info = {"max_tokens": max_tokens, "texts": len(texts), "seed": seed, **(details or {})}
-    return harvest(adapter, batches, list(sites), folder, forward=fwd, row_filter=fwd.row_filter,
-                   shard_tokens=shard_tokens, total_items=len(texts), progress=progress,
-                   details=info)
+    return harvest(adapter, batches, list(sites), folder, renderer=dictionary_renderer(max_tokens),
+                   rows=text_tokens(), shard_tokens=shard_tokens, total_items=len(texts),
+                   progress=progress, details=info)
 
 
 # -- loss recovered ------------------------------------------------------------------------------

@@ -43,6 +43,30 @@ def polysteer_register_config_schemas(registry):
 
 
 @hookimpl
+def polysteer_register_renderers(registry):
+    from polysteer.plugins.voice.harvest import SpeechRenderer
+    from polysteer.plugins.voice.requirements import TTS_REQUIRES
+
+    registry.register("speech", SpeechRenderer, requires=TTS_REQUIRES)
+
+
+@hookimpl
+def polysteer_register_row_selectors(registry):
+    from polysteer.plugins.voice.harvest import voice_frames, voice_positions
+
+    registry.register("voice-positions", voice_positions)
+    registry.register("voice-frames", voice_frames)
+
+
+@hookimpl
+def polysteer_register_attributes(registry):
+    from polysteer.plugins.voice.harvest import frame_measure, phoneme_measure
+
+    registry.register("phoneme-measure", phoneme_measure, requires=MEASURES_REQUIRE)
+    registry.register("frame-measure", frame_measure, requires=MEASURES_REQUIRE)
+
+
+@hookimpl
 def polysteer_register_commands(registry):
     from polysteer.plugins.voice import tts
 

@@ -56,18 +56,22 @@ def frame_measures(adapter: Any, wave: torch.Tensor, frames: int) -> dict[str, t
 
 def harvest_frames(adapter: Any, sentences: Sequence[Any], seeds: Sequence[int] = (0, 1),
                    progress: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``(frames (N, C), measures {name: (N,)})`` of ``decoder.input`` over every sentence x seed."""
-    from tqdm import tqdm
+    """``(frames (N, C), measures {name: (N,)})`` of ``decoder.input`` over every sentence x seed.
+
+    The core harvest with renderer ``speech``, selector ``voice-frames`` and attribute
+    ``frame-measure``, once per seed (seeds outer, sentences inner)."""
+    from polysteer.concepts import batched
+    from polysteer.harvest import collect
+    from polysteer.plugins.voice.harvest import SpeechRenderer, frame_measure, voice_frames
 
     acts, values = [], {m: [] for m in MEASURES}
-    jobs = [(s, seed) for seed in seeds for s in sentences]
-    for sentence, seed in tqdm(jobs, desc="harvesting frames", disable=not progress, leave=False):
-        with steer(adapter, None, capture=[SITE]) as run:
-            wave = adapter.generate(sentence, seed=seed)
-        frames = int(adapter.last.frames[0])
-        acts.append(run.captured(SITE)[0, :frames])
-        for name, v in frame_measures(adapter, wave[:, : int(adapter.last.lengths[0])], frames).items():
-            values[name].append(v)
+    for seed in seeds:
+        got = collect(adapter, batched(list(sentences), 1), [SITE], renderer=SpeechRenderer(seed=seed),
+                      rows=voice_frames(), attributes={m: frame_measure(m) for m in MEASURES},
+                      progress=progress, total_items=len(sentences), desc="harvesting frames")
+        acts.append(got.rows[SITE])
+        for name in MEASURES:
+            values[name].append(got.values[SITE][name])
     return torch.cat(acts), {m: torch.cat(v) for m, v in values.items()}
 
 

@@ -18,7 +18,7 @@ from polysteer.plugins.text.testing import WORDS, tiny_text_adapter
 pytest.importorskip("transformers")
 
 from polysteer.plugins.text.dictionary import (  # noqa: E402
-    TextForward,
+    dictionary_renderer,
     filter_rows,
     harvest_texts,
     keep_mask,
@@ -28,6 +28,7 @@ from polysteer.plugins.text.dictionary import (  # noqa: E402
     text_loss_recovered,
     train_from_config,
 )
+from polysteer.plugins.text.harvest import TextRenderer, text_tokens  # noqa: E402
 
 SITE = "blocks.1.resid_post"
 
@@ -58,23 +59,21 @@ def test_keep_mask_drops_padding_first_token_and_sinks():
     assert keep_mask(acts, right)[0].tolist() == [False, True, True, False, False]
 
 
-def test_text_forward_rows_match_unpadded_single_texts(adapter):
-    from polysteer import steer
+def test_text_renderer_rows_match_unpadded_single_texts(adapter):
+    from polysteer.harvest import render_batch
 
     texts = ["the cat sat on the mat", "a dog", "hello friend the sea is blue and very good"]
-    fwd = TextForward(adapter, max_tokens=6)
-    with steer(adapter, None, capture=[SITE]) as run:
-        fwd(texts)
-    rows = fwd.row_filter(run.captured(SITE), None)
-    assert fwd.mask.sum(1).tolist() == [6, 2, 6]  # truncated to max_tokens
-    assert len(rows) == 5 + 1 + 5
+    select = text_tokens()
+    acts, rendered = render_batch(adapter, [SITE], dictionary_renderer(max_tokens=6), texts)
+    assert rendered.outputs is None, "the pass stops after the site"
+    kept = select(acts[SITE], rendered)
+    assert rendered.mask.sum(1).tolist() == [6, 2, 6]  # truncated to max_tokens
+    assert len(kept.rows) == 5 + 1 + 5 and kept.example.tolist() == [0] * 5 + [1] + [2] * 5
     singles = []
     for text in texts:
-        one = TextForward(adapter, max_tokens=6)
-        with steer(adapter, None, capture=[SITE]) as run:
-            one([text])
-        singles.append(one.row_filter(run.captured(SITE)))
-    torch.testing.assert_close(rows, torch.cat(singles), atol=1e-4, rtol=1e-4)
+        acts, rendered = render_batch(adapter, [SITE], dictionary_renderer(max_tokens=6), [text])
+        singles.append(select(acts[SITE], rendered).rows)
+    torch.testing.assert_close(kept.rows, torch.cat(singles), atol=1e-4, rtol=1e-4)
 
 
 def test_text_batches_are_deterministic_and_complete():
@@ -95,21 +94,21 @@ def test_harvest_texts_drops_padding_and_resumes(adapter, tmp_path, monkeypatch)
     assert ref.manifest["details"]["max_tokens"] == 128
 
     calls = {"n": 0}
-    original = TextForward.__call__
+    original = TextRenderer.render
 
-    def flaky(self, batch):
+    def flaky(self, adapter, rendered):
         calls["n"] += 1
         if calls["n"] == 6:
             raise KeyboardInterrupt
-        return original(self, batch)
+        return original(self, adapter, rendered)
 
-    monkeypatch.setattr(TextForward, "__call__", flaky)
+    monkeypatch.setattr(TextRenderer, "render", flaky)
     with pytest.raises(KeyboardInterrupt):
         harvest_texts(adapter, texts, [SITE], tmp_path / "run", batch_size=4, shard_tokens=16,
                       progress=False)
     partial = ActivationStore.open(tmp_path / "run")
     assert not partial.done and 0 < partial.items_done < 40
-    monkeypatch.setattr(TextForward, "__call__", original)
+    monkeypatch.setattr(TextRenderer, "render", original)
     resumed = harvest_texts(adapter, texts, [SITE], tmp_path / "run", batch_size=4, shard_tokens=16,
                             progress=False)
     assert resumed.done and resumed.n_tokens(SITE) == ref.n_tokens(SITE)
@@ -258,16 +257,15 @@ def smollm2_adapter():
 @pytest.mark.slow
 @smollm2
 def test_shipped_sae_loads_fits_smollm2_and_reconstructs(smollm2_adapter):
-    from polysteer import resolve_dictionary, steer
+    from polysteer import resolve_dictionary
+    from polysteer.harvest import render_batch
 
     d = resolve_dictionary("smollm2-res-sae")
     assert isinstance(d, SparseAutoencoder) and d.info.site == "blocks.12.resid_post"
     d.check_compatible(smollm2_adapter.model_fingerprint, d.info.site,
                        smollm2_adapter.bind(d.info.site).channels)
-    fwd = TextForward(smollm2_adapter)
-    with steer(smollm2_adapter, None, capture=[d.info.site]) as run:
-        fwd(HELD_OUT)
-    x = fwd.row_filter(run.captured(d.info.site)).float()
+    acts, rendered = render_batch(smollm2_adapter, [d.info.site], dictionary_renderer(), HELD_OUT)
+    x = text_tokens()(acts[d.info.site], rendered).rows.float()
     with torch.no_grad():
         recon = d.decode(d.encode(x))
     fve = 1 - (x - recon).pow(2).sum() / (x - x.mean(0)).pow(2).sum()

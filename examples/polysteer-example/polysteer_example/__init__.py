@@ -9,6 +9,8 @@ It teaches polysteer one model family and one intervention, using only polysteer
 * measure ``example_centroid_shift``: how far steering moved the spectral centroid;
 * effect measure ``example-centroid``: the spectral centroid per sample, with which polysteer's
   label-by-effect names features by what adding them does (``centroid+ (N)``).
+* renderer ``example-frames`` and measured attribute ``example-frame-centroid``: what polysteer's
+  one harvest and concept builder need to build concepts on this model.
 
 polysteer finds this module through the entry point ``example = polysteer_example`` in group
 ``polysteer`` and registers the hook implementations below.
@@ -19,6 +21,7 @@ from __future__ import annotations
 from polysteer import Registry, hookimpl
 from polysteer.label_effect import EffectMeasure
 
+from polysteer_example.harvest import FramePrompts, frame_centroid
 from polysteer_example.measures import centroid_effect, centroid_shift
 from polysteer_example.model import (
     ExampleConvAdapter,
@@ -33,8 +36,9 @@ from polysteer_example.rotate import Rotate, make_rotate
 __version__ = "0.1.0"
 
 __all__ = [
-    "ExampleConvAdapter", "ExampleConvConfig", "Rotate", "TinyWaveNet", "WaveNetConfig",
-    "centroid_effect", "centroid_shift", "example_frames", "load_example_conv", "make_rotate",
+    "ExampleConvAdapter", "ExampleConvConfig", "FramePrompts", "Rotate", "TinyWaveNet", "WaveNetConfig",
+    "centroid_effect", "centroid_shift", "example_frames", "frame_centroid", "load_example_conv",
+    "make_rotate",
 ]
 
 
@@ -67,3 +71,15 @@ def polysteer_register_effect_measures(registry: Registry) -> None:
     """What label-by-effect measures on this model family: the spectral centroid per sample."""
     registry.register("example-centroid", EffectMeasure(centroid_effect, "audio",
                                                         "spectral centroid of the generated frames"))
+
+
+@hookimpl
+def polysteer_register_renderers(registry: Registry) -> None:
+    """How a batch of prompt frames runs through the model in a harvest."""
+    registry.register("example-frames", FramePrompts)
+
+
+@hookimpl
+def polysteer_register_attributes(registry: Registry) -> None:
+    """A measured value per harvested frame, for probe concepts."""
+    registry.register("example-frame-centroid", frame_centroid)
