@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class PolysteerError(Exception):
     """Base class of every error polysteer raises on purpose."""
@@ -32,3 +35,20 @@ class CorruptFileError(PolysteerError, ValueError):
 
 class SteeringError(PolysteerError, RuntimeError):
     """A style cannot be applied to a model (unknown site, feature, bad intensity...)."""
+
+
+def did_you_mean(name: object, choices: Iterable[object], *, n: int = 3, cutoff: float = 0.6) -> str:
+    """``" Did you mean 'a' or 'b'?"``: up to ``n`` of ``choices`` close to ``name``, or ``""``.
+
+    The one "did you mean" of polysteer (sites, registries, catalogues, configs, feature labels):
+    append it to the first sentence of an error message. Case is ignored when comparing, so
+    ``Joe`` finds ``joe``; ``cutoff`` is :func:`difflib.get_close_matches`' similarity threshold.
+    """
+    by_folded: dict[str, list[str]] = {}
+    for choice in dict.fromkeys(map(str, choices)):
+        by_folded.setdefault(choice.lower(), []).append(choice)
+    folded = difflib.get_close_matches(str(name).lower(), list(by_folded), n=n, cutoff=cutoff)
+    close = [repr(choice) for key in folded for choice in by_folded[key]][:n]
+    if not close:
+        return ""
+    return f" Did you mean {close[0] if len(close) == 1 else ', '.join(close[:-1]) + ' or ' + close[-1]}?"
