@@ -40,15 +40,21 @@ class SteeringError(PolysteerError, RuntimeError):
 def did_you_mean(name: object, choices: Iterable[object], *, n: int = 3, cutoff: float = 0.6) -> str:
     """``" Did you mean 'a' or 'b'?"``: up to ``n`` of ``choices`` close to ``name``, or ``""``.
 
-    The one "did you mean" of polysteer (sites, registries, catalogues, configs, feature labels):
-    append it to the first sentence of an error message. Case is ignored when comparing, so
-    ``Joe`` finds ``joe``; ``cutoff`` is :func:`difflib.get_close_matches`' similarity threshold.
+    The one "did you mean" of polysteer (sites, registries, catalogues, configs, styles, feature
+    labels): append it to the first sentence of an error message. Similarity is
+    :class:`difflib.SequenceMatcher`'s ratio, at least ``cutoff``, with case ignored (``Joe``
+    finds ``joe``); equally close choices keep their given order (a site table's forward order).
     """
-    by_folded: dict[str, list[str]] = {}
-    for choice in dict.fromkeys(map(str, choices)):
-        by_folded.setdefault(choice.lower(), []).append(choice)
-    folded = difflib.get_close_matches(str(name).lower(), list(by_folded), n=n, cutoff=cutoff)
-    close = [repr(choice) for key in folded for choice in by_folded[key]][:n]
+    target = str(name).lower()
+    matcher = difflib.SequenceMatcher()
+    matcher.set_seq2(target)
+    scored = []
+    for index, choice in enumerate(dict.fromkeys(map(str, choices))):
+        matcher.set_seq1(choice.lower())
+        if (matcher.real_quick_ratio() >= cutoff and matcher.quick_ratio() >= cutoff
+                and (score := matcher.ratio()) >= cutoff):
+            scored.append((-score, index, choice))
+    close = [repr(choice) for _, _, choice in sorted(scored)[:n]]
     if not close:
         return ""
     return f" Did you mean {close[0] if len(close) == 1 else ', '.join(close[:-1]) + ' or ' + close[-1]}?"
