@@ -75,19 +75,16 @@ class Site:
 
 
 class UnknownSiteError(SteeringError, KeyError):
-    """A site name that a model's :class:`SiteTable` does not have.
+    """A site name that a model's :class:`SiteTable` does not have (see :meth:`SiteTable.unknown`).
 
     The message names the site and the model, suggests close names and summarises the valid
     spellings. It is also a ``KeyError``, so a table behaves as a ``Mapping``.
     """
 
-    def __init__(self, site: str, table: SiteTable):
+    def __init__(self, message: str, *, site: str = "", owner: str = ""):
+        super().__init__(message)
         self.site = site
-        self.owner = table.owner
-        sites = table.sites()
-        listing = f"its sites are {table.summary()}" if sites else "it has no sites"
-        super().__init__(f"unknown site {site!r} in {table.owner}.{did_you_mean(site, sites)} "
-                         f"{listing[0].upper()}{listing[1:]}; `polysteer sites MODEL` lists them all")
+        self.owner = owner
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
@@ -117,7 +114,7 @@ class SiteTable(Mapping[str, Site]):
         try:
             return self._rows[site]
         except (KeyError, TypeError):
-            raise UnknownSiteError(site, self) from None
+            raise self.unknown(site) from None
 
     def __contains__(self, site: object) -> bool:
         return site in self._rows
@@ -134,6 +131,14 @@ class SiteTable(Mapping[str, Site]):
     def sites(self) -> list[str]:
         """Every site name, in forward order."""
         return list(self._rows)
+
+    def unknown(self, site: str) -> UnknownSiteError:
+        """The error for ``site``, which this table lacks: close names, then every valid spelling."""
+        sites = self.sites()
+        listing = f"Its sites are {self.summary()}" if sites else "It has no sites"
+        return UnknownSiteError(
+            f"unknown site {site!r} in {self.owner}.{did_you_mean(site, sites)} {listing}; "
+            "`polysteer sites MODEL` lists them all", site=str(site), owner=self.owner)
 
     def summary(self) -> str:
         """The names, compressed where they follow a pattern (``blocks.0..11.{resid_pre,mlp_out}``)."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import wave
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -35,7 +35,6 @@ from polysteer import BCT, BPC, Layout, MaybeTuple, ModelAdapter, RowMap, Site, 
 from polysteer.fileio import atomic_path
 from polysteer.plugins.voice.phonemes import phonemes_to_ids, phonemize
 from polysteer.plugins.voice.vits import Synthesis, load_vits_folder, synthesize
-from polysteer.sites import HookPoint
 
 
 class VitsAdapter(ModelAdapter):
@@ -101,7 +100,8 @@ class VitsAdapter(ModelAdapter):
         """The sites of the module docstring's table; paths are relative to the ``VitsModel``."""
         m, config = self.model, self.model.config
 
-        def site(path: str, layout: Layout, channels: int, hook: HookPoint = "output") -> Site:
+        def site(path: str, layout: Layout, channels: int,
+                 hook: Literal["input", "output"] = "output") -> Site:
             # duration predictor and decoder take their activation as ``inputs``
             return Site(path, layout, int(channels), hook=hook, arg_name="inputs")
 

@@ -22,7 +22,7 @@ import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -31,7 +31,6 @@ from polysteer.fileio import atomic_path
 from polysteer.layout import Layout
 from polysteer.plugins.voice.measures import as_waveforms
 from polysteer.plugins.voice.whisper_models import SAMPLE_RATE, load_whisper
-from polysteer.sites import HookPoint
 
 #: Site kinds per stack, in the order they are computed inside one layer.
 SITE_KINDS: dict[str, tuple[str, ...]] = {
@@ -39,7 +38,7 @@ SITE_KINDS: dict[str, tuple[str, ...]] = {
     "decoder": ("resid_pre", "attn_out", "cross_out", "mlp_out", "resid_post"),
 }
 # kind -> (module under the layer ("" = the layer), hook, layout)
-_BINDINGS: dict[str, tuple[str, HookPoint, Layout]] = {
+_BINDINGS: dict[str, tuple[str, Literal["input", "output"], Layout]] = {
     "resid_pre": ("", "input", BPC()),
     "attn_out": ("self_attn", "output", MaybeTuple(BPC())),
     "cross_out": ("encoder_attn", "output", MaybeTuple(BPC())),
