@@ -20,6 +20,7 @@ the model given (a ``*ForCausalLM`` or its bare base model). In every family lis
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -140,6 +141,9 @@ def _kind_rows(family: _Family, block: str, channels: int) -> dict[str, Site]:
     }
 
 
+_TABLES: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, SiteTable]] = weakref.WeakKeyDictionary()
+
+
 def site_table(model: torch.nn.Module, name: str | None = None) -> SiteTable:
     """The site table of ``model`` (a ``*ForCausalLM`` or its base model), block by block.
 
@@ -150,11 +154,18 @@ def site_table(model: torch.nn.Module, name: str | None = None) -> SiteTable:
     family = _family(model_type)
     prefix = "" if _base_model(model, family) is model else f"{family.base}."
     blocks = _blocks(model, family)
+    # adapters ask for the table at every bind(); rebuild only if the block list changed
+    key = (model_type, prefix, id(blocks), len(blocks), name)
+    cached = _TABLES.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     channels = _hidden_size(model)
     rows = ((f"blocks.{i}.{kind}", site)
             for i in range(len(blocks))
             for kind, site in _kind_rows(family, f"{prefix}{family.layers}.{i}", channels).items())
-    return SiteTable(rows, owner=f"{name} ({model_type})" if name else f"this {model_type} model")
+    table = SiteTable(rows, owner=f"{name} ({model_type})" if name else f"this {model_type} model")
+    _TABLES[model] = (key, table)
+    return table
 
 
 def list_sites(model: torch.nn.Module) -> list[str]:

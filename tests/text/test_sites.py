@@ -260,3 +260,13 @@ def test_unknown_architecture_names_the_supported_ones() -> None:
 def test_a_module_without_config_is_refused() -> None:
     with pytest.raises(PolysteerError, match="model_type"):
         list_sites(torch.nn.Linear(2, 2))
+
+
+def test_table_is_reused_until_the_block_list_changes() -> None:
+    model = _tiny_lm("llama")
+    table = site_table(model)
+    assert site_table(model) is table  # bind() asks for it every time: built once
+    model.model.layers = torch.nn.ModuleList(list(model.model.layers)[:1])
+    assert list_sites(model) == [f"blocks.0.{kind}" for kind in SITE_KINDS]
+    with pytest.raises(UnknownSiteError, match=r"sites are blocks\.0\.\{resid_pre,"):
+        resolve_site(model, "blocks.1.resid_post")
