@@ -11,7 +11,7 @@ Quick tour::
         tokens = model.generate([[3, 7, 1, 12]], max_new_tokens=16)
 """
 
-from polysteer.adapter import ModelAdapter, SiteBinding
+from polysteer.adapter import ModelAdapter
 from polysteer.classifier import FeatureClassifier, load_classifier, resolve_classifier
 from polysteer.cli import Command
 from polysteer.concepts import (
@@ -39,6 +39,7 @@ from polysteer.errors import (
     PolysteerError,
     RegistryError,
     SteeringError,
+    did_you_mean,
 )
 from polysteer.fingerprint import ModelFingerprint, fingerprint
 from polysteer.layout import BCHW, BCT, BPC, InTuple, Layout, MaybeTuple
@@ -52,18 +53,20 @@ from polysteer.manager import (
 from polysteer.models import load_model
 from polysteer.registry import Registry, Requirement
 from polysteer.runtime import Steering, SteeringWarning, resolve_dictionary, steer
+from polysteer.sites import Site, SiteBinding, SiteTable, UnknownSiteError
 from polysteer.step import Phase, RowMap, Step, StepClock
 from polysteer.style import Component, Rule, Style, blend, load_style
 
 __all__ = [
-    "BCHW", "BCT", "BPC", "Command", "Component", "ConceptRecipe", "ConfigError", "CorruptFileError",
-    "DictionaryFormat", "DictionaryInfo", "DictionaryMismatchError", "DirectionSet",
-    "FeatureClassifier", "FeatureDictionary", "InTuple", "Layout", "MaybeTuple", "MissingDependencyError",
-    "ModelAdapter", "Phase", "ModelFingerprint", "PluginManager", "PolysteerError", "Registry",
-    "RegistryError", "Requirement", "RowMap", "Rule", "SiteBinding", "SparseAutoencoder", "Step",
-    "StepClock", "Steering", "SteeringError", "SteeringWarning", "Style", "blend", "build_concept",
-    "create_plugin_manager", "current_plugin_manager", "difference_of_means", "direction_set",
-    "fingerprint", "hookimpl", "linear_probe", "load_classifier", "load_dictionary", "load_model",
-    "load_style", "median_norm", "pca_of_differences", "resolve_classifier", "resolve_dictionary",
-    "steer", "use_plugin_manager",
+    "BCHW", "BCT", "BPC", "Command", "Component", "ConceptRecipe", "ConfigError",
+    "CorruptFileError", "DictionaryFormat", "DictionaryInfo", "DictionaryMismatchError",
+    "DirectionSet", "FeatureClassifier", "FeatureDictionary", "InTuple", "Layout", "MaybeTuple",
+    "MissingDependencyError", "ModelAdapter", "ModelFingerprint", "Phase", "PluginManager",
+    "PolysteerError", "Registry", "RegistryError", "Requirement", "RowMap", "Rule", "Site",
+    "SiteBinding", "SiteTable", "SparseAutoencoder", "Steering", "SteeringError", "SteeringWarning",
+    "Step", "StepClock", "Style", "UnknownSiteError", "blend", "build_concept",
+    "create_plugin_manager", "current_plugin_manager", "did_you_mean", "difference_of_means",
+    "direction_set", "fingerprint", "hookimpl", "linear_probe", "load_classifier",
+    "load_dictionary", "load_model", "load_style", "median_norm", "pca_of_differences",
+    "resolve_classifier", "resolve_dictionary", "steer", "use_plugin_manager",
 ]

@@ -1,9 +1,9 @@
 """The model-adapter protocol: what a plugin implements to teach core one family of models.
 
-An adapter wraps a loaded model. It lists its sites, binds a site to a module and a
-:class:`~polysteer.layout.Layout`, runs generation, and advances the step clock once per forward
-pass. Core installs the hooks itself (see :mod:`polysteer.runtime`), so an adapter never touches
-interventions, schedules or rules.
+An adapter wraps a loaded model. It describes its sites with a :class:`~polysteer.SiteTable`
+(canonical name -> module path, hook point, layout, channels), runs generation, and advances the
+step clock once per forward pass. Core installs the hooks itself (see :mod:`polysteer.runtime`),
+so an adapter never touches interventions, schedules or rules.
 """
 
 from __future__ import annotations
@@ -12,62 +12,57 @@ import functools
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from polysteer.fileio import write_json
 from polysteer.fingerprint import ModelFingerprint, fingerprint
-from polysteer.layout import Layout
+from polysteer.sites import SiteBinding, SiteTable
 from polysteer.step import RowMap, StepClock
 
 if TYPE_CHECKING:
     from polysteer.runtime import Steering
 
 
-@dataclass(frozen=True)
-class SiteBinding:
-    """Where a site lives: a module, whether its input or output is the activation, its layout.
-
-    ``hook="output"`` reads the module's return value; ``hook="input"`` reads its positional
-    argument ``arg_index`` (or keyword ``arg_name`` if it was passed by keyword).
-    """
-
-    module: nn.Module
-    layout: Layout
-    channels: int
-    hook: Literal["input", "output"] = "output"
-    arg_index: int = 0
-    arg_name: str = "hidden_states"
-
-
 class ModelAdapter(ABC):
     """Base class of every model adapter; subclass it in a plugin and register a factory.
 
     Subclasses set ``modality`` (``text``, ``image``, ``voice`` or their own) and implement
-    :meth:`sites`, :meth:`bind` and :meth:`run_generation`. Inside ``run_generation`` they call
-    :meth:`begin_generation` once with the number of forward passes (if known) and
-    :meth:`advance_step` before every forward pass.
+    :meth:`site_table` and :meth:`run_generation`; :meth:`sites` and :meth:`bind` come from the
+    table (an adapter written before site tables may override those two instead). Inside
+    ``run_generation`` they call :meth:`begin_generation` once with the number of forward passes
+    (if known) and :meth:`advance_step` before every forward pass.
     """
 
     modality: ClassVar[str] = "other"
 
     def __init__(self, model: nn.Module, name: str):
+        cls = type(self)
+        if cls.site_table is ModelAdapter.site_table and (
+                cls.sites is ModelAdapter.sites or cls.bind is ModelAdapter.bind):
+            raise TypeError(f"{cls.__name__} must implement site_table() (or, the older way, "
+                            "both sites() and bind())")
         self.model = model
         self.name = name
         self._clocks: list[StepClock] = []
 
     # -- to implement ---------------------------------------------------------------------------
-    @abstractmethod
+    def site_table(self) -> SiteTable:
+        """This model's sites: canonical name -> module path (relative to :attr:`model`), hook
+        point, layout and channels, in forward order. :meth:`sites` and :meth:`bind` use it."""
+        raise NotImplementedError(f"{type(self).__name__} has no site_table()")
+
     def sites(self) -> list[str]:
         """Every site name this model has, in forward order."""
+        return self.site_table().sites()
 
-    @abstractmethod
     def bind(self, site: str) -> SiteBinding:
-        """The module, hook point and layout of ``site``; a clear error for an unknown site."""
+        """The module, hook point and layout of ``site``; an
+        :class:`~polysteer.UnknownSiteError` (with close names) for an unknown site."""
+        return self.site_table().resolve(self.model, site)
 
     @abstractmethod
     def run_generation(self, inputs: Any, **kwargs: Any) -> Any:

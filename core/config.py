@@ -11,7 +11,6 @@ registered kind, never by an importable class path.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from polysteer.errors import ConfigError
+from polysteer.errors import ConfigError, did_you_mean
 from polysteer.manager import PluginManager, current_plugin_manager
 from polysteer.paths import configs_dir
 
@@ -82,9 +81,7 @@ def _group_file(root: Path, group: str, name: str) -> Path:
     path = root / group / f"{name}.yaml"
     if not path.exists():
         choices = _choices_in(root / group)
-        close = difflib.get_close_matches(name, choices, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"{group}={name}: no such {group} config.{hint} Choices: "
+        raise ConfigError(f"{group}={name}: no such {group} config.{did_you_mean(name, choices)} Choices: "
                           f"{', '.join(choices) or 'none'}")
     return path
 
@@ -180,8 +177,7 @@ def validate_plugin_nodes(cfg: DictConfig, plugins: PluginManager) -> DictConfig
         kind = value.kind
         owners = {"model": plugins.adapters}
         if node in owners and kind not in owners[node]:
-            close = difflib.get_close_matches(str(kind), owners[node].names(), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(kind, owners[node].names())
             raise ConfigError(f"{node}.kind: unknown {owners[node].what} {kind!r}.{hint} Choices: "
                               f"{', '.join(owners[node].names())}")
         key = f"{node}.{kind}"

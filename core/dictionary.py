@@ -15,7 +15,6 @@ error. Files are safetensors plus JSON, written atomically; nothing is unpickled
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from polysteer.errors import CorruptFileError, DictionaryMismatchError, SteeringError
+from polysteer.errors import CorruptFileError, DictionaryMismatchError, SteeringError, did_you_mean
 from polysteer.fileio import read_json, read_tensors, write_folder, write_json, write_tensors
 from polysteer.fingerprint import ModelFingerprint
 
@@ -139,10 +138,9 @@ class FeatureDictionary(nn.Module):
             return self.labels.index(feature)
         if str(feature).isdigit():
             return self.feature_index(int(feature))
-        close = difflib.get_close_matches(str(feature), self.labels, n=3)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else (
-            f"; its labels are {self.labels[:8]}{' ...' if self.d_features > 8 else ''}")
-        raise SteeringError(f"no feature labelled {feature!r} in {self.describe()}{hint}")
+        hint = did_you_mean(feature, self.labels) or (
+            f" Its labels are {self.labels[:8]}{' ...' if self.d_features > 8 else ''}")
+        raise SteeringError(f"no feature labelled {feature!r} in {self.describe()}.{hint}")
 
     def describe(self) -> str:
         """One line: kind, size, site and model."""

@@ -9,7 +9,6 @@ fixes it; it never stops polysteer from starting.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.metadata
 import os
@@ -23,7 +22,7 @@ from typing import Any
 import pluggy
 
 from polysteer import hookspecs
-from polysteer.errors import PolysteerError
+from polysteer.errors import PolysteerError, did_you_mean
 from polysteer.registry import Registry, Requirement
 
 hookimpl = pluggy.HookimplMarker("polysteer")
@@ -191,9 +190,8 @@ class PluginManager:
             known = [n for n in dir(hookspecs) if n.startswith("polysteer_")]
             words = str(err).split("'")
             bad = next((w for w in words if w.startswith("polysteer_")), "")
-            close = difflib.get_close_matches(bad, known, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise PolysteerError(f"{err}.{hint} Known hooks: {', '.join(known)}") from err
+            raise PolysteerError(f"{err}.{did_you_mean(bad, known, n=1)} Known hooks: "
+                                 f"{', '.join(known)}") from err
 
     def plugins(self) -> list[PluginInfo]:
         """Every plugin, loaded or failed, with what it registered and whether it is ready."""

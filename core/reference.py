@@ -7,7 +7,6 @@ and a worked example of everything an adapter does: a site table, one clock step
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from polysteer.adapter import ModelAdapter, SiteBinding
-from polysteer.errors import SteeringError
+from polysteer.adapter import ModelAdapter
 from polysteer.layout import BPC
+from polysteer.sites import Site, SiteTable
 from polysteer.step import RowMap
 
 SITE_KINDS = ("resid_pre", "attn_out", "mlp_out", "resid_post")  # forward order
@@ -112,22 +111,17 @@ class ReferenceAdapter(ModelAdapter):
     def __init__(self, model: ReferenceLM | None = None, name: str = "reference"):
         super().__init__(model or ReferenceLM(), name)
 
-    def sites(self) -> list[str]:
-        return [f"blocks.{i}.{kind}" for i in range(len(self.model.blocks)) for kind in SITE_KINDS]
-
-    def bind(self, site: str) -> SiteBinding:
-        match = re.fullmatch(r"blocks\.(\d+)\.(\w+)", site)
-        n = len(self.model.blocks)
-        if not match or int(match[1]) >= n or match[2] not in SITE_KINDS:
-            raise SteeringError(f"unknown site {site!r} for {self.name}: sites are "
-                                f"blocks.0..{n - 1}.{{{','.join(SITE_KINDS)}}}")
-        block = self.model.blocks[int(match[1])]
+    def site_table(self) -> SiteTable:
+        """``blocks.N.KIND`` for every block, KIND in :data:`SITE_KINDS` (forward order)."""
         d = self.model.config.d_model
-        kind = match[2]
-        if kind == "resid_pre":
-            return SiteBinding(block, BPC(), d, hook="input", arg_name="x")
-        module = {"resid_post": block, "attn_out": block.attn, "mlp_out": block.mlp}[kind]
-        return SiteBinding(module, BPC(), d)
+
+        def row(block: str, kind: str) -> Site:
+            if kind == "resid_pre":  # the block's input: Block.forward(x, cache)
+                return Site(block, BPC(), d, hook="input", arg_name="x")
+            return Site({"attn_out": f"{block}.attn", "mlp_out": f"{block}.mlp"}.get(kind, block), BPC(), d)
+
+        return SiteTable(((f"blocks.{i}.{kind}", row(f"blocks.{i}", kind))
+                          for i in range(len(self.model.blocks)) for kind in SITE_KINDS), owner=self.name)
 
     @torch.no_grad()
     def run_generation(self, inputs: Any, max_new_tokens: int = 8, use_cache: bool = True,

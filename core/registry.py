@@ -7,20 +7,14 @@ dependency is missing can say exactly which ``pip install`` fixes it.
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from polysteer.errors import MissingDependencyError, RegistryError
+from polysteer.errors import MissingDependencyError, RegistryError, did_you_mean
 
 T = TypeVar("T")
-
-
-def _did_you_mean(name: Any, names: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(name), list(names), n=3)
-    return f" Did you mean {', '.join(map(repr, close))}?" if close else ""
 
 
 def catalogue_entry(catalogue: Mapping[str, T], name: str, what: str, otherwise: str) -> T:
@@ -28,7 +22,7 @@ def catalogue_entry(catalogue: Mapping[str, T], name: str, what: str, otherwise:
     ``what`` (e.g. "embedded voice") and what else may be passed (``otherwise``)."""
     if name in catalogue:
         return catalogue[name]
-    raise RegistryError(f"no {what} {name!r}.{_did_you_mean(name, sorted(catalogue))} Available: "
+    raise RegistryError(f"no {what} {name!r}.{did_you_mean(name, sorted(catalogue))} Available: "
                         f"{', '.join(sorted(catalogue)) or 'none'}; {otherwise}")
 
 
@@ -94,7 +88,7 @@ class Registry:
     def entry(self, name: str) -> Entry:
         """The entry for ``name``; an error lists close and available names."""
         if name not in self._entries:
-            hint = _did_you_mean(name, list(self._entries))
+            hint = did_you_mean(name, self._entries)
             raise RegistryError(f"unknown {self.what} {name!r}.{hint} Available: "
                                 f"{', '.join(sorted(self._entries)) or 'none'}")
         return self._entries[name]

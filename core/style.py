@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from polysteer.errors import ConfigError
+from polysteer.errors import ConfigError, did_you_mean
 from polysteer.fileio import atomic_path
 
 DictionaryRef = Any
@@ -48,8 +48,8 @@ def _check_keys(data: Any, path: str, required: tuple[str, ...], optional: tuple
     allowed = required + optional
     for key in data:
         if key not in allowed:
-            raise ConfigError(f"{path + '.' if path else ''}{key}: unknown key; allowed keys are "
-                              f"{', '.join(allowed)}")
+            raise ConfigError(f"{path + '.' if path else ''}{key}: unknown key.{did_you_mean(key, allowed)} "
+                              f"Allowed keys are {', '.join(allowed)}")
     for key in required:
         if key not in data:
             raise ConfigError(f"{path + '.' if path else ''}{key}: missing (required)")
@@ -247,8 +247,8 @@ def load_style(name_or_path: str | os.PathLike) -> Style:
     if shipped.exists():
         return Style.load(shipped)
     names = sorted(p.stem for p in (configs_dir() / "style").glob("*.yaml"))
-    raise FileNotFoundError(f"style {str(name_or_path)!r} is neither a file nor a shipped style; "
-                            f"shipped styles: {', '.join(names)}")
+    raise FileNotFoundError(f"style {str(name_or_path)!r} is neither a file nor a shipped style."
+                            f"{did_you_mean(name_or_path, names)} Shipped styles: {', '.join(names)}")
 
 
 def blend(a: Style, b: Style, t: float) -> Style:

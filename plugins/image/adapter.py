@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from polysteer import ModelAdapter, RowMap, SiteBinding
+from polysteer import ModelAdapter, RowMap, SiteTable
 from polysteer.fileio import atomic_path
 from polysteer.plugins.image.measures import brightness, warmth
-from polysteer.plugins.image.sites import denoiser_of, resolve, site_table
+from polysteer.plugins.image.sites import denoiser_of, site_table
 
 _COND_FIRST = ("DiTPipeline",)  # pipelines that batch [cond; uncond] instead of [uncond; cond]
 
@@ -41,7 +41,7 @@ class DiffusersAdapter(ModelAdapter):
     def __init__(self, pipeline: Any, name: str):
         super().__init__(denoiser_of(pipeline), name)
         self.pipeline = pipeline
-        self._table: dict[str, SiteBinding] | None = None
+        self._table: SiteTable | None = None
         self._guidance = 1.0
 
     @classmethod
@@ -58,16 +58,16 @@ class DiffusersAdapter(ModelAdapter):
 
     # -- sites ----------------------------------------------------------------------------------
     @property
-    def table(self) -> dict[str, SiteBinding]:
+    def table(self) -> SiteTable:
+        """The denoiser's site table, built once (it walks every block)."""
         if self._table is None:
-            self._table = site_table(self.model)
+            self._table = site_table(self.model, self.name)
         return self._table
 
-    def sites(self) -> list[str]:
-        return list(self.table)
-
-    def bind(self, site: str) -> SiteBinding:
-        return resolve(self.table, site)
+    def site_table(self) -> SiteTable:
+        """UNet: ``down.N``, ``mid``, ``up.N`` (``.attn.J`` inside); transformer: ``blocks.N``
+        (``blocks.N.attn``); see :mod:`polysteer.plugins.image.sites`."""
+        return self.table
 
     # -- inputs ---------------------------------------------------------------------------------
     def prepare_inputs(self, spec: Any) -> Any:

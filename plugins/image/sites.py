@@ -1,4 +1,4 @@
-"""Site names for diffusers denoisers (UNets and patch-token transformers), bound to modules.
+"""Site tables for diffusers denoisers (UNets and patch-token transformers).
 
 UNets (``UNet2DModel``, ``UNet2DConditionModel`` and everything shaped like them: ``down_blocks``,
 ``mid_block``, ``up_blocks``), in forward order:
@@ -17,22 +17,21 @@ Transformers (``DiTTransformer2DModel``, PixArt, SD3, Flux...: a ``transformer_b
 ``blocks.N`` is the output of block N and ``blocks.N.attn`` that of its first attention; tokens are
 already ``(B, tokens, C)``. When a block returns ``(context, image)`` (SD3/Flux joint blocks), the
 image tokens (item 1) are the site. A square number of tokens is taken as a square patch grid.
+
+:func:`site_table` walks the denoiser once (block and attention counts vary between models) and
+returns the core :class:`polysteer.SiteTable`; module paths are relative to the denoiser.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from polysteer.adapter import SiteBinding
-from polysteer.errors import SteeringError
-from polysteer.layout import BCHW, BPC, InTuple, Layout, MaybeTuple
+from polysteer import BCHW, BPC, InTuple, Layout, MaybeTuple, Site, SiteTable, SteeringError
 
 
 @dataclass(frozen=True)
@@ -75,24 +74,26 @@ def _channels(module: nn.Module) -> int:
     raise SteeringError(f"cannot tell the output channels of {type(module).__name__}")
 
 
-def _unet_table(unet: nn.Module) -> dict[str, SiteBinding]:
-    table: dict[str, SiteBinding] = {}
+def _unet_rows(unet: nn.Module) -> list[tuple[str, Site]]:
+    rows: list[tuple[str, Site]] = []
 
-    def attentions(prefix: str, block: nn.Module) -> None:
+    def attentions(prefix: str, path: str, block: nn.Module) -> None:
         for j, attn in enumerate(getattr(block, "attentions", None) or []):
             if attn is not None:
-                table[f"{prefix}.attn.{j}"] = SiteBinding(attn, MaybeTuple(BCHW()), _channels(attn))
+                rows.append((f"{prefix}.attn.{j}",
+                             Site(f"{path}.attentions.{j}", MaybeTuple(BCHW()), _channels(attn))))
 
     for i, block in enumerate(unet.down_blocks):
-        attentions(f"down.{i}", block)
-        table[f"down.{i}"] = SiteBinding(block, InTuple(BCHW()), _channels(block))
+        attentions(f"down.{i}", f"down_blocks.{i}", block)
+        # a down block returns (hidden_states, skip states)
+        rows.append((f"down.{i}", Site(f"down_blocks.{i}", InTuple(BCHW()), _channels(block))))
     if getattr(unet, "mid_block", None) is not None:
-        attentions("mid", unet.mid_block)
-        table["mid"] = SiteBinding(unet.mid_block, BCHW(), _channels(unet.mid_block))
+        attentions("mid", "mid_block", unet.mid_block)
+        rows.append(("mid", Site("mid_block", BCHW(), _channels(unet.mid_block))))
     for i, block in enumerate(unet.up_blocks):
-        attentions(f"up.{i}", block)
-        table[f"up.{i}"] = SiteBinding(block, BCHW(), _channels(block))
-    return table
+        attentions(f"up.{i}", f"up_blocks.{i}", block)
+        rows.append((f"up.{i}", Site(f"up_blocks.{i}", BCHW(), _channels(block))))
+    return rows
 
 
 class _ImageTokens:
@@ -108,15 +109,17 @@ class _ImageTokens:
         return PatchTokens().grid(self.read(native))
 
 
-def _transformer_table(transformer: nn.Module) -> dict[str, SiteBinding]:
-    table: dict[str, SiteBinding] = {}
+def _transformer_rows(transformer: nn.Module) -> list[tuple[str, Site]]:
+    rows: list[tuple[str, Site]] = []
     layout: Layout = _ImageTokens()
     for i, block in enumerate(transformer.transformer_blocks):
-        attn = getattr(block, "attn1", None) or getattr(block, "attn", None)
+        name = "attn1" if getattr(block, "attn1", None) is not None else "attn"
+        attn = getattr(block, name, None)
         if attn is not None:
-            table[f"blocks.{i}.attn"] = SiteBinding(attn, MaybeTuple(PatchTokens()), _channels(attn))
-        table[f"blocks.{i}"] = SiteBinding(block, layout, _norm_width(block))
-    return table
+            rows.append((f"blocks.{i}.attn", Site(f"transformer_blocks.{i}.{name}",
+                                                  MaybeTuple(PatchTokens()), _channels(attn))))
+        rows.append((f"blocks.{i}", Site(f"transformer_blocks.{i}", layout, _norm_width(block))))
+    return rows
 
 
 def _norm_width(block: nn.Module) -> int:
@@ -127,26 +130,11 @@ def _norm_width(block: nn.Module) -> int:
     return int(attn.to_out[0].out_features)
 
 
-def site_table(denoiser: nn.Module) -> dict[str, SiteBinding]:
-    """Every site of ``denoiser`` in forward order, bound to its module and layout."""
+def site_table(denoiser: nn.Module, name: str = "this denoiser") -> SiteTable:
+    """Every site of ``denoiser`` in forward order; paths are relative to the denoiser."""
     if hasattr(denoiser, "down_blocks") and hasattr(denoiser, "up_blocks"):
-        return _unet_table(denoiser)
+        return SiteTable(_unet_rows(denoiser), owner=name)
     if hasattr(denoiser, "transformer_blocks"):
-        return _transformer_table(denoiser)
+        return SiteTable(_transformer_rows(denoiser), owner=name)
     raise SteeringError(f"{type(denoiser).__name__} is neither a UNet (down_blocks/up_blocks) nor a "
                         "transformer (transformer_blocks); no site table for it")
-
-
-_SPELLING = re.compile(r"^(down|up)\.\d+(\.attn\.\d+)?$|^mid(\.attn\.\d+)?$|^blocks\.\d+(\.attn)?$")
-
-
-def resolve(table: dict[str, SiteBinding], site: str) -> SiteBinding:
-    """The binding of ``site``, or an error listing the close names and the spelling rule."""
-    if site in table:
-        return table[site]
-    close = difflib.get_close_matches(site, list(table), n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    rule = "" if _SPELLING.match(site) else (" Image sites are spelled down.N, mid, up.N (with .attn.J "
-                                             "for attention outputs) or blocks.N for transformers.")
-    raise SteeringError(f"no site {site!r} in this denoiser ({len(table)} sites: {', '.join(table)}){hint}."
-                        f"{rule}")

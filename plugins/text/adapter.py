@@ -14,11 +14,10 @@ from typing import Any
 
 import torch
 
-from polysteer import MaybeTuple, ModelAdapter, RowMap, SiteBinding
+from polysteer import ModelAdapter, RowMap, SiteTable
 from polysteer.fileio import atomic_path
-from polysteer.layout import BPC
 from polysteer.plugins.text.models import load_causal_lm
-from polysteer.plugins.text.sites import list_sites, resolve_site
+from polysteer.plugins.text.sites import site_table
 
 Prompt = str | list[dict[str, str]]
 """A plain text, or a chat: a list of ``{"role": ..., "content": ...}`` messages."""
@@ -47,13 +46,10 @@ class TransformersAdapter(ModelAdapter):
         return cls(model, tokenizer, Path(str(name_or_path)).name)
 
     # -- sites ----------------------------------------------------------------------------------
-    def sites(self) -> list[str]:
-        return list_sites(self.model)
-
-    def bind(self, site: str) -> SiteBinding:
-        resolved = resolve_site(self.model, site)
-        layout = BPC() if resolved.output_kind == "tensor" else MaybeTuple(BPC())
-        return SiteBinding(resolved.module, layout, resolved.channels, hook=resolved.hook)
+    def site_table(self) -> SiteTable:
+        """``blocks.N.{resid_pre,attn_out,mlp_out,resid_post}``, per architecture (see
+        :mod:`polysteer.plugins.text.sites`)."""
+        return site_table(self.model, self.name)
 
     # -- inputs ---------------------------------------------------------------------------------
     def encode(self, prompts: Prompt | list[Prompt], chat: bool | None = None,

@@ -1,4 +1,4 @@
-"""Canonical site names for decoder-only text models, bound to modules per architecture.
+"""Canonical site names for decoder-only text models, as a site table per architecture.
 
 A site is named ``blocks.N.KIND``: KIND is one of
 
@@ -9,17 +9,18 @@ A site is named ``blocks.N.KIND``: KIND is one of
 - ``mlp_out``: what the MLP adds to the residual stream (a forward hook; its output is a tensor);
 - ``resid_post``: the residual stream leaving block N, which is ``resid_pre`` of block N+1
   (a forward hook on the block; a Tensor in transformers 5.x, a tuple whose item 0 is the tensor
-  in 4.x and in some families even in 5.x: callers handle both).
+  in 4.x and in some families even in 5.x: the layout reads both).
 
-Every site's tensor has the layout ``(batch, positions, hidden_size)``. The tables map each site to
-a module path per ``model.config.model_type``, in the spirit of pyvene's per-architecture tables.
-In every family listed here, ``resid_post == resid_pre + attn_out + mlp_out`` in eval mode.
+Every site's tensor has the layout ``(batch, positions, hidden_size)``. :func:`site_table` builds
+the core :class:`polysteer.SiteTable` of a model from its ``config.model_type`` (one family record
+per architecture, in the spirit of pyvene's per-architecture tables); module paths are relative to
+the model given (a ``*ForCausalLM`` or its bare base model). In every family listed here,
+``resid_post == resid_pre + attn_out + mlp_out`` in eval mode.
 """
 
 from __future__ import annotations
 
-import difflib
-import re
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -27,47 +28,12 @@ from typing import Literal
 
 import torch
 
-from polysteer.errors import SteeringError
+from polysteer import BPC, MaybeTuple, Site, SiteBinding, SiteTable, SteeringError
 
-HookKind = Literal["input", "output"]
 OutputKind = Literal["tensor", "tuple", "tensor_or_tuple"]
 
 #: Site kinds in the order they are computed inside one block.
 SITE_KINDS: tuple[str, ...] = ("resid_pre", "attn_out", "mlp_out", "resid_post")
-
-_SITE_RE = re.compile(r"^blocks\.(0|[1-9][0-9]*)\.([a-z_]+)$")  # canonical spelling only
-_LAYER = "{layer}"
-
-
-@dataclass(frozen=True)
-class SiteSpec:
-    """One row of a site table: which module holds a site and how its activation is reached.
-
-    ``module`` is a dotted path with ``{layer}`` standing for the block index. In
-    :func:`site_table_for` it is relative to the ``*ForCausalLM`` model.
-    """
-
-    module: str
-    hook: HookKind
-    output_kind: OutputKind
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class ResolvedSite:
-    """A site bound to a live module.
-
-    ``hook`` says whether to use a forward pre-hook (``"input"``: the activation is ``args[0]`` or
-    ``kwargs["hidden_states"]``) or a forward hook (``"output"``). ``output_kind`` says how the
-    tensor sits in what the hook sees: the value itself, item 0 of a tuple, or either.
-    ``channels`` is the hidden size, the last dimension of the ``(batch, positions, channels)``
-    activation.
-    """
-
-    module: torch.nn.Module
-    hook: HookKind
-    output_kind: OutputKind
-    channels: int
 
 
 @dataclass(frozen=True)
@@ -109,20 +75,6 @@ def supported_model_types() -> list[str]:
     return sorted(_FAMILIES)
 
 
-def _block_specs(family: _Family) -> dict[str, SiteSpec]:
-    """The four site specs of one family, with paths relative to the base model."""
-    block = f"{family.layers}.{_LAYER}"
-    block_note = _TUPLE_NOTE if family.block_output == "tuple" else _BLOCK_NOTE
-    return {
-        "resid_pre": SiteSpec(block, "input", "tensor",
-                              "block input: args[0] or kwargs['hidden_states']"),
-        "attn_out": SiteSpec(f"{block}.{family.attn}", "output", "tuple",
-                             "attention output: a tuple, item 0 is the tensor"),
-        "mlp_out": SiteSpec(f"{block}.{family.mlp}", "output", "tensor", "MLP output: a tensor"),
-        "resid_post": SiteSpec(block, "output", family.block_output, block_note),
-    }
-
-
 def _family(model_type: str) -> _Family:
     """The family record for ``model_type``, or an error naming the supported ones."""
     family = _FAMILIES.get(model_type)
@@ -133,20 +85,6 @@ def _family(model_type: str) -> _Family:
             "polysteer.plugins.text.sites or use a model of a supported architecture"
         )
     return family
-
-
-def site_table_for(model_type: str) -> dict[str, SiteSpec]:
-    """The site table of one architecture, for documentation.
-
-    Keys are site templates (``"blocks.{layer}.resid_post"``); each module path is relative to the
-    ``*ForCausalLM`` model (for a bare base model, drop the first component).
-    """
-    family = _family(model_type)
-    return {
-        f"blocks.{_LAYER}.{kind}": SiteSpec(f"{family.base}.{spec.module}", spec.hook,
-                                            spec.output_kind, spec.note)
-        for kind, spec in _block_specs(family).items()
-    }
 
 
 def _model_type(model: torch.nn.Module) -> str:
@@ -180,24 +118,6 @@ def _blocks(model: torch.nn.Module, family: _Family) -> torch.nn.ModuleList:
     return blocks
 
 
-def list_sites(model: torch.nn.Module) -> list[str]:
-    """Every site of ``model``, block by block in computation order."""
-    family = _family(_model_type(model))
-    n_blocks = len(_blocks(model, family))
-    return [f"blocks.{i}.{kind}" for i in range(n_blocks) for kind in SITE_KINDS]
-
-
-def _unknown_site(model: torch.nn.Module, site: str, n_blocks: int) -> SteeringError:
-    """An error naming the closest valid sites and the command that lists them all."""
-    close = difflib.get_close_matches(site, list_sites(model), n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    return SteeringError(
-        f"unknown site {site!r}: this {_model_type(model)} model has blocks 0..{n_blocks - 1} "
-        f"and site kinds {', '.join(SITE_KINDS)} (e.g. blocks.0.resid_post).{hint} "
-        "`polysteer sites MODEL` lists them all"
-    )
-
-
 def _hidden_size(model: torch.nn.Module) -> int:
     config = model.config
     size = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None)
@@ -206,14 +126,53 @@ def _hidden_size(model: torch.nn.Module) -> int:
     return int(size)
 
 
-def resolve_site(model: torch.nn.Module, site: str) -> ResolvedSite:
-    """Bind a canonical site name such as ``blocks.12.resid_post`` to a module of ``model``."""
-    family = _family(_model_type(model))
+def _kind_rows(family: _Family, block: str, channels: int) -> dict[str, Site]:
+    """The four sites of one block (module path ``block``), in computation order."""
+    # tuple-or-tensor values are read through MaybeTuple, so a transformers release that changes
+    # what a block returns cannot make a site read the wrong item
+    return {
+        "resid_pre": Site(block, BPC(), channels, hook="input",
+                          note="block input: args[0] or kwargs['hidden_states']"),
+        "attn_out": Site(f"{block}.{family.attn}", MaybeTuple(BPC()), channels,
+                         note="attention output: a tuple, item 0 is the tensor"),
+        "mlp_out": Site(f"{block}.{family.mlp}", BPC(), channels, note="MLP output: a tensor"),
+        "resid_post": Site(block, MaybeTuple(BPC()), channels,
+                           note=_TUPLE_NOTE if family.block_output == "tuple" else _BLOCK_NOTE),
+    }
+
+
+_TABLES: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, SiteTable]] = weakref.WeakKeyDictionary()
+
+
+def site_table(model: torch.nn.Module, name: str | None = None) -> SiteTable:
+    """The site table of ``model`` (a ``*ForCausalLM`` or its base model), block by block.
+
+    Paths are relative to ``model``: ``model.layers.3.mlp`` for a Llama causal LM, ``layers.3.mlp``
+    for its bare base model. ``name`` names the model in errors (default: its model_type).
+    """
+    model_type = _model_type(model)
+    family = _family(model_type)
+    prefix = "" if _base_model(model, family) is model else f"{family.base}."
     blocks = _blocks(model, family)
-    match = _SITE_RE.match(site)
-    if match is None or match[2] not in SITE_KINDS or int(match[1]) >= len(blocks):
-        raise _unknown_site(model, site, len(blocks))
-    spec = _block_specs(family)[match[2]]
-    path = spec.module.replace(_LAYER, match[1])
-    module = _base_model(model, family).get_submodule(path)
-    return ResolvedSite(module, spec.hook, spec.output_kind, _hidden_size(model))
+    # adapters ask for the table at every bind(); rebuild only if the block list changed
+    key = (model_type, prefix, id(blocks), len(blocks), name)
+    cached = _TABLES.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    channels = _hidden_size(model)
+    rows = ((f"blocks.{i}.{kind}", site)
+            for i in range(len(blocks))
+            for kind, site in _kind_rows(family, f"{prefix}{family.layers}.{i}", channels).items())
+    table = SiteTable(rows, owner=f"{name} ({model_type})" if name else f"this {model_type} model")
+    _TABLES[model] = (key, table)
+    return table
+
+
+def list_sites(model: torch.nn.Module) -> list[str]:
+    """Every site of ``model``, block by block in computation order."""
+    return site_table(model).sites()
+
+
+def resolve_site(model: torch.nn.Module, site: str) -> SiteBinding:
+    """Bind a canonical site name such as ``blocks.12.resid_post`` to a module of ``model``."""
+    return site_table(model).resolve(model, site)

@@ -27,11 +27,11 @@ from __future__ import annotations
 import os
 import wave
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from polysteer import BCT, BPC, MaybeTuple, ModelAdapter, RowMap, SiteBinding, SteeringError
+from polysteer import BCT, BPC, Layout, MaybeTuple, ModelAdapter, RowMap, Site, SiteTable
 from polysteer.fileio import atomic_path
 from polysteer.plugins.voice.phonemes import phonemes_to_ids, phonemize
 from polysteer.plugins.voice.vits import Synthesis, load_vits_folder, synthesize
@@ -96,31 +96,29 @@ class VitsAdapter(ModelAdapter):
         return cls(model, folder.name.removeprefix("piper-"), tokenizer=tokenizer, **settings)
 
     # -- sites ----------------------------------------------------------------------------------
-    def _table(self) -> dict[str, tuple[torch.nn.Module, Any, int, str]]:
+    def site_table(self) -> SiteTable:
+        """The sites of the module docstring's table; paths are relative to the ``VitsModel``."""
         m, config = self.model, self.model.config
-        table: dict[str, tuple[torch.nn.Module, Any, int, str]] = {}
-        for i, layer in enumerate(m.text_encoder.encoder.layers):
-            table[f"text_encoder.layers.{i}"] = (layer, MaybeTuple(BPC()), config.hidden_size, "output")
-        table["text_encoder.project"] = (m.text_encoder.project, BCT(), 2 * config.flow_size, "output")
-        table["duration_predictor.input"] = (m.duration_predictor, BCT(), config.hidden_size, "input")
-        for k, flow in enumerate(reversed(m.flow.flows)):  # synthesis runs the flows in reverse
-            table[f"flow.{k}"] = (flow, MaybeTuple(BCT()), config.flow_size, "output")
-        table["decoder.input"] = (m.decoder, BCT(), config.flow_size, "input")
-        table["decoder.conv_pre"] = (m.decoder.conv_pre, BCT(), config.upsample_initial_channel, "output")
-        for i, up in enumerate(m.decoder.upsampler):
-            table[f"decoder.upsample.{i}"] = (up, BCT(), up.out_channels, "output")
-        return table
 
-    def sites(self) -> list[str]:
-        return list(self._table())
+        def site(path: str, layout: Layout, channels: int,
+                 hook: Literal["input", "output"] = "output") -> Site:
+            # duration predictor and decoder take their activation as ``inputs``
+            return Site(path, layout, int(channels), hook=hook, arg_name="inputs")
 
-    def bind(self, site: str) -> SiteBinding:
-        table = self._table()
-        if site not in table:
-            raise SteeringError(f"unknown site {site!r} for VITS voice {self.name}; sites are: "
-                                f"{', '.join(table)}")
-        module, layout, channels, hook = table[site]
-        return SiteBinding(module, layout, channels, hook=hook, arg_index=0, arg_name="inputs")
+        rows = [(f"text_encoder.layers.{i}",
+                 site(f"text_encoder.encoder.layers.{i}", MaybeTuple(BPC()), config.hidden_size))
+                for i in range(len(m.text_encoder.encoder.layers))]
+        rows.append(("text_encoder.project", site("text_encoder.project", BCT(), 2 * config.flow_size)))
+        rows.append(("duration_predictor.input",
+                     site("duration_predictor", BCT(), config.hidden_size, "input")))
+        flows = len(m.flow.flows)
+        rows += [(f"flow.{k}", site(f"flow.flows.{flows - 1 - k}", MaybeTuple(BCT()), config.flow_size))
+                 for k in range(flows)]  # synthesis runs the flows in reverse: flow.0 is the last one
+        rows.append(("decoder.input", site("decoder", BCT(), config.flow_size, "input")))
+        rows.append(("decoder.conv_pre", site("decoder.conv_pre", BCT(), config.upsample_initial_channel)))
+        rows += [(f"decoder.upsample.{i}", site(f"decoder.upsampler.{i}", BCT(), up.out_channels))
+                 for i, up in enumerate(m.decoder.upsampler)]
+        return SiteTable(rows, owner=f"VITS voice {self.name}")
 
     # -- inputs ---------------------------------------------------------------------------------
     def encode(self, inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,18 +17,16 @@ every step is steered.
 
 from __future__ import annotations
 
-import difflib
 import logging
-import re
 import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from polysteer import BPC, MaybeTuple, ModelAdapter, RowMap, SiteBinding, SteeringError
+from polysteer import BPC, MaybeTuple, ModelAdapter, RowMap, Site, SiteTable
 from polysteer.fileio import atomic_path
 from polysteer.layout import Layout
 from polysteer.plugins.voice.measures import as_waveforms
@@ -39,9 +37,8 @@ SITE_KINDS: dict[str, tuple[str, ...]] = {
     "encoder": ("resid_pre", "attn_out", "mlp_out", "resid_post"),
     "decoder": ("resid_pre", "attn_out", "cross_out", "mlp_out", "resid_post"),
 }
-_SITE_RE = re.compile(r"^(encoder|decoder)\.layers\.(0|[1-9][0-9]*)\.([a-z_]+)$")
 # kind -> (module under the layer ("" = the layer), hook, layout)
-_BINDINGS: dict[str, tuple[str, str, Layout]] = {
+_BINDINGS: dict[str, tuple[str, Literal["input", "output"], Layout]] = {
     "resid_pre": ("", "input", BPC()),
     "attn_out": ("self_attn", "output", MaybeTuple(BPC())),
     "cross_out": ("encoder_attn", "output", MaybeTuple(BPC())),
@@ -76,28 +73,19 @@ class WhisperAdapter(ModelAdapter):
         return cls(model, processor, Path(str(name_or_path)).name)
 
     # -- sites ----------------------------------------------------------------------------------
-    def _layers(self, stack: str) -> torch.nn.ModuleList:
-        return getattr(self.model.model, stack).layers
-
-    def sites(self) -> list[str]:
-        return [f"{stack}.layers.{i}.{kind}" for stack, kinds in SITE_KINDS.items()
-                for i in range(len(self._layers(stack))) for kind in kinds]
-
-    def bind(self, site: str) -> SiteBinding:
-        match = _SITE_RE.match(site)
-        stack, layer, kind = match.groups() if match else ("", "-1", "")
-        layers = self._layers(stack) if stack else []
-        if kind not in SITE_KINDS.get(stack, ()) or int(layer) >= len(layers):
-            close = difflib.get_close_matches(site, self.sites(), n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise SteeringError(
-                f"unknown site {site!r} for {self.name}: Whisper sites are encoder.layers.N.KIND "
-                f"(N < {len(self._layers('encoder'))}, KIND in {', '.join(SITE_KINDS['encoder'])}) and "
-                f"decoder.layers.N.KIND (N < {len(self._layers('decoder'))}, KIND in "
-                f"{', '.join(SITE_KINDS['decoder'])}).{hint}")
-        path, hook, layout = _BINDINGS[kind]
-        module = layers[int(layer)].get_submodule(path) if path else layers[int(layer)]
-        return SiteBinding(module, layout, self.model.config.d_model, hook=hook)
+    def site_table(self) -> SiteTable:
+        """``encoder.layers.N.KIND`` then ``decoder.layers.N.KIND`` (see :data:`SITE_KINDS`);
+        paths are relative to the ``WhisperForConditionalGeneration``."""
+        d_model = self.model.config.d_model
+        rows = []
+        for stack, kinds in SITE_KINDS.items():
+            for i in range(len(getattr(self.model.model, stack).layers)):
+                layer = f"model.{stack}.layers.{i}"
+                for kind in kinds:
+                    sub, hook, layout = _BINDINGS[kind]
+                    rows.append((f"{stack}.layers.{i}.{kind}",
+                                 Site(f"{layer}.{sub}" if sub else layer, layout, d_model, hook=hook)))
+        return SiteTable(rows, owner=f"Whisper model {self.name}")
 
     # -- inputs ---------------------------------------------------------------------------------
     def features(self, audio: Audio, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:

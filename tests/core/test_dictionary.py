@@ -325,7 +325,7 @@ def test_a_digit_label_wins_over_an_index():
 
 
 def test_misspelt_label_suggests_the_close_one():
-    with pytest.raises(SteeringError, match="did you mean 'formal'"):
+    with pytest.raises(SteeringError, match="Did you mean 'formal'"):
         _directions().feature_index("fromal")
 
 

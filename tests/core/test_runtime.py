@@ -502,7 +502,7 @@ def test_non_finite_schedule_value_is_refused(adapter, prompts, dirs):
 
 def test_unknown_feature_label_errors_on_entering(adapter, dirs):
     hooks = count_hooks(adapter.model)
-    with pytest.raises(SteeringError, match="did you mean 'alpha'"):
+    with pytest.raises(SteeringError, match="Did you mean 'alpha'"):
         with steer(adapter, _style(_comp(dirs, "alpah")), 1.0):
             pass
     assert count_hooks(adapter.model) == hooks

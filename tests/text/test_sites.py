@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 import torch
 
+from polysteer import BPC, MaybeTuple, SiteBinding, SiteTable, UnknownSiteError
 from polysteer.errors import PolysteerError
 from polysteer.plugins.text.sites import (
     SITE_KINDS,
-    ResolvedSite,
     list_sites,
     resolve_site,
-    site_table_for,
+    site_table,
     supported_model_types,
 )
 
@@ -72,13 +72,12 @@ def _tensor(value: Any) -> torch.Tensor:
     return value[0] if isinstance(value, tuple) else value
 
 
-def _check_kind(value: Any, kind: str) -> None:
-    """What a hook sees matches the ``output_kind`` the table promised."""
-    if kind == "tensor":
+def _check_kind(value: Any, layout: Any) -> None:
+    """What a hook sees is what the binding's layout reads: a tensor, or a tensor or a tuple."""
+    if isinstance(layout, BPC):
         assert isinstance(value, torch.Tensor)
-    elif kind == "tuple":
-        assert isinstance(value, tuple) and isinstance(value[0], torch.Tensor)
     else:
+        assert isinstance(layout, MaybeTuple) and isinstance(layout.inner, BPC)
         assert isinstance(_tensor(value), torch.Tensor)
 
 
@@ -89,13 +88,13 @@ def _capture(model: torch.nn.Module, ids: torch.Tensor) -> dict[str, torch.Tenso
     for site in list_sites(model):
         resolved = resolve_site(model, site)
         if resolved.hook == "input":
-            def pre(_m, args, kwargs, site=site, kind=resolved.output_kind):
+            def pre(_m, args, kwargs, site=site, kind=resolved.layout):
                 value = args[0] if args else kwargs["hidden_states"]
                 _check_kind(value, kind)
                 seen[site] = value.detach().clone()
             handles.append(resolved.module.register_forward_pre_hook(pre, with_kwargs=True))
         else:
-            def post(_m, _args, output, site=site, kind=resolved.output_kind):
+            def post(_m, _args, output, site=site, kind=resolved.layout):
                 _check_kind(output, kind)
                 seen[site] = _tensor(output).detach().clone()
             handles.append(resolved.module.register_forward_hook(post))
@@ -203,41 +202,42 @@ def test_bare_base_model_resolves_the_same_modules() -> None:
 
 
 @pytest.mark.parametrize("key", sorted(TINY))
-def test_documented_table_paths_exist(key: str) -> None:
+def test_table_paths_exist_and_resolve_through_the_core_table(key: str) -> None:
     model = _tiny_lm(key)
-    table = site_table_for(model.config.model_type)
-    assert list(table) == [f"blocks.{{layer}}.{kind}" for kind in SITE_KINDS]
-    for template, spec in table.items():
-        module = model.get_submodule(spec.module.format(layer=1))
-        resolved = resolve_site(model, template.format(layer=1))
-        assert module is resolved.module
-        assert (spec.hook, spec.output_kind) == (resolved.hook, resolved.output_kind)
-        assert spec.note
+    table = site_table(model)
+    assert isinstance(table, SiteTable) and table.sites() == list_sites(model)
+    for site, row in table.items():
+        binding = resolve_site(model, site)
+        assert model.get_submodule(row.module) is binding.module
+        assert (row.hook, row.layout, row.channels) == (binding.hook, binding.layout, binding.channels)
+        assert row.note
 
 
 def test_llama_table_matches_the_documented_layout() -> None:
-    table = site_table_for("llama")
-    assert table["blocks.{layer}.resid_pre"].module == "model.layers.{layer}"
-    assert table["blocks.{layer}.resid_pre"].hook == "input"
-    assert table["blocks.{layer}.attn_out"].module == "model.layers.{layer}.self_attn"
-    assert table["blocks.{layer}.attn_out"].output_kind == "tuple"
-    assert table["blocks.{layer}.mlp_out"].output_kind == "tensor"
-    assert table["blocks.{layer}.resid_post"].output_kind == "tensor_or_tuple"
-    assert site_table_for("gpt2")["blocks.{layer}.mlp_out"].module == "transformer.h.{layer}.mlp"
+    table = site_table(_tiny_lm("llama"))
+    assert table["blocks.1.resid_pre"].module == "model.layers.1"
+    assert table["blocks.1.resid_pre"].hook == "input"
+    assert table["blocks.1.attn_out"].module == "model.layers.1.self_attn"
+    assert table["blocks.1.attn_out"].layout == MaybeTuple(BPC())
+    assert table["blocks.1.mlp_out"].layout == BPC()
+    assert table["blocks.1.resid_post"].layout == MaybeTuple(BPC())
+    assert site_table(_tiny_lm("gpt2"))["blocks.1.mlp_out"].module == "transformer.h.1.mlp"
+    assert site_table(_tiny_lm("llama").model)["blocks.1.mlp_out"].module == "layers.1.mlp"
 
 
-def test_resolved_site_is_frozen() -> None:
-    resolved = resolve_site(_tiny_lm("gpt2"), "blocks.1.mlp_out")
-    assert isinstance(resolved, ResolvedSite)
+def test_binding_is_frozen() -> None:
+    binding = resolve_site(_tiny_lm("gpt2"), "blocks.1.mlp_out")
+    assert isinstance(binding, SiteBinding)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        resolved.channels = 3  # type: ignore[misc]
+        binding.channels = 3  # type: ignore[misc]
 
 
 def test_misspelt_site_names_the_closest_sites() -> None:
-    with pytest.raises(PolysteerError) as err:
+    with pytest.raises(UnknownSiteError) as err:
         resolve_site(_tiny_lm("llama"), "blocks.1.resid_psot")
     message = str(err.value)
-    assert "blocks.1.resid_post" in message
+    assert "Did you mean 'blocks.1.resid_post'" in message
+    assert "blocks.0..1.{resid_pre,attn_out,mlp_out,resid_post}" in message
     assert "polysteer sites MODEL" in message
 
 
@@ -252,7 +252,7 @@ def test_unknown_architecture_names_the_supported_ones() -> None:
     model = torch.nn.Linear(2, 2)
     model.config = SimpleNamespace(model_type="bert", hidden_size=2)
     for call in (lambda: list_sites(model), lambda: resolve_site(model, "blocks.0.resid_pre"),
-                 lambda: site_table_for("bert")):
+                 lambda: site_table(model)):
         with pytest.raises(PolysteerError, match="'bert'.*gpt2.*llama.*qwen2"):
             call()
 
@@ -260,3 +260,13 @@ def test_unknown_architecture_names_the_supported_ones() -> None:
 def test_a_module_without_config_is_refused() -> None:
     with pytest.raises(PolysteerError, match="model_type"):
         list_sites(torch.nn.Linear(2, 2))
+
+
+def test_table_is_reused_until_the_block_list_changes() -> None:
+    model = _tiny_lm("llama")
+    table = site_table(model)
+    assert site_table(model) is table  # bind() asks for it every time: built once
+    model.model.layers = torch.nn.ModuleList(list(model.model.layers)[:1])
+    assert list_sites(model) == [f"blocks.0.{kind}" for kind in SITE_KINDS]
+    with pytest.raises(UnknownSiteError, match=r"sites are blocks\.0\.\{resid_pre,"):
+        resolve_site(model, "blocks.1.resid_post")

@@ -71,7 +71,9 @@ def test_sites_cover_both_stacks_in_forward_order():
 @pytest.mark.parametrize("site", ["encoder.layers.2.resid_post", "encoder.layers.0.cross_out",
                                   "decoder.layer.0.resid_post", "blocks.0.resid_post"])
 def test_bad_sites_name_the_valid_ones(site):
-    with pytest.raises(ps.SteeringError, match="encoder.layers.N.KIND"):
+    valid = (r"encoder\.layers\.0\.\.1\.\{resid_pre,attn_out,mlp_out,resid_post\}, "
+             r"decoder\.layers\.0\.\.1\.\{resid_pre,attn_out,cross_out,mlp_out,resid_post\}")
+    with pytest.raises(ps.UnknownSiteError, match=valid):
         tiny_whisper_adapter().bind(site)
 
 

@@ -13,13 +13,12 @@ after the prompt.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from polysteer import BCT, InTuple, ModelAdapter, RowMap, SiteBinding, SteeringError
+from polysteer import BCT, InTuple, ModelAdapter, RowMap, Site, SiteTable
 from torch import nn
 
 
@@ -127,28 +126,18 @@ class ExampleConvAdapter(ModelAdapter):
     def __init__(self, model: TinyWaveNet | None = None, name: str = "example-conv"):
         super().__init__(model or TinyWaveNet(), name)
 
-    def sites(self) -> list[str]:
-        """Every site, in the order a forward pass reaches it."""
-        blocks = [f"blocks.{i}.{part}" for i in range(len(self.model.blocks))
-                  for part in ("residual", "skip")]
-        return ["embed", *blocks, "skips"]
-
-    def bind(self, site: str) -> SiteBinding:
-        """Map a site name to its module, hook point and native layout (all channels-first)."""
+    def site_table(self) -> SiteTable:
+        """Every site, in the order a forward pass reaches it: module path (relative to the model),
+        hook point and native layout (all channels-first). ``sites()`` and ``bind()`` come from it."""
         channels = self.model.config.channels
-        if site == "embed":
-            return SiteBinding(self.model.embed, BCT(), channels)
-        if site == "skips":
-            # the head is called with the summed skips as its only positional argument
-            return SiteBinding(self.model.head, BCT(), channels, hook="input", arg_index=0)
-        match = re.fullmatch(r"blocks\.(\d+)\.(residual|skip)", site)
-        n = len(self.model.blocks)
-        if not match or int(match[1]) >= n:
-            raise SteeringError(f"unknown site {site!r} for {self.name}: sites are embed, "
-                                f"blocks.0..{n - 1}.{{residual,skip}} and skips")
-        # a block returns (residual, skip): the activation is one item of that tuple
-        index = 0 if match[2] == "residual" else 1
-        return SiteBinding(self.model.blocks[int(match[1])], InTuple(BCT(), index), channels)
+        rows = [("embed", Site("embed", BCT(), channels))]
+        for i in range(len(self.model.blocks)):
+            # a block returns (residual, skip): the activation is one item of that tuple
+            rows.append((f"blocks.{i}.residual", Site(f"blocks.{i}", InTuple(BCT(), 0), channels)))
+            rows.append((f"blocks.{i}.skip", Site(f"blocks.{i}", InTuple(BCT(), 1), channels)))
+        # the head is called with the summed skips as its only positional argument
+        rows.append(("skips", Site("head", BCT(), channels, hook="input", arg_index=0)))
+        return SiteTable(rows, owner=self.name)
 
     @torch.no_grad()
     def run_generation(self, inputs: Any, max_new_frames: int = 8, use_cache: bool = True,

@@ -40,8 +40,10 @@ def test_sites_use_channels_first_layouts(adapter: ExampleConvAdapter) -> None:
     assert residual.module is skip.module is adapter.model.blocks[2]
     skips = adapter.bind("skips")
     assert skips.hook == "input" and skips.module is adapter.model.head
-    with pytest.raises(SteeringError, match="blocks.0..2"):
+    with pytest.raises(SteeringError, match=r"sites are embed, blocks\.0\.\.2\.\{residual,skip\}, skips"):
         adapter.bind("blocks.3.skip")
+    with pytest.raises(SteeringError, match="Did you mean 'blocks.2.skip'"):
+        adapter.bind("blocks.2.skp")
 
 
 def test_capture_is_frames_as_positions(adapter: ExampleConvAdapter) -> None:
