@@ -8,7 +8,8 @@ Quick tour::
     model = ps.load_model("reference")                       # any registered adapter kind
     style = ps.Style.load(configs_dir() / "style" / "reference-demo.yaml")
     with ps.steer(model, style, intensity=0.5):
-        tokens = model.generate([[3, 7, 1, 12]], max_new_tokens=16)
+        out = model.generate([[3, 7, 1, 12]], max_new_tokens=16)   # a polysteer.Generation
+    print(out.generated[0].tolist())                         # the new token ids
 """
 
 from polysteer.adapter import ModelAdapter, SiteBinding
@@ -39,6 +40,7 @@ from polysteer.errors import (
     SteeringError,
 )
 from polysteer.fingerprint import ModelFingerprint, fingerprint
+from polysteer.generation import Generation
 from polysteer.layout import BCHW, BCT, BPC, InTuple, Layout, MaybeTuple
 from polysteer.manager import (
     PluginManager,
@@ -56,7 +58,8 @@ from polysteer.style import Component, Rule, Style, blend, load_style
 __all__ = [
     "BCHW", "BCT", "BPC", "Command", "Component", "ConfigError", "CorruptFileError",
     "DictionaryFormat", "DictionaryInfo", "DictionaryMismatchError", "DirectionSet",
-    "FeatureClassifier", "FeatureDictionary", "InTuple", "Layout", "MaybeTuple", "MissingDependencyError",
+    "FeatureClassifier", "FeatureDictionary", "Generation", "InTuple", "Layout", "MaybeTuple",
+    "MissingDependencyError",
     "ModelAdapter", "ModelFingerprint", "PluginManager", "PolysteerError", "Registry",
     "RegistryError", "Requirement", "RowMap", "Rule", "SiteBinding", "SparseAutoencoder", "Step",
     "StepClock", "Steering", "SteeringError", "SteeringWarning", "Style", "blend",

@@ -41,7 +41,7 @@ def polysteer_register_position_masks(registry: Any) -> None:
 
 @hookspec
 def polysteer_register_measures(registry: Any) -> None:
-    """Register measures of outputs: ``registry.register(name, measure(adapter, outputs, baseline))``."""
+    """Register measures: ``registry.register(name, measure(generation, baseline) -> float)``."""
 
 
 @hookspec
@@ -61,7 +61,7 @@ def polysteer_before_generate(adapter: Any, inputs: Any, options: dict) -> None:
 
 @hookspec
 def polysteer_after_generate(adapter: Any, inputs: Any, outputs: Any) -> None:
-    """Observe a generation that finished, with its outputs."""
+    """Observe a generation that finished; ``outputs`` is its ``Generation`` record."""
 
 
 @hookspec

@@ -76,7 +76,7 @@ def _draw_run(args: argparse.Namespace) -> int:
     for k in range(args.count):
         inputs: object = condition if adapter.is_avatar and condition else 1
         images = [adapter.generate(inputs, style=style, intensity=i, seed=args.seed + k,
-                                   num_inference_steps=args.steps, guidance_scale=args.guidance)
+                                   num_inference_steps=args.steps, guidance_scale=args.guidance).outputs
                   for i in columns]
         rows.append(torch.cat(images))
     side = rows[0].shape[-1]

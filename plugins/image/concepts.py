@@ -66,7 +66,7 @@ def pooled_activations(adapter: Any, inputs: Any, site: str, *, seed: int = 0, s
     Pooling is the mean over the steps in ``window`` and the cells in ``region`` (default all).
     """
     with steer(adapter, None, capture=[site]) as run:
-        images = adapter.generate(inputs, seed=seed, num_inference_steps=steps, **kwargs)
+        images = adapter.generate(inputs, seed=seed, num_inference_steps=steps, **kwargs).outputs
     acts = run.captured(site)  # (steps, B, P, C)
     chosen = acts[_window_steps(acts.shape[0], window)]
     norm = float(chosen.norm(dim=-1).median())

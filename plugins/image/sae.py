@@ -111,7 +111,7 @@ def harvest(adapter: Any, site: str = SITE, *, images: int = 256, batch: int = 3
     for b, start in enumerate(tqdm(starts, desc=f"harvesting {site}", disable=not progress, leave=False)):
         inputs = conditions[start:start + batch]
         with steer(adapter, None, capture=[site]) as run:
-            out = adapter.generate(inputs, seed=seed + b, num_inference_steps=steps)
+            out = adapter.generate(inputs, seed=seed + b, num_inference_steps=steps).outputs
         acts.append(run.captured(site)[chosen].transpose(0, 1).float())  # (B, S, P, C)
         values.append(measures(out))
     names = values[0].keys()
@@ -206,7 +206,7 @@ def measure_steered(adapter: Any, style: Style | None, intensity: float, *, coun
                     steps: int = STEPS, measures: Measures = image_measures) -> dict[str, torch.Tensor]:
     """Measures of ``count`` unconditional samples from ``seed`` steered by ``style`` at ``intensity``."""
     with steer(adapter, style, intensity=intensity):
-        return measures(adapter.generate(count, seed=seed, num_inference_steps=steps))
+        return measures(adapter.generate(count, seed=seed, num_inference_steps=steps).outputs)
 
 
 def _side_effects(changes: dict[str, torch.Tensor], measure: str, top: int = 3) -> dict[str, float]:
@@ -295,11 +295,11 @@ def label_figure(adapter: Any, sae: SparseAutoencoder, path: str | Path, *, coun
     label (in sorted order) with the feature added as its evidence says."""
     from polysteer.plugins.image.adapter import image_grid, save_png, to_pil
 
-    rows = [adapter.generate(count, seed=seed, num_inference_steps=steps)]
+    rows = [adapter.generate(count, seed=seed, num_inference_steps=steps).outputs]
     for _, evidence in sorted(sae.info.details["labels"].items()):
         with steer(adapter, probe_style(sae, evidence["feature"], evidence["positions"]),
                    intensity=evidence["intensity"]):
-            rows.append(adapter.generate(count, seed=seed, num_inference_steps=steps))
+            rows.append(adapter.generate(count, seed=seed, num_inference_steps=steps).outputs)
     save_png(to_pil(image_grid(torch.cat(rows), count), scale=4)[0], Path(path))
     return Path(path)
 

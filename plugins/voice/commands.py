@@ -32,17 +32,18 @@ def _load_voice(name: str) -> Any:
     return load_model(name if name != "joe" else "vits")
 
 
-def measure_speech(adapter: Any, wave: Any) -> dict[str, float]:
-    """The voice measures of one waveform (``(1, T)``, cut to its length) and its speaking rate."""
+def measure_speech(adapter: Any, generation: Any) -> dict[str, float]:
+    """The voice measures of a one-sample generation's waveform (cut to its length) and its
+    speaking rate."""
     from polysteer.plugins.voice import measures as m
 
-    rate = adapter.sample_rate
+    rate, wave = generation.sample_rate, generation.rows()[0][None]
     pitch = m.pitch(wave, rate, fmin=60.0, fmax=400.0)
     return {"duration_s": wave.shape[-1] / rate, "pitch_median_hz": pitch.median.item(),
             "pitch_range_hz": pitch.range.item(), "centroid_hz": m.spectral_centroid(wave, rate).item(),
             "loudness_lufs": m.loudness(wave, rate).item(),
             "flatness": m.spectral_flatness(wave, rate).item(),
-            "rate_phonemes_per_s": adapter.speaking_rate().item()}
+            "rate_phonemes_per_s": m.generation_speaking_rate(generation).item()}
 
 
 def compare_table(plain: dict[str, float], steered: dict[str, float], title: str) -> str:
@@ -86,11 +87,11 @@ def _speak_run(args: argparse.Namespace) -> int:
     inputs = {"phonemes": args.text} if args.phonemes else args.text
 
     def speak(intensity: float) -> Any:
-        out = adapter.generate(inputs, style=style, intensity=intensity, seed=args.seed)
-        return out[:, : int(adapter.last.lengths[0])]
+        return adapter.generate(inputs, style=style, intensity=intensity, seed=args.seed)
 
-    steered = speak(args.intensity)
-    steered_measures = measure_speech(adapter, steered) if args.compare else None
+    steered_record = speak(args.intensity)
+    steered = steered_record.rows()[0][None]
+    steered_measures = measure_speech(adapter, steered_record) if args.compare else None
     write_wav(args.output, steered[0], adapter.sample_rate)
     say(f"wrote {args.output} ({steered.shape[-1] / adapter.sample_rate:.2f} s)")
     if not args.compare:
@@ -98,11 +99,12 @@ def _speak_run(args: argparse.Namespace) -> int:
     if style is None:
         say("--compare without --style: nothing to compare against; pass --style")
         return 2
-    plain = speak(0.0)
+    plain_record = speak(0.0)
+    plain = plain_record.rows()[0][None]
     plain_path = args.output.with_name(f"{args.output.stem}.unsteered{args.output.suffix or '.wav'}")
     write_wav(plain_path, plain[0], adapter.sample_rate)
     title = f"{style.name} x {args.intensity:g}"
-    print(compare_table(measure_speech(adapter, plain), steered_measures, title))
+    print(compare_table(measure_speech(adapter, plain_record), steered_measures, title))
     png = spectrogram_png(args.output.with_suffix(".png"), [("unsteered", plain), (title, steered)],
                           adapter.sample_rate)
     say(f"wrote {plain_path} and {png}")

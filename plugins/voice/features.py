@@ -114,14 +114,13 @@ def harvest(adapter: Any, sentences: Sequence[Any], sites: Sequence[str], *, see
     out = Harvest(acts={s: [] for s in sites})
     for sentence in tqdm(sentences, desc="synthesising", disable=not progress, leave=False):
         with steer(adapter, None, capture=list(sites)) as run:
-            wave = adapter.generate(sentence, seed=seed)
+            speech = adapter.generate(sentence, seed=seed)
         for site in sites:
             out.acts[site].append(run.captured(site)[0])
-        durations = adapter.last.durations[0]
+        durations = speech.durations[0]
         out.log_duration.append(torch.log(durations.clamp_min(1)))
         if measure:
-            frames = int(adapter.last.frames[0])
-            pitch, bright = frame_measures(adapter, wave[:, : int(adapter.last.lengths[0])], frames)
+            pitch, bright = frame_measures(adapter, speech.rows()[0][None], int(speech.frames[0]))
             out.pitch.append(per_phoneme(pitch, durations))
             out.centroid.append(per_phoneme(bright, durations))
     return out
@@ -156,13 +155,14 @@ def measure_effect(adapter: Any, dictionary: DirectionSet, feature: str,
         table["wer"] = []
     for intensity in intensities:
         with steer(adapter, style, intensity=intensity):
-            waves = adapter.waveforms(adapter.generate(list(sentences), seed=seed))
+            speech = adapter.generate(list(sentences), seed=seed)
+        waves = speech.rows()
         rows = {
             "pitch_hz": [pitch(w, adapter.sample_rate, **F0_RANGE).median.item() for w in waves],
             "pitch_end_hz": [pitch(w[len(w) * 2 // 3:], adapter.sample_rate, **F0_RANGE).median.item()
                              for w in waves],
             "centroid_hz": [spectral_centroid(w, adapter.sample_rate).item() for w in waves],
-            "rate_phonemes_per_s": adapter.speaking_rate().tolist()}
+            "rate_phonemes_per_s": adapter.speaking_rate(speech).tolist()}
         for key, values in rows.items():
             finite = [v for v in values if math.isfinite(v)]
             table[key].append(round(sum(finite) / len(finite), 2) if finite else math.nan)

@@ -61,10 +61,10 @@ def harvest_frames(adapter: Any, sentences: Sequence[Any], seeds: Sequence[int] 
     jobs = [(s, seed) for seed in seeds for s in sentences]
     for sentence, seed in tqdm(jobs, desc="harvesting frames", disable=not progress, leave=False):
         with steer(adapter, None, capture=[SITE]) as run:
-            wave = adapter.generate(sentence, seed=seed)
-        frames = int(adapter.last.frames[0])
+            speech = adapter.generate(sentence, seed=seed)
+        frames = int(speech.frames[0])
         acts.append(run.captured(SITE)[0, :frames])
-        for name, v in frame_measures(adapter, wave[:, : int(adapter.last.lengths[0])], frames).items():
+        for name, v in frame_measures(adapter, speech.rows()[0][None], frames).items():
             values[name].append(v)
     return torch.cat(acts), {m: torch.cat(v) for m, v in values.items()}
 
@@ -80,9 +80,8 @@ def _effect(adapter: Any, sae: SparseAutoencoder, feature: int, measure: str,
         got = []
         for w in (0.0, intensity):
             with steer(adapter, style, intensity=w):
-                wave = adapter.generate(sentence, seed=0)
-            frames = int(adapter.last.frames[0])
-            values = frame_measures(adapter, wave[:, : int(adapter.last.lengths[0])], frames)[measure]
+                speech = adapter.generate(sentence, seed=0)
+            values = frame_measures(adapter, speech.rows()[0][None], int(speech.frames[0]))[measure]
             got.append(values.nanmean().item() if (~values.isnan()).any() else math.nan)
         if all(math.isfinite(g) for g in got):
             changes.append(got[1] - got[0])
