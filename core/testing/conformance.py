@@ -14,9 +14,9 @@ Subclass :class:`AdapterConformance` in a test module (the class name must start
 and pytest runs every check below against it: ``generate`` returns a consistent
 :class:`~polysteer.generation.Generation` record (and leaves no ``last*`` state on the adapter),
 sites bind, captures are ``(B, P, C)``, zero intensity is bit-identical, a real intensity changes
-outputs, every decode/denoise step is steered, hooks are removed after success and after an exception, the step clock is monotonic,
-prefill/decode positions add up, and under classifier-free guidance a style aimed at one branch
-touches only its rows.
+outputs, every decode/denoise step is steered, hooks are removed after success and after an
+exception, the step clock is monotonic, prefill/decode positions add up, and under classifier-free
+guidance a style aimed at one branch touches only its rows.
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 The step clock comes from a forward pre-hook on the denoiser (``unet`` or ``transformer``), installed
 while a generation runs (it also fills the record's step history). The step is read from the
-denoiser's ``timestep`` argument: its position in ``pipeline.scheduler.timesteps`` is the step index and ``index / (steps - 1)`` the
-progress, so schedules over progress ("only the first 40% of steps") mean the same under any
-scheduler. Under classifier-free guidance the denoiser sees ``[uncond; cond]`` (``[cond; uncond]``
-for DiT); the row map says which rows are which, so a style can touch one branch.
+denoiser's ``timestep`` argument: its position in ``pipeline.scheduler.timesteps`` is the step index
+and ``index / (steps - 1)`` the progress, so schedules over progress ("only the first 40% of
+steps") mean the same under any scheduler. Under classifier-free guidance the denoiser sees
+``[uncond; cond]`` (``[cond; uncond]`` for DiT); the row map says which rows are which, so a style
+can touch one branch.
 
 A generation's record (:class:`~polysteer.Generation`) holds the images as float tensors
 ``(B, 3, H, W)`` in [0, 1]; ``extras["seed"]`` is the seed of the starting noise.
