@@ -141,8 +141,7 @@ def token_lengths(ids: torch.Tensor, prompt_length: int, eos: int | list[int] | 
     width = ids.shape[-1]
     if eos is None or width == prompt_length:
         return torch.full((ids.shape[0],), width, dtype=torch.long)
-    new = ids[:, prompt_length:]
-    done = torch.isin(new, torch.as_tensor(eos, device=ids.device).flatten())
-    first = torch.where(done.any(-1), done.int().argmax(-1) + 1, torch.full_like(done[:, 0], new.shape[1],
-                                                                               dtype=torch.long))
-    return (first + prompt_length).long().cpu()
+    done = torch.isin(ids[:, prompt_length:], torch.as_tensor(eos, device=ids.device).flatten())
+    # argmax finds the first True; a row without one keeps every position
+    new = torch.where(done.any(-1), done.int().argmax(-1) + 1, done.shape[1])
+    return (new + prompt_length).long().cpu()
