@@ -32,7 +32,8 @@ class TransformersAdapter(ModelAdapter):
     chats); chat templates are applied when the tokenizer has one (``chat=False`` turns that off).
     It returns a :class:`~polysteer.Generation`: ``outputs`` are token ids
     ``(batch, prompt + new)`` (left-padded prompt first), ``texts`` the decoded new part of each
-    row, ``lengths`` each row's tokens up to its end-of-sequence token.
+    row, ``lengths`` each row's tokens up to its end-of-sequence token, ``extras["padding"]``
+    ``(rows,)`` each row's leading pad tokens (its prompt starts there).
     """
 
     modality = "text"
@@ -115,8 +116,11 @@ class TransformersAdapter(ModelAdapter):
         if not isinstance(out, torch.Tensor):  # return_dict_in_generate=True
             out = out.sequences
         eos = getattr(self.model.generation_config, "eos_token_id", None)
+        mask = encoded.get("attention_mask")
+        padding = (mask.cumsum(dim=1) == 0).sum(dim=1) if mask is not None else torch.zeros(samples)
         return Generation(outputs=out, modality=self.modality, model=self.name, prompt_length=prompt,
-                          lengths=token_lengths(out, prompt, eos), texts=self._decode(out[:, prompt:]))
+                          lengths=token_lengths(out, prompt, eos), texts=self._decode(out[:, prompt:]),
+                          extras={"padding": padding.long().cpu().repeat_interleave(out.shape[0] // samples)})
 
     def _clock_hook(self, prompt: int, rows: RowMap, padding: torch.Tensor | None):
         calls = [0]

@@ -86,6 +86,16 @@ def test_texts_decode_only_the_new_tokens(plugin_manager):
     out = adapter.generate(["the cat"], max_new_tokens=3, chat=False)
     text = adapter.texts(out)[0]
     assert len(text.split()) <= 3 and not text.startswith("the cat")
-    assert out.texts == [text] and out.prompt_length == 2 and out.generated.shape == (1, 3)
+    assert out.texts == [text] and out.generated.shape == (1, 3) and out.extras["padding"].tolist() == [0]
     with pytest.raises(TypeError, match="Generation"):
         adapter.texts(out.outputs)
+
+
+def test_records_of_a_left_padded_batch(plugin_manager):
+    adapter = tiny_text_adapter("llama")
+    out = adapter.generate(["the cat sat on the mat", "a dog"], max_new_tokens=3, chat=False)
+    out.check()
+    pads = out.extras["padding"].tolist()
+    assert pads[0] == 0 and pads[1] > 0  # the short prompt is left-padded up to the long one
+    assert out.prompt_length == adapter.encode(["the cat sat on the mat"], chat=False)["input_ids"].shape[1]
+    assert len(out.texts) == 2 and (out.lengths >= out.prompt_length).all()
