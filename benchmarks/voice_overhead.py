@@ -50,9 +50,9 @@ def real_time_factor(adapter, inputs, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        adapter.generate(inputs, seed=0)
+        speech = adapter.generate(inputs, seed=0)
         times.append(time.perf_counter() - t0)
-    audio = adapter.last.lengths.sum().item() / adapter.sample_rate
+    audio = speech.seconds.sum().item()
     return statistics.median(times) / audio
 
 

@@ -8,7 +8,8 @@ Quick tour::
     model = ps.load_model("reference")                       # any registered adapter kind
     style = ps.Style.load(configs_dir() / "style" / "reference-demo.yaml")
     with ps.steer(model, style, intensity=0.5):
-        tokens = model.generate([[3, 7, 1, 12]], max_new_tokens=16)
+        out = model.generate([[3, 7, 1, 12]], max_new_tokens=16)   # a polysteer.Generation
+    print(out.generated[0].tolist())                         # the new token ids
 """
 
 from polysteer.adapter import ModelAdapter
@@ -42,6 +43,7 @@ from polysteer.errors import (
     did_you_mean,
 )
 from polysteer.fingerprint import ModelFingerprint, fingerprint
+from polysteer.generation import Generation
 from polysteer.layout import BCHW, BCT, BPC, InTuple, Layout, MaybeTuple
 from polysteer.manager import (
     PluginManager,
@@ -60,11 +62,11 @@ from polysteer.style import Component, Rule, Style, blend, load_style
 __all__ = [
     "BCHW", "BCT", "BPC", "Command", "Component", "ConceptRecipe", "ConfigError",
     "CorruptFileError", "DictionaryFormat", "DictionaryInfo", "DictionaryMismatchError",
-    "DirectionSet", "FeatureClassifier", "FeatureDictionary", "InTuple", "Layout", "MaybeTuple",
-    "MissingDependencyError", "ModelAdapter", "ModelFingerprint", "Phase", "PluginManager",
-    "PolysteerError", "Registry", "RegistryError", "Requirement", "RowMap", "Rule", "Site",
-    "SiteBinding", "SiteTable", "SparseAutoencoder", "Steering", "SteeringError", "SteeringWarning",
-    "Step", "StepClock", "Style", "UnknownSiteError", "blend", "build_concept",
+    "DirectionSet", "FeatureClassifier", "FeatureDictionary", "Generation", "InTuple", "Layout",
+    "MaybeTuple", "MissingDependencyError", "ModelAdapter", "ModelFingerprint", "Phase",
+    "PluginManager", "PolysteerError", "Registry", "RegistryError", "Requirement", "RowMap", "Rule",
+    "Site", "SiteBinding", "SiteTable", "SparseAutoencoder", "Steering", "SteeringError",
+    "SteeringWarning", "Step", "StepClock", "Style", "UnknownSiteError", "blend", "build_concept",
     "create_plugin_manager", "current_plugin_manager", "did_you_mean", "difference_of_means",
     "direction_set", "fingerprint", "hookimpl", "linear_probe", "load_classifier",
     "load_dictionary", "load_model", "load_style", "median_norm", "pca_of_differences",

@@ -3,7 +3,9 @@
 An adapter wraps a loaded model. It describes its sites with a :class:`~polysteer.SiteTable`
 (canonical name -> module path, hook point, layout, channels), runs generation, and advances the
 step clock once per forward pass. Core installs the hooks itself (see :mod:`polysteer.runtime`),
-so an adapter never touches interventions, schedules or rules.
+so an adapter never touches interventions, schedules or rules. A generation returns a
+:class:`~polysteer.generation.Generation` record; an adapter keeps no state about its latest
+generation.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import nn
 
 from polysteer.fileio import write_json
 from polysteer.fingerprint import ModelFingerprint, fingerprint
+from polysteer.generation import Generation, as_generation
 from polysteer.sites import SiteBinding, SiteTable
 from polysteer.step import RowMap, StepClock
 
@@ -34,7 +37,10 @@ class ModelAdapter(ABC):
     :meth:`site_table` and :meth:`run_generation`; :meth:`sites` and :meth:`bind` come from the
     table (an adapter written before site tables may override those two instead). Inside
     ``run_generation`` they call :meth:`begin_generation` once with the number of forward passes
-    (if known) and :meth:`advance_step` before every forward pass.
+    (if known) and :meth:`advance_step` before every forward pass, and return a
+    :class:`~polysteer.generation.Generation` holding the outputs and what measures need (prompt
+    length, per-row lengths, texts, sample rate...); :meth:`generate` adds the step history.
+    Everything about a generation lives in its record, never on ``self``.
     """
 
     modality: ClassVar[str] = "other"
@@ -65,25 +71,27 @@ class ModelAdapter(ABC):
         return self.site_table().resolve(self.model, site)
 
     @abstractmethod
-    def run_generation(self, inputs: Any, **kwargs: Any) -> Any:
-        """Generate from ``inputs``; advance the step clock once per forward pass."""
+    def run_generation(self, inputs: Any, **kwargs: Any) -> Generation:
+        """Generate from ``inputs``; advance the step clock once per forward pass; return the record."""
 
     # -- optional, with defaults ----------------------------------------------------------------
     def prepare_inputs(self, spec: Any) -> Any:
         """Turn an ``experiment.inputs`` config value into generation inputs (default: as is)."""
         return spec
 
-    def save_outputs(self, outputs: Any, stem: Path) -> list[Path]:
-        """Write outputs next to ``stem`` (text, PNG, WAV...); default: a JSON list."""
+    def save_outputs(self, generation: Generation, stem: Path) -> list[Path]:
+        """Write a generation's outputs next to ``stem`` (text, PNG, WAV...); default: a JSON list
+        of each row cut to its length."""
         path = stem.with_name(stem.name + ".json")
-        data = outputs.tolist() if hasattr(outputs, "tolist") else outputs
-        write_json(path, data)
+        write_json(path, [row.tolist() for row in generation.rows()])
         return [path]
 
-    def describe_outputs(self, outputs: Any) -> list[str]:
-        """A short human-readable rendering of each sample, for reports and ``--compare``."""
-        data = outputs.tolist() if hasattr(outputs, "tolist") else list(outputs)
-        return [str(row) for row in data]
+    def describe_outputs(self, generation: Generation) -> list[str]:
+        """A short human-readable rendering of each sample, for reports and ``--compare``
+        (default: its texts if it has any, else each row's values)."""
+        if generation.texts is not None:
+            return list(generation.texts)
+        return [str(row.tolist()) for row in generation.rows()]
 
     # -- provided -------------------------------------------------------------------------------
     @functools.cached_property
@@ -92,10 +100,12 @@ class ModelAdapter(ABC):
         return fingerprint(self.model, self.name)
 
     def generate(self, inputs: Any, *, style: Any = None, intensity: Any = 1.0,
-                 **kwargs: Any) -> Any:
+                 **kwargs: Any) -> Generation:
         """Generate, optionally under ``style`` at ``intensity``; observers are notified.
 
-        With a style this is a shortcut for ``with polysteer.steer(adapter, style, intensity):``.
+        Returns the :class:`~polysteer.generation.Generation` record, its ``steps`` filled with
+        the forward passes this generation announced. With a style this is a shortcut for
+        ``with polysteer.steer(adapter, style, intensity):``.
         """
         if style is not None:
             from polysteer.runtime import steer
@@ -106,16 +116,20 @@ class ModelAdapter(ABC):
 
         hook = current_plugin_manager().hook
         hook.polysteer_before_generate(adapter=self, inputs=inputs, options=kwargs)
+        recorder = StepClock()  # keeps this generation's steps for the record, steered or not
         try:
-            outputs = self.run_generation(inputs, **kwargs)
+            with self.attached(recorder):
+                record = as_generation(self.run_generation(inputs, **kwargs), modality=self.modality,
+                                       model=self.name)
         except Exception as error:
             hook.polysteer_on_error(adapter=self, error=error)
             raise
         finally:
             for clock in self._clocks:  # a later direct forward pass is not this generation's
                 clock.current = None
-        hook.polysteer_after_generate(adapter=self, inputs=inputs, outputs=outputs)
-        return outputs
+        record.steps = tuple(recorder.history)
+        hook.polysteer_after_generate(adapter=self, inputs=inputs, outputs=record)
+        return record
 
     def begin_generation(self, total_steps: int | None) -> None:
         """Tell every attached clock that a generation of ``total_steps`` passes starts."""

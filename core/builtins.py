@@ -13,6 +13,7 @@ import torch
 
 from polysteer.demo import high_token_fraction
 from polysteer.dictionary import NATIVE_FORMAT
+from polysteer.generation import Generation
 from polysteer.interventions import BUILTIN_INTERVENTIONS
 from polysteer.manager import hookimpl
 from polysteer.reference import ReferenceAdapter, ReferenceConfig, ReferenceLM
@@ -40,17 +41,23 @@ def load_reference(options: dict[str, Any]) -> ReferenceAdapter:
     return ReferenceAdapter(ReferenceLM(ReferenceConfig(**fields)))
 
 
-def changed_fraction(adapter: Any, outputs: Any, baseline: Any) -> float:
+def _baseline_outputs(name: str, baseline: Generation | None) -> torch.Tensor:
+    if baseline is None:
+        raise ValueError(f"{name} compares with the unsteered generation (baseline), got None")
+    return baseline.outputs
+
+
+def changed_fraction(generation: Generation, baseline: Generation | None) -> float:
     """Fraction of output elements that differ from the unsteered output (same seed)."""
-    a, b = torch.as_tensor(outputs), torch.as_tensor(baseline)
+    a, b = generation.outputs, _baseline_outputs("changed_fraction", baseline)
     if a.shape != b.shape:
         return 1.0
     return (a != b).float().mean().item()
 
 
-def mean_abs_difference(adapter: Any, outputs: Any, baseline: Any) -> float:
+def mean_abs_difference(generation: Generation, baseline: Generation | None) -> float:
     """Mean absolute difference from the unsteered output (for continuous outputs)."""
-    a, b = torch.as_tensor(outputs).float(), torch.as_tensor(baseline).float()
+    a, b = generation.outputs.float(), _baseline_outputs("mean_abs_difference", baseline).float()
     if a.shape != b.shape:
         return float("nan")
     return (a - b).abs().mean().item()

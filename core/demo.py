@@ -14,6 +14,7 @@ import torch
 
 from polysteer.concepts import direction_set, median_norm
 from polysteer.dictionary import DirectionSet
+from polysteer.generation import Generation
 from polysteer.reference import ReferenceAdapter
 from polysteer.runtime import steer
 from polysteer.style import Style
@@ -51,10 +52,17 @@ def build_demo_dictionary(adapter: ReferenceAdapter, site: str = DEMO_SITE) -> D
                          details={"positive": "ids >= vocab/2", "negative": "0 < ids < vocab/2"})
 
 
-def high_token_fraction(adapter, outputs, baseline) -> float:
-    """Fraction of generated ids in the upper half of the vocabulary (the demo concept)."""
-    generated = torch.as_tensor(outputs)[:, adapter.last_prompt_length:]
-    return (generated >= adapter.model.config.vocab_size // 2).float().mean().item()
+def high_token_fraction(generation: Generation, baseline: Generation | None = None) -> float:
+    """Fraction of generated ids in the upper half of the vocabulary (the demo concept).
+
+    Reads the vocabulary size from ``generation.extras["vocab_size"]`` (the reference adapter sets
+    it).
+    """
+    vocab = generation.extras.get("vocab_size")
+    if vocab is None:
+        raise ValueError("high_token_fraction needs extras['vocab_size'] in the generation record "
+                         "(the reference adapter sets it)")
+    return (generation.generated >= int(vocab) // 2).float().mean().item()
 
 
 def run_demo(output_dir: str | Path = "runs") -> None:
@@ -73,8 +81,8 @@ def run_demo(output_dir: str | Path = "runs") -> None:
     print(f"site {DEMO_SITE}, site norm {dictionary.info.site_norm:.2f}\n")
     for intensity in (0.0, 0.5, 1.0, 2.0):
         out = adapter.generate(prompts, style=style, intensity=intensity, max_new_tokens=8)
-        frac = high_token_fraction(adapter, out, out)
-        tokens = out[0, adapter.last_prompt_length:].tolist()
+        frac = high_token_fraction(out, out)
+        tokens = out.generated[0].tolist()
         print(f"intensity {intensity:>3}: {tokens}  high-token fraction {frac:.2f}")
     folder = run_experiment(compose(["experiment=reference-demo"]), output_dir=Path(output_dir))
     print(f"\nexperiment report: {folder / 'report.html'}")

@@ -54,12 +54,12 @@ def run_experiment(comp: Composition, *, plugins: PluginManager | None = None,
     rows = []
     for intensity in tqdm(list(exp.intensities), desc=f"{exp.name}: intensities", unit="run"):
         torch.manual_seed(cfg.seed)
-        outputs = adapter.generate(inputs, style=style, intensity=float(intensity), **options)
-        files = adapter.save_outputs(outputs, folder / "outputs" / f"intensity-{intensity:g}")
+        generation = adapter.generate(inputs, style=style, intensity=float(intensity), **options)
+        files = adapter.save_outputs(generation, folder / "outputs" / f"intensity-{intensity:g}")
         row = {"intensity": float(intensity),
-               **{name: _finite_or_none(m(adapter, outputs, baseline)) for name, m in measures.items()},
+               **{name: _finite_or_none(m(generation, baseline)) for name, m in measures.items()},
                "outputs": [str(f.relative_to(folder)) for f in files],
-               "samples": adapter.describe_outputs(outputs)}
+               "samples": adapter.describe_outputs(generation)}
         rows.append(row)
     with atomic_path(folder / "metrics.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -46,7 +46,7 @@ def polysteer_register_step_phases(registry: Any) -> None:
 
 @hookspec
 def polysteer_register_measures(registry: Any) -> None:
-    """Register measures of outputs: ``registry.register(name, measure(adapter, outputs, baseline))``."""
+    """Register measures: ``registry.register(name, measure(generation, baseline) -> float)``."""
 
 
 @hookspec
@@ -96,7 +96,7 @@ def polysteer_before_generate(adapter: Any, inputs: Any, options: dict) -> None:
 
 @hookspec
 def polysteer_after_generate(adapter: Any, inputs: Any, outputs: Any) -> None:
-    """Observe a generation that finished, with its outputs."""
+    """Observe a generation that finished; ``outputs`` is its ``Generation`` record."""
 
 
 @hookspec

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from polysteer.adapter import ModelAdapter
+from polysteer.generation import Generation
 from polysteer.layout import BPC
 from polysteer.sites import Site, SiteTable
 from polysteer.step import RowMap
@@ -106,7 +107,6 @@ class ReferenceAdapter(ModelAdapter):
 
     modality = "text"
     null_token = 0
-    last_prompt_length = 0  # prompt length of the latest generation (measures use it)
 
     def __init__(self, model: ReferenceLM | None = None, name: str = "reference"):
         super().__init__(model or ReferenceLM(), name)
@@ -125,11 +125,12 @@ class ReferenceAdapter(ModelAdapter):
 
     @torch.no_grad()
     def run_generation(self, inputs: Any, max_new_tokens: int = 8, use_cache: bool = True,
-                       guidance_scale: float | None = None) -> torch.Tensor:
-        """Greedy generation; returns ``(B, P + max_new_tokens)`` ids (prompt included).
+                       guidance_scale: float | None = None) -> Generation:
+        """Greedy generation; outputs are ``(B, P + max_new_tokens)`` ids (prompt included).
 
         With ``guidance_scale`` the batch is doubled to ``[uncond; cond]`` rows (the unconditional
-        prompt is all ``null_token``) and logits are ``u + g * (c - u)``.
+        prompt is all ``null_token``) and logits are ``u + g * (c - u)``. The record's
+        ``extras["vocab_size"]`` is the model's vocabulary size (the demo measure reads it).
         """
         ids = torch.as_tensor(inputs, dtype=torch.long)
         samples, prompt = ids.shape
@@ -140,7 +141,6 @@ class ReferenceAdapter(ModelAdapter):
         if guidance_scale is not None:
             rows = RowMap.cfg(samples)
             batch = torch.cat([torch.full_like(ids, self.null_token), ids])
-        self.last_prompt_length = prompt
         self.begin_generation(max_new_tokens)
         cache = [[] for _ in self.model.blocks] if use_cache else None
         out = ids
@@ -158,7 +158,8 @@ class ReferenceAdapter(ModelAdapter):
             token = logits.argmax(-1, keepdim=True)
             out = torch.cat([out, token], dim=1)
             batch = torch.cat([batch, token.repeat(batch.shape[0] // samples, 1)], dim=1)
-        return out
+        return Generation(outputs=out, modality=self.modality, model=self.name, prompt_length=prompt,
+                          extras={"vocab_size": self.model.config.vocab_size})
 
     def prepare_inputs(self, spec: Any) -> torch.Tensor:
         """``None`` -> two deterministic random prompts; a list of id lists -> a tensor."""

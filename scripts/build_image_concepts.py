@@ -105,7 +105,7 @@ def build_figures(log: Path, steps: int = 25) -> None:
     fig.tight_layout()
     fig.savefig(FIGURES / "image-training-curve.png", dpi=120)
     adapter = ps.load_model({"kind": "diffusers", "name": "avatars"})
-    rows = [adapter.generate([row] * 8 if row else 8, seed=0, num_inference_steps=steps)
+    rows = [adapter.generate([row] * 8 if row else 8, seed=0, num_inference_steps=steps).outputs
             for row in SAMPLE_ROWS]
     _save(torch.cat(rows), 8, FIGURES / "image-samples.png")
     for style in ("avatars-sunglasses", "avatars-smiling"):
@@ -113,7 +113,7 @@ def build_figures(log: Path, steps: int = 25) -> None:
         columns = []
         for intensity in (0.0, 0.5, 1.0, 1.5, 2.0):
             with ps.steer(adapter, loaded, intensity=intensity):
-                columns.append(adapter.generate(6, seed=0, num_inference_steps=steps))
+                columns.append(adapter.generate(6, seed=0, num_inference_steps=steps).outputs)
         grid = torch.stack(columns, 1).flatten(0, 1)  # rows = seeds, columns = intensities
         _save(grid, 5, FIGURES / f"image-steer-{style.removeprefix('avatars-')}.png")
 
@@ -133,13 +133,13 @@ def measure_styles(intensities: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0), s
     clf = shipped_classifier()
     lines = ["| style | intensity | score | largest other change (TV) | warmth | distance to unsteered |",
              "|---|---|---|---|---|---|"]
-    plain = adapter.generate(seeds, seed=1000, num_inference_steps=steps)
+    plain = adapter.generate(seeds, seed=1000, num_inference_steps=steps).outputs
     base = {k: v.mean(0) for k, v in clf.probabilities(plain).items()}
     for style, (attribute, value) in MEASURED.items():
         loaded = ps.load_style(style)
         for intensity in intensities:
             with ps.steer(adapter, loaded, intensity=intensity):
-                images = adapter.generate(seeds, seed=1000, num_inference_steps=steps)
+                images = adapter.generate(seeds, seed=1000, num_inference_steps=steps).outputs
             probs = {k: v.mean(0) for k, v in clf.probabilities(images).items()}
             score = float(probs[attribute][clf.attributes[attribute].index(value)])
             moved = {k: 0.5 * float((probs[k] - base[k]).abs().sum()) for k in probs if k != attribute}
@@ -159,13 +159,13 @@ def measure_conditions(guidances: tuple[float, ...] = (1.0, 3.0), seeds: int = 3
 
     adapter = ps.load_model({"kind": "diffusers", "name": "avatars"})
     clf = shipped_classifier()
-    plain = adapter.generate(seeds, seed=1000, num_inference_steps=steps)
+    plain = adapter.generate(seeds, seed=1000, num_inference_steps=steps).outputs
     head = " | ".join(f"asked, guidance {g:g}" for g in guidances)
     lines = [f"| attribute = value | unconditional | {head} |", "|---" * (2 + len(guidances)) + "|"]
     for attribute, values in ATTRIBUTES.items():
         for value in values:
             asked = [adapter.generate({attribute: value}, batch_size=seeds, seed=1000,
-                                      num_inference_steps=steps, guidance_scale=g) for g in guidances]
+                                      num_inference_steps=steps, guidance_scale=g).outputs for g in guidances]
             scores = [float(clf.score(x, attribute, value).mean()) for x in (plain, *asked)]
             lines.append(f"| {attribute} = {value} | " + " | ".join(f"{v:.2f}" for v in scores) + " |")
     return "\n".join(lines)

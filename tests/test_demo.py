@@ -28,7 +28,7 @@ def test_demo_concept_steers_towards_high_tokens():
     fractions = []
     for intensity in (0.0, 1.0):
         out = adapter.generate(prompts, style=style, intensity=intensity, max_new_tokens=12)
-        fractions.append(high_token_fraction(adapter, out, out))
+        fractions.append(high_token_fraction(out, out))
     assert fractions[1] > fractions[0] + 0.2
 
 

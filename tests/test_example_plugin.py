@@ -128,6 +128,6 @@ def test_load_model_in_process(register_plugin: Any, monkeypatch: pytest.MonkeyP
     register_plugin(polysteer_example, "example")
     adapter = ps.load_model({"kind": "example-conv", "channels": 4, "n_bins": 3})
     frames = torch.zeros(2, 3, 5)
-    assert adapter.generate(frames, max_new_frames=2).shape == (2, 3, 7)
+    assert adapter.generate(frames, max_new_frames=2).outputs.shape == (2, 3, 7)
     with pytest.raises(ps.ConfigError, match="model.example-conv accepts"):
         ps.load_model("example-conv", layers=2)

@@ -120,7 +120,7 @@ class Observer:
 
     @polysteer.hookimpl
     def polysteer_after_generate(self, adapter, inputs, outputs):
-        self.seen.append(("after", tuple(outputs.shape)))
+        self.seen.append(("after", tuple(outputs.outputs.shape)))
 
     @polysteer.hookimpl
     def polysteer_on_error(self, adapter, error):

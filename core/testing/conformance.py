@@ -11,11 +11,12 @@ Subclass :class:`AdapterConformance` in a test module (the class name must start
         def make_inputs(self):
             return ...
 
-and pytest runs every check below against it: sites bind, captures are ``(B, P, C)``, zero
-intensity is bit-identical, a real intensity changes outputs, every decode/denoise step is
-steered, hooks are removed after success and after an exception, the step clock is monotonic,
-prefill/decode positions add up, and under classifier-free guidance a style aimed at one branch
-touches only its rows.
+and pytest runs every check below against it: ``generate`` returns a consistent
+:class:`~polysteer.generation.Generation` record (and leaves no ``last*`` state on the adapter),
+sites bind, captures are ``(B, P, C)``, zero intensity is bit-identical, a real intensity changes
+outputs, every decode/denoise step is steered, hooks are removed after success and after an
+exception, the step clock is monotonic, prefill/decode positions add up, and under classifier-free
+guidance a style aimed at one branch touches only its rows.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from torch import nn
 from polysteer.adapter import ModelAdapter
 from polysteer.concepts import direction_set, median_norm
 from polysteer.errors import PolysteerError
+from polysteer.generation import Generation
 from polysteer.manager import hookimpl
 from polysteer.runtime import steer
 from polysteer.style import Style
@@ -74,6 +76,8 @@ class _Explode:
 
 
 def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, Generation) and isinstance(b, Generation):
+        return _equal(a.outputs, b.outputs)
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
         return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
     if isinstance(a, list | tuple) and isinstance(b, list | tuple):
@@ -110,7 +114,7 @@ class AdapterConformance:
         return sites[len(sites) // 2]
 
     def outputs_equal(self, a: Any, b: Any) -> bool:
-        """Exact equality of two generations (tensors compared bit for bit)."""
+        """Exact equality of two generations' outputs (tensors compared bit for bit)."""
         return _equal(a, b)
 
     # -- fixtures -------------------------------------------------------------------------------
@@ -122,7 +126,7 @@ class AdapterConformance:
         self.inputs = self.make_inputs()
         self.site = self.steering_site(self.adapter)
 
-    def _generate(self, **extra: Any) -> Any:
+    def _generate(self, **extra: Any) -> Generation:
         torch.manual_seed(0)
         return self.adapter.generate(self.inputs, **{**self.generate_kwargs, **extra})
 
@@ -130,6 +134,32 @@ class AdapterConformance:
         return probe_style(self.adapter, self.site, self.inputs, **component)
 
     # -- the contracts --------------------------------------------------------------------------
+    def test_generate_returns_a_consistent_record(self):
+        with steer(self.adapter, None) as run:
+            record = self._generate()
+        assert isinstance(record, Generation), \
+            f"generate() must return a polysteer.Generation, got {type(record).__name__}"
+        record.check()
+        assert record.modality == self.adapter.modality
+        assert len(record) >= 2, "make_inputs() must give a batch of at least two samples"
+        seen = [(s.index, s.phase, s.offset, s.new) for s in run.clock.history]
+        assert [(s.index, s.phase, s.offset, s.new) for s in record.steps] == seen, \
+            "the record's steps must be the forward passes the step clock saw"
+
+    def test_records_are_independent_and_adapters_keep_no_last_state(self):
+        """A baseline's record stays true after a steered run, and nothing about a generation is
+        kept on the adapter (measures read the record, never ``adapter.last*``)."""
+        plain = self._generate()
+        kept = {name: (value.clone() if isinstance(value, torch.Tensor) else value)
+                for name, value in vars(plain).items() if name != "steps"}
+        with steer(self.adapter, self._style(), intensity=self.strong_intensity):
+            self._generate()
+        for name, value in kept.items():
+            assert _equal(getattr(plain, name), value), \
+                f"a later generation changed the earlier record's {name}: return fresh objects"
+        left = sorted(name for name in vars(self.adapter) if name.startswith("last"))
+        assert not left, f"the adapter keeps generation state {left}: put it in the Generation record"
+
     def test_sites_are_listed_and_bind(self):
         sites = self.adapter.sites()
         assert sites, "sites() must list at least one site"

@@ -1,13 +1,15 @@
 """The image adapter: any diffusers pipeline, steered per denoising step.
 
 The step clock comes from a forward pre-hook on the denoiser (``unet`` or ``transformer``), installed
-only while a steered generation runs. The step is read from the denoiser's ``timestep`` argument:
-its position in ``pipeline.scheduler.timesteps`` is the step index and ``index / (steps - 1)`` the
-progress, so schedules over progress ("only the first 40% of steps") mean the same under any
-scheduler. Under classifier-free guidance the denoiser sees ``[uncond; cond]`` (``[cond; uncond]``
-for DiT); the row map says which rows are which, so a style can touch one branch.
+while a generation runs (it also fills the record's step history). The step is read from the
+denoiser's ``timestep`` argument: its position in ``pipeline.scheduler.timesteps`` is the step index
+and ``index / (steps - 1)`` the progress, so schedules over progress ("only the first 40% of
+steps") mean the same under any scheduler. Under classifier-free guidance the denoiser sees
+``[uncond; cond]`` (``[cond; uncond]`` for DiT); the row map says which rows are which, so a style
+can touch one branch.
 
-Outputs are images as float tensors ``(B, 3, H, W)`` in [0, 1].
+A generation's record (:class:`~polysteer.Generation`) holds the images as float tensors
+``(B, 3, H, W)`` in [0, 1]; ``extras["seed"]`` is the seed of the starting noise.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import torch
 
-from polysteer import ModelAdapter, RowMap, SiteTable
+from polysteer import Generation, ModelAdapter, RowMap, SiteTable
 from polysteer.fileio import atomic_path
 from polysteer.plugins.image.measures import brightness, warmth
 from polysteer.plugins.image.sites import denoiser_of, site_table
@@ -102,7 +104,7 @@ class DiffusersAdapter(ModelAdapter):
 
     # -- generation -----------------------------------------------------------------------------
     @torch.no_grad()
-    def run_generation(self, inputs: Any, seed: int = 0, **kwargs: Any) -> torch.Tensor:
+    def run_generation(self, inputs: Any, seed: int = 0, **kwargs: Any) -> Generation:
         """Run the pipeline with the step clock attached; images ``(B, 3, H, W)`` in [0, 1]."""
         call = self._call_kwargs(inputs, seed, kwargs)
         self._guidance = float(call.get("guidance_scale", 1.0))
@@ -115,7 +117,8 @@ class DiffusersAdapter(ModelAdapter):
         finally:
             if handle is not None:
                 handle.remove()
-        return _as_image_tensor(out)
+        return Generation(outputs=_as_image_tensor(out), modality=self.modality, model=self.name,
+                          extras={"seed": int(seed)})
 
     def _clock_hook(self):
         last, schedule, rows = [-1], _Schedule(), {}  # rows: one RowMap per batch size, reused
@@ -139,14 +142,15 @@ class DiffusersAdapter(ModelAdapter):
         return RowMap.plain(batch)
 
     # -- outputs --------------------------------------------------------------------------------
-    def describe_outputs(self, outputs: torch.Tensor) -> list[str]:
-        b, w = brightness(outputs), warmth(outputs)
-        h, wd = outputs.shape[-2:]
-        return [f"{h}x{wd} image, brightness {b[i]:.3f}, warmth {w[i]:+.3f}" for i in range(len(outputs))]
+    def describe_outputs(self, generation: Generation) -> list[str]:
+        images = generation.outputs
+        b, w = brightness(images), warmth(images)
+        h, wd = images.shape[-2:]
+        return [f"{h}x{wd} image, brightness {b[i]:.3f}, warmth {w[i]:+.3f}" for i in range(len(images))]
 
-    def save_outputs(self, outputs: torch.Tensor, stem: Path) -> list[Path]:
+    def save_outputs(self, generation: Generation, stem: Path) -> list[Path]:
         paths = []
-        for i, image in enumerate(to_pil(outputs)):
+        for i, image in enumerate(to_pil(generation.outputs)):
             path = stem.with_name(f"{stem.name}-{i}.png")
             save_png(image, path)
             paths.append(path)

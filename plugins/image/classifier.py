@@ -119,14 +119,15 @@ def accuracy(model: AttributeClassifier, images: torch.Tensor, labels: torch.Ten
 
 
 def classifier_measures() -> dict[str, Any]:
-    """Measures ``avatar_<attribute>_<value>(adapter, outputs, baseline) -> float``: the shipped
-    classifier's mean probability of that value over the batch (loaded on first use)."""
+    """Measures ``avatar_<attribute>_<value>(generation, baseline) -> float``: the shipped
+    classifier's mean probability of that value over the generation's images (loaded on first use)."""
     from polysteer.plugins.image.avatars import ATTRIBUTES
     from polysteer.plugins.image.measures import as_images
 
     def make(attribute: str, value: str):
-        def measure(adapter: Any, outputs: Any, baseline: Any) -> float:
-            return shipped_classifier().score(as_images(outputs), attribute, value).mean().item()
+        def measure(generation: Any, baseline: Any = None) -> float:
+            images = as_images(generation.outputs)
+            return shipped_classifier().score(images, attribute, value).mean().item()
         measure.__doc__ = f"Mean probability (shipped avatar classifier) that {attribute} is {value}."
         return measure
 

@@ -71,7 +71,7 @@ class ImageRenderer:
         self.batches += 1
         rendered.info.update(seed=seed, steps=self.steps)
         rendered.outputs = adapter.generate(inputs, seed=seed, num_inference_steps=self.steps,
-                                            **self.generate)
+                                            **self.generate).outputs
 
 
 class NoisedImageRenderer:

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from polysteer import Generation
+
 REC709 = (0.2126, 0.7152, 0.0722)
 """Rec. 709 luma weights for R, G, B (applied to the encoded values, no linearisation)."""
 
@@ -106,32 +108,32 @@ def distance_to_baseline(images: Any, baseline: Any) -> torch.Tensor:
     return (x - y).abs().mean((1, 2, 3))
 
 
-# -- registered measures: (adapter, outputs, baseline) -> float ---------------------------------
-def image_brightness(adapter: Any, outputs: Any, baseline: Any) -> float:
+# -- registered measures: (generation, baseline) -> float -------------------------------------
+def image_brightness(generation: Generation, baseline: Generation | None = None) -> float:
     """Mean Rec. 709 luma in [0, 1] (mean over the batch)."""
-    return brightness(outputs).mean().item()
+    return brightness(generation.outputs).mean().item()
 
 
-def image_warmth(adapter: Any, outputs: Any, baseline: Any) -> float:
+def image_warmth(generation: Generation, baseline: Generation | None = None) -> float:
     """Mean red minus mean blue in [-1, 1], positive is warm (mean over the batch)."""
-    return warmth(outputs).mean().item()
+    return warmth(generation.outputs).mean().item()
 
 
-def image_saturation(adapter: Any, outputs: Any, baseline: Any) -> float:
+def image_saturation(generation: Generation, baseline: Generation | None = None) -> float:
     """Mean HSV saturation in [0, 1] (mean over the batch)."""
-    return saturation(outputs).mean().item()
+    return saturation(generation.outputs).mean().item()
 
 
-def image_contrast(adapter: Any, outputs: Any, baseline: Any) -> float:
+def image_contrast(generation: Generation, baseline: Generation | None = None) -> float:
     """Standard deviation of Rec. 709 luma in [0, 0.5] (mean over the batch)."""
-    return contrast(outputs).mean().item()
+    return contrast(generation.outputs).mean().item()
 
 
-def image_distance(adapter: Any, outputs: Any, baseline: Any) -> float:
+def image_distance(generation: Generation, baseline: Generation | None) -> float:
     """Mean absolute pixel difference to the unsteered images, in [0, 1] (mean over the batch)."""
     if baseline is None:
         raise ValueError("image_distance needs the unsteered images (baseline), got None")
-    return distance_to_baseline(outputs, baseline).mean().item()
+    return distance_to_baseline(generation.outputs, baseline.outputs).mean().item()
 
 
 IMAGE_MEASURES = {

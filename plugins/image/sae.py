@@ -189,7 +189,7 @@ def measure_steered(adapter: Any, style: Style | None, intensity: float, *, coun
                     steps: int = STEPS, measures: Measures = image_measures) -> dict[str, torch.Tensor]:
     """Measures of ``count`` unconditional samples from ``seed`` steered by ``style`` at ``intensity``."""
     with steer(adapter, style, intensity=intensity):
-        return measures(adapter.generate(count, seed=seed, num_inference_steps=steps))
+        return measures(adapter.generate(count, seed=seed, num_inference_steps=steps).outputs)
 
 
 def _side_effects(changes: Mapping[str, torch.Tensor], measure: str, top: int = 3) -> dict[str, float]:
@@ -209,7 +209,7 @@ def image_effect(measures: Measures = image_measures) -> EffectMeasure:
                 options: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         with steer(adapter, style, intensity=intensity):
             out = adapter.generate(inputs, seed=options.get("seed", 0),
-                                   num_inference_steps=options.get("steps", STEPS))
+                                   num_inference_steps=options.get("steps", STEPS)).outputs
         return measures(out)
 
     return EffectMeasure(measure, "image", "avatar attribute probabilities and image statistics "
@@ -270,10 +270,10 @@ def label_figure(adapter: Any, sae: SparseAutoencoder, path: str | Path, *, coun
     label (in sorted order) with the feature added as its evidence says."""
     from polysteer.plugins.image.adapter import image_grid, save_png, to_pil
 
-    rows = [adapter.generate(count, seed=seed, num_inference_steps=steps)]
+    rows = [adapter.generate(count, seed=seed, num_inference_steps=steps).outputs]
     for _, evidence in sorted(sae.info.details["labels"].items()):
         with steer(adapter, probe_style(sae, evidence["feature"], evidence["positions"]),
                    intensity=evidence["intensity"]):
-            rows.append(adapter.generate(count, seed=seed, num_inference_steps=steps))
+            rows.append(adapter.generate(count, seed=seed, num_inference_steps=steps).outputs)
     save_png(to_pil(image_grid(torch.cat(rows), count), scale=4)[0], Path(path))
     return Path(path)

@@ -1,10 +1,10 @@
 """The text adapter: any transformers causal LM, steered token by token through ``generate``.
 
-The step clock comes from a forward pre-hook on the model, installed only while a steered
-generation runs: the first forward pass is the prefill (step 0, every prompt position new), then
-one decode step per token, whether or not a KV cache is used. Under a cache a site sees the prompt
-once and then one token per step; the clock says so (``offset``, ``new``), so position masks and
-captures stay right, and every decode step is steered.
+The step clock comes from a forward pre-hook on the model, installed while a generation runs (it
+also fills the record's step history): the first forward pass is the prefill (step 0, every prompt
+position new), then one decode step per token, whether or not a KV cache is used. Under a cache a
+site sees the prompt once and then one token per step; the clock says so (``offset``, ``new``), so
+position masks and captures stay right, and every decode step is steered.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
-from polysteer import ModelAdapter, RowMap, SiteTable
+from polysteer import Generation, ModelAdapter, RowMap, SiteTable
 from polysteer.fileio import atomic_path
+from polysteer.generation import token_lengths
 from polysteer.plugins.text.models import load_causal_lm
 from polysteer.plugins.text.sites import site_table
 
@@ -28,7 +29,10 @@ class TransformersAdapter(ModelAdapter):
 
     ``generate(prompts, max_new_tokens=..., **kwargs)`` takes one prompt or a list (plain texts or
     chats); chat templates are applied when the tokenizer has one (``chat=False`` turns that off).
-    It returns token ids ``(batch, prompt + new)``; :meth:`texts` decodes the new part.
+    It returns a :class:`~polysteer.Generation`: ``outputs`` are token ids
+    ``(batch, prompt + new)`` (left-padded prompt first), ``texts`` the decoded new part of each
+    row, ``lengths`` each row's tokens up to its end-of-sequence token, ``extras["padding"]``
+    ``(rows,)`` each row's leading pad tokens (its prompt starts there).
     """
 
     modality = "text"
@@ -36,7 +40,6 @@ class TransformersAdapter(ModelAdapter):
     def __init__(self, model: Any, tokenizer: Any, name: str):
         super().__init__(model, name)
         self.tokenizer = tokenizer
-        self.last_prompt_length = 0
 
     @classmethod
     def load(cls, name_or_path: str, dtype: str = "float32", device: str = "cpu"
@@ -85,7 +88,7 @@ class TransformersAdapter(ModelAdapter):
     # -- generation -----------------------------------------------------------------------------
     @torch.no_grad()
     def run_generation(self, inputs: Any, max_new_tokens: int = 32, chat: bool | None = None,
-                       **kwargs: Any) -> torch.Tensor:
+                       **kwargs: Any) -> Generation:
         """``model.generate`` with the step clock attached; greedy unless ``do_sample=True``."""
         encoded = inputs if isinstance(inputs, dict) else self.encode(inputs, chat)
         ids = encoded["input_ids"]
@@ -94,7 +97,6 @@ class TransformersAdapter(ModelAdapter):
         rows = RowMap.beams(samples, beams) if beams > 1 else RowMap.plain(samples)
         kwargs.setdefault("do_sample", False)
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
-        self.last_prompt_length = prompt
         handle = None
         if self._clocks:
             self.begin_generation(max_new_tokens)
@@ -102,11 +104,19 @@ class TransformersAdapter(ModelAdapter):
             handle = self.model.register_forward_pre_hook(
                 self._clock_hook(prompt, rows, padding), with_kwargs=True)
         try:
-            return self.model.generate(**encoded, max_new_tokens=max_new_tokens,
-                                       min_new_tokens=kwargs.pop("min_new_tokens", 0), **kwargs)
+            out = self.model.generate(**encoded, max_new_tokens=max_new_tokens,
+                                      min_new_tokens=kwargs.pop("min_new_tokens", 0), **kwargs)
         finally:
             if handle is not None:
                 handle.remove()
+        if not isinstance(out, torch.Tensor):  # return_dict_in_generate=True
+            out = out.sequences
+        eos = getattr(self.model.generation_config, "eos_token_id", None)
+        mask = encoded.get("attention_mask")
+        padding = (mask.cumsum(dim=1) == 0).sum(dim=1) if mask is not None else torch.zeros(samples)
+        return Generation(outputs=out, modality=self.modality, model=self.name, prompt_length=prompt,
+                          lengths=token_lengths(out, prompt, eos), texts=self._decode(out[:, prompt:]),
+                          extras={"padding": padding.long().cpu().repeat_interleave(out.shape[0] // samples)})
 
     def _clock_hook(self, prompt: int, rows: RowMap, padding: torch.Tensor | None):
         calls = [0]
@@ -138,18 +148,25 @@ class TransformersAdapter(ModelAdapter):
         return self.model(**encoded).logits, encoded["attention_mask"]
 
     # -- outputs --------------------------------------------------------------------------------
-    def texts(self, outputs: torch.Tensor) -> list[str]:
-        """The generated part of each row, decoded."""
-        new = outputs[:, self.last_prompt_length:]
+    def _decode(self, new: torch.Tensor) -> list[str]:
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
-    def describe_outputs(self, outputs: torch.Tensor) -> list[str]:
-        return self.texts(outputs)
+    def texts(self, generation: Generation) -> list[str]:
+        """The generated part of each row, decoded (``generation.texts``)."""
+        if not isinstance(generation, Generation):
+            raise TypeError(f"texts() takes the Generation that generate() returned, got "
+                            f"{type(generation).__name__}; for bare token ids use tokenizer.batch_decode")
+        if generation.texts is not None:
+            return list(generation.texts)
+        return self._decode(generation.generated)
 
-    def save_outputs(self, outputs: torch.Tensor, stem: Path) -> list[Path]:
+    def describe_outputs(self, generation: Generation) -> list[str]:
+        return self.texts(generation)
+
+    def save_outputs(self, generation: Generation, stem: Path) -> list[Path]:
         path = stem.with_name(stem.name + ".txt")
         with atomic_path(path) as tmp:
-            tmp.write_text("\n\n---\n\n".join(self.texts(outputs)) + "\n")
+            tmp.write_text("\n\n---\n\n".join(self.texts(generation)) + "\n")
         return [path]
 
 

@@ -31,10 +31,20 @@ from typing import Any, Literal
 
 import torch
 
-from polysteer import BCT, BPC, Layout, MaybeTuple, ModelAdapter, RowMap, Site, SiteTable
+from polysteer import (
+    BCT,
+    BPC,
+    Generation,
+    Layout,
+    MaybeTuple,
+    ModelAdapter,
+    RowMap,
+    Site,
+    SiteTable,
+)
 from polysteer.fileio import atomic_path
 from polysteer.plugins.voice.phonemes import phonemes_to_ids, phonemize
-from polysteer.plugins.voice.vits import Synthesis, load_vits_folder, synthesize
+from polysteer.plugins.voice.vits import load_vits_folder, synthesize
 
 
 class VitsAdapter(ModelAdapter):
@@ -42,9 +52,12 @@ class VitsAdapter(ModelAdapter):
 
     ``generate(inputs, seed=0, noise_scale=None, noise_w=None, length_scale=None)`` takes text
     (one string or a list; phonemised with espeak-ng), ``{"phonemes": str | list[str]}`` (IPA,
-    no espeak needed), ``{"ids": ...}`` or an id tensor ``(B, P)``. It returns waveforms
-    ``(B, T)`` at :attr:`sample_rate`, zero past each row's length; :attr:`last` holds the
-    lengths and the predicted durations of the latest generation.
+    no espeak needed), ``{"ids": ...}`` or an id tensor ``(B, P)``. It returns a
+    :class:`~polysteer.Generation`: waveforms ``(B, T)`` at :attr:`sample_rate`, zero past each
+    row's ``lengths`` (samples); ``durations`` ``(B, P)`` output frames per input symbol, ``frames``
+    ``(B,)`` output frames per row, ``texts`` what was said (None for phoneme or id inputs), and
+    ``extras``: ``ids`` ``(B, P)`` the symbol ids, ``phonemes`` ``(B, P)`` bool, which symbols are
+    phonemes (None without a Piper phoneme map), ``hop_length`` samples per output frame.
     """
 
     modality = "voice"
@@ -63,9 +76,6 @@ class VitsAdapter(ModelAdapter):
         self.noise_w = float(config.noise_scale_duration if noise_w is None else noise_w)
         self.length_scale = float(1.0 / config.speaking_rate if length_scale is None else length_scale)
         self.hop = int(torch.tensor(config.upsample_rates).prod())
-        self.last: Synthesis | None = None
-        self.last_ids: torch.Tensor | None = None
-        self.last_texts: list[str] | None = None  # what was said, for the voice_wer measure
         self._phoneme_ids_set = _letter_ids(phoneme_id_map) if phoneme_id_map else None
 
     @classmethod
@@ -160,50 +170,48 @@ class VitsAdapter(ModelAdapter):
     # -- generation -----------------------------------------------------------------------------
     @torch.no_grad()
     def run_generation(self, inputs: Any, seed: int = 0, noise_scale: float | None = None,
-                       noise_w: float | None = None, length_scale: float | None = None) -> torch.Tensor:
-        """One pass (a ``single`` step over every position): waveforms ``(B, T)``."""
+                       noise_w: float | None = None, length_scale: float | None = None) -> Generation:
+        """One pass (a ``single`` step over every position): waveforms ``(B, T)`` and their record."""
         ids, lengths = self.encode(inputs)
-        self.last_texts = _texts(inputs)
         device = next(self.model.parameters()).device
         self.begin_generation(1)
         self.advance_step(phase="single", new=0, rows=RowMap.plain(ids.shape[0]))
         generator = torch.Generator(device=device).manual_seed(int(seed))
-        self.last = synthesize(
-            self.model, ids.to(device), lengths.to(device),
+        ids = ids.to(device)
+        speech = synthesize(
+            self.model, ids, lengths.to(device),
             noise_scale=self.noise_scale if noise_scale is None else noise_scale,
             noise_scale_duration=self.noise_w if noise_w is None else noise_w,
             length_scale=self.length_scale if length_scale is None else length_scale,
             generator=generator)
-        self.last_ids = ids.to(device)
-        return self.last.waveform
-
-    def speaking_rate(self) -> torch.Tensor:
-        """Phonemes per second of each row of the latest generation, from predicted durations
-        (pad, start/end, space, punctuation and stress symbols take time but are not counted)."""
-        from polysteer.plugins.voice.measures import speaking_rate
-
-        if self.last is None or self.last_ids is None:
-            raise ValueError("no generation yet: call generate() first")
-        counted = None
+        phonemes = None
         if self._phoneme_ids_set is not None:
-            counted = torch.isin(self.last_ids, self._phoneme_ids_set) & (self.last.durations > 0)
-        return speaking_rate(self.last.durations, self.hop / self.sample_rate, counted)
+            phonemes = torch.isin(ids, self._phoneme_ids_set.to(device)) & (speech.durations > 0)
+        return Generation(outputs=speech.waveform, modality=self.modality, model=self.name,
+                          lengths=speech.lengths.cpu(), texts=_texts(inputs), sample_rate=self.sample_rate,
+                          durations=speech.durations, frames=speech.frames.cpu(),
+                          extras={"ids": ids, "phonemes": phonemes, "hop_length": self.hop})
+
+    def speaking_rate(self, generation: Generation) -> torch.Tensor:
+        """Phonemes per second of each row of ``generation``, from predicted durations (pad,
+        start/end, space, punctuation and stress symbols take time but are not counted)."""
+        from polysteer.plugins.voice.measures import generation_speaking_rate
+
+        return generation_speaking_rate(generation)
 
     # -- outputs --------------------------------------------------------------------------------
-    def waveforms(self, outputs: torch.Tensor) -> list[torch.Tensor]:
-        """Each row cut to its length (from the latest generation, when it made ``outputs``)."""
-        lengths = self.last.lengths if self.last is not None and self.last.waveform is outputs else None
-        rows = outputs if outputs.dim() == 2 else outputs.unsqueeze(0)
-        return [rows[i, : int(lengths[i])] if lengths is not None else rows[i] for i in range(len(rows))]
+    def waveforms(self, generation: Generation) -> list[torch.Tensor]:
+        """Each row of ``generation`` cut to its length."""
+        return generation.rows()
 
-    def describe_outputs(self, outputs: torch.Tensor) -> list[str]:
+    def describe_outputs(self, generation: Generation) -> list[str]:
         return [f"{len(w) / self.sample_rate:.2f} s of speech at {self.sample_rate} Hz"
-                for w in self.waveforms(outputs)]
+                for w in self.waveforms(generation)]
 
-    def save_outputs(self, outputs: torch.Tensor, stem: Path) -> list[Path]:
+    def save_outputs(self, generation: Generation, stem: Path) -> list[Path]:
         paths = []
-        for i, w in enumerate(self.waveforms(outputs)):
-            path = stem.with_name(f"{stem.name}{'' if len(outputs) == 1 else f'-{i}'}.wav")
+        for i, w in enumerate(self.waveforms(generation)):
+            path = stem.with_name(f"{stem.name}{'' if len(generation) == 1 else f'-{i}'}.wav")
             write_wav(path, w, self.sample_rate)
             paths.append(path)
         return paths

@@ -28,18 +28,18 @@ def _model_type(path: Path) -> str | None:
         return None
 
 
-def measure_speech(adapter: Any, wave: Any, speaking_rate: float) -> dict[str, float]:
-    """The voice measures of one waveform (``(1, T)``, cut to its length) and its speaking rate
-    (phonemes per second, measured when it was generated)."""
+def measure_speech(generation: Any, row: int = 0) -> dict[str, float]:
+    """The voice measures of one row of a TTS generation record (its waveform cut to its length)
+    and its speaking rate (from the durations the model predicted)."""
     from polysteer.plugins.voice import measures as m
 
-    rate = adapter.sample_rate
+    rate, wave = generation.sample_rate, generation.rows()[row][None]
     pitch = m.pitch(wave, rate, fmin=60.0, fmax=400.0)
     return {"duration_s": wave.shape[-1] / rate, "pitch_median_hz": pitch.median.item(),
             "pitch_range_hz": pitch.range.item(), "centroid_hz": m.spectral_centroid(wave, rate).item(),
             "loudness_lufs": m.loudness(wave, rate).item(),
             "flatness": m.spectral_flatness(wave, rate).item(),
-            "rate_phonemes_per_s": float(speaking_rate)}
+            "rate_phonemes_per_s": float(m.generation_speaking_rate(generation)[row])}
 
 
 def compare_table(plain: dict[str, float], steered: dict[str, float], title: str) -> str:
@@ -85,9 +85,6 @@ class SpeechGeneration(GenerateExtension):
     modality = "voice"
     default_output = "speech.wav"
 
-    def __init__(self) -> None:
-        self._rates: dict[int, Any] = {}  # id(result) -> speaking rates, read while it is the latest
-
     def recognises(self, path: Path) -> bool:
         return _model_type(path) == "vits"
 
@@ -95,7 +92,6 @@ class SpeechGeneration(GenerateExtension):
         parser.add_argument("--phonemes", action="store_true", help="the text is espeak IPA phonemes")
 
     def inputs(self, adapter: Any, args: argparse.Namespace) -> Any:
-        self._rates.clear()  # a new command: earlier results are gone
         texts = list(getattr(args, "inputs", None) or [])
         if not texts:
             return None
@@ -109,7 +105,6 @@ class SpeechGeneration(GenerateExtension):
         except ValueError as err:  # e.g. an input without phonemes
             raise CommandError(f"cannot say {inputs!r}: {err}", "Pass words to say (or IPA with "
                                "--phonemes)") from err
-        self._rates[id(result)] = _speaking_rate(adapter, result)
         return result
 
     def write(self, adapter: Any, runs: list[Run], output: Path, args: argparse.Namespace
@@ -125,21 +120,12 @@ class SpeechGeneration(GenerateExtension):
         if len(runs) != 2 or runs[0].intensity is not None:
             super().show(adapter, runs, args)
             return
-        plain, steered = ([measure_speech(adapter, wave.unsqueeze(0), rate) for wave, rate in
-                           zip(adapter.waveforms(run.result), self._rates[id(run.result)], strict=True)]
+        plain, steered = ([measure_speech(run.result, row) for row in range(len(run.result))]
                           for run in runs)
         for i, (a, b) in enumerate(zip(plain, steered, strict=True)):
             if i:
                 print()
             print(compare_table(a, b, runs[1].title))
-
-
-def _speaking_rate(adapter: Any, result: Any) -> list[float]:
-    """Phonemes per second of each row of ``result``, which must be the latest generation (the
-    adapter reads its predicted durations)."""
-    rate = getattr(result, "speaking_rate", None)
-    values = rate() if callable(rate) else adapter.speaking_rate()
-    return [float(v) for v in values.reshape(-1)]
 
 
 class TranscriptionGeneration(GenerateExtension):

@@ -166,13 +166,14 @@ def measure_effect(adapter: Any, dictionary: DirectionSet, feature: str,
         table["wer"] = []
     for intensity in intensities:
         with steer(adapter, style, intensity=intensity):
-            waves = adapter.waveforms(adapter.generate(list(sentences), seed=seed))
+            speech = adapter.generate(list(sentences), seed=seed)
+        waves = speech.rows()
         rows = {
             "pitch_hz": [pitch(w, adapter.sample_rate, **F0_RANGE).median.item() for w in waves],
             "pitch_end_hz": [pitch(w[len(w) * 2 // 3:], adapter.sample_rate, **F0_RANGE).median.item()
                              for w in waves],
             "centroid_hz": [spectral_centroid(w, adapter.sample_rate).item() for w in waves],
-            "rate_phonemes_per_s": adapter.speaking_rate().tolist()}
+            "rate_phonemes_per_s": adapter.speaking_rate(speech).tolist()}
         for key, values in rows.items():
             finite = [v for v in values if math.isfinite(v)]
             table[key].append(round(sum(finite) / len(finite), 2) if finite else math.nan)

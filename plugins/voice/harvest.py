@@ -36,10 +36,10 @@ class SpeechRenderer:
         if len(rendered.inputs) != 1:
             raise ValueError("the speech renderer synthesises one utterance at a time (batch size 1), "
                              f"got {len(rendered.inputs)}")
-        rendered.outputs = adapter.generate(rendered.inputs[0], seed=self.seed, **self.generate)
-        synthesis = adapter.last
-        rendered.info.update(durations=synthesis.durations[0], frames=int(synthesis.frames[0]),
-                             length=int(synthesis.lengths[0]))
+        speech = adapter.generate(rendered.inputs[0], seed=self.seed, **self.generate)
+        rendered.outputs = speech.outputs
+        rendered.info.update(durations=speech.durations[0], frames=int(speech.frames[0]),
+                             length=int(speech.lengths[0]))
 
 
 def voice_positions() -> RowSelector:

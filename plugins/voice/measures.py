@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from polysteer import PolysteerError
+from polysteer import Generation, PolysteerError
 
 SILENCE_DB = -60.0
 """Frames whose RMS is below this (dBFS) are silent: no pitch, no centroid, no flatness."""
@@ -30,7 +30,7 @@ LOUDNESS_FLOOR = -70.0
 
 
 class MissingSampleRateError(PolysteerError, AttributeError):
-    """A voice measure was given an adapter without a ``sample_rate``."""
+    """A voice measure was given a generation without a ``sample_rate``."""
 
 
 class Pitch(NamedTuple):
@@ -191,15 +191,16 @@ def loudness(wave: Any, sample_rate: int) -> torch.Tensor:
     return torch.nan_to_num(lufs, nan=LOUDNESS_FLOOR).clamp_min(LOUDNESS_FLOOR)
 
 
-# -- registered measures: (adapter, outputs, baseline) -> float ---------------------------------
-def adapter_sample_rate(adapter: Any) -> int:
-    """The adapter's ``sample_rate`` in Hz; a clear error naming the fix if it has none."""
-    rate = getattr(adapter, "sample_rate", None)
+# -- registered measures: (generation, baseline) -> float -------------------------------------
+def generation_sample_rate(generation: Any) -> int:
+    """The record's ``sample_rate`` in Hz; a clear error naming the fix if it has none."""
+    rate = getattr(generation, "sample_rate", None)
     if rate is None:
         raise MissingSampleRateError(
-            f"voice measures need the sample rate of the outputs, and {type(adapter).__name__} has "
-            "no `sample_rate`; give the adapter a `sample_rate` attribute (Hz, e.g. "
-            "`self.sample_rate = 22050`)")
+            f"voice measures need the sample rate of the outputs, and this "
+            f"{getattr(generation, 'modality', type(generation).__name__)} generation has no "
+            "`sample_rate`; an audio adapter's run_generation sets it on the record "
+            "(`Generation(..., sample_rate=22050)`)")
     return _check_rate(rate)
 
 
@@ -207,29 +208,29 @@ def _batch_mean(values: torch.Tensor) -> float:
     return values.nanmean().item()
 
 
-def voice_pitch_median(adapter: Any, outputs: Any, baseline: Any) -> float:
+def voice_pitch_median(generation: Generation, baseline: Generation | None = None) -> float:
     """Median F0 in Hz over voiced frames (mean over the batch; NaN if all silent)."""
-    return _batch_mean(pitch(outputs, adapter_sample_rate(adapter)).median)
+    return _batch_mean(pitch(generation.outputs, generation_sample_rate(generation)).median)
 
 
-def voice_pitch_range(adapter: Any, outputs: Any, baseline: Any) -> float:
+def voice_pitch_range(generation: Generation, baseline: Generation | None = None) -> float:
     """F0 range in Hz (95th - 5th percentile over voiced frames; mean over the batch)."""
-    return _batch_mean(pitch(outputs, adapter_sample_rate(adapter)).range)
+    return _batch_mean(pitch(generation.outputs, generation_sample_rate(generation)).range)
 
 
-def voice_centroid(adapter: Any, outputs: Any, baseline: Any) -> float:
+def voice_centroid(generation: Generation, baseline: Generation | None = None) -> float:
     """Spectral centroid in Hz, higher is brighter/crisper (mean over frames and the batch)."""
-    return _batch_mean(spectral_centroid(outputs, adapter_sample_rate(adapter)))
+    return _batch_mean(spectral_centroid(generation.outputs, generation_sample_rate(generation)))
 
 
-def voice_loudness(adapter: Any, outputs: Any, baseline: Any) -> float:
+def voice_loudness(generation: Generation, baseline: Generation | None = None) -> float:
     """Integrated loudness in LUFS (BS.1770; -70 for silence; mean over the batch)."""
-    return _batch_mean(loudness(outputs, adapter_sample_rate(adapter)))
+    return _batch_mean(loudness(generation.outputs, generation_sample_rate(generation)))
 
 
-def voice_flatness(adapter: Any, outputs: Any, baseline: Any) -> float:
+def voice_flatness(generation: Generation, baseline: Generation | None = None) -> float:
     """Spectral flatness in [0, 1], higher is noisier/breathier (mean over frames and the batch)."""
-    return _batch_mean(spectral_flatness(outputs, adapter_sample_rate(adapter)))
+    return _batch_mean(spectral_flatness(generation.outputs, generation_sample_rate(generation)))
 
 
 # -- speaking rate: from the durations a TTS model predicted, not from the audio ---------------
@@ -261,18 +262,27 @@ def spectral_centroid_frames(wave: Any, sample_rate: int, *, n_fft: int = 1024,
     return torch.where(silent, torch.full_like(centroid, float("nan")), centroid)
 
 
-def voice_speaking_rate(adapter: Any, outputs: Any, baseline: Any) -> float:
-    """Phonemes per second from the adapter's predicted durations (mean over the batch).
-
-    Needs an adapter that keeps its latest synthesis' durations (``adapter.speaking_rate()``,
-    as the VITS adapter does); the audio alone does not say where phonemes are.
-    """
-    rate = getattr(adapter, "speaking_rate", None)
-    if not callable(rate):
+def generation_speaking_rate(generation: Generation) -> torch.Tensor:
+    """Phonemes per second of each row of a TTS generation, from the durations its model
+    predicted (``generation.durations``; one frame is ``extras["hop_length"] / sample_rate``
+    seconds; only the symbols ``extras["phonemes"]`` marks are counted, when it is given)."""
+    hop = generation.extras.get("hop_length")
+    if generation.durations is None or hop is None:
         raise PolysteerError(
-            f"voice_speaking_rate needs durations; {type(adapter).__name__} has no speaking_rate() "
-            "method (the VITS adapter has one)")
-    return _batch_mean(rate())
+            f"speaking rate needs the durations a TTS model predicted, and this {generation.modality} "
+            "generation has none: its adapter sets Generation.durations and extras['hop_length'] "
+            "(the VITS adapter does)")
+    frame_seconds = int(hop) / generation_sample_rate(generation)
+    return speaking_rate(generation.durations, frame_seconds, generation.extras.get("phonemes"))
+
+
+def voice_speaking_rate(generation: Generation, baseline: Generation | None = None) -> float:
+    """Phonemes per second from the predicted durations in the record (mean over the batch).
+
+    Needs a record with durations (the VITS adapter's); the audio alone does not say where
+    phonemes are.
+    """
+    return _batch_mean(generation_speaking_rate(generation))
 
 
 VOICE_MEASURES = {

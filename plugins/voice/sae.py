@@ -84,12 +84,11 @@ def sentence_measures(adapter: Any, sentences: Sequence[Any], style: Style | Non
     values: dict[str, list[float]] = {m: [] for m in (*MEASURES, "rate")}
     for sentence in sentences:
         with steer(adapter, style, intensity=intensity):
-            wave = adapter.generate(sentence, seed=options.get("seed", 0))
-        frames = int(adapter.last.frames[0])
-        got = frame_measures(adapter, wave[:, : int(adapter.last.lengths[0])], frames)
+            speech = adapter.generate(sentence, seed=options.get("seed", 0))
+        got = frame_measures(adapter, speech.rows()[0][None], int(speech.frames[0]))
         for name, v in got.items():
             values[name].append(v.nanmean().item() if (~v.isnan()).any() else math.nan)
-        values["rate"].append(float(adapter.speaking_rate()[0]))
+        values["rate"].append(float(adapter.speaking_rate(speech)[0]))
     return {name: torch.tensor(v) for name, v in values.items()}
 
 

@@ -10,7 +10,7 @@ fraction: 0.05 is "5 points".
 
 ``transcribe(waveforms, sample_rate)`` runs the embedded Whisper tiny.en (converted on first use)
 on waveforms at any sample rate; the ``voice_wer`` measure compares a TTS adapter's output with
-the texts it was asked to say.
+the texts it was asked to say (both read from the generation record).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+from polysteer import Generation
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
 _NOT_WORD = re.compile(r"[^\w']+|_")
@@ -91,14 +93,14 @@ def transcribe(waveforms: Any, sample_rate: int, *, model: str = "whisper-tiny-e
     return texts
 
 
-def voice_wer(adapter: Any, outputs: Any, baseline: Any) -> float:
-    """Measure: corpus WER of Whisper's transcripts of ``outputs`` against the texts the TTS
-    adapter was asked to say (``adapter.last_texts``), a fraction (0.05 = 5 points)."""
-    texts = getattr(adapter, "last_texts", None)
+def voice_wer(generation: Generation, baseline: Generation | None = None) -> float:
+    """Measure: corpus WER of Whisper's transcripts of a TTS generation against the texts it was
+    asked to say (``generation.texts``), a fraction (0.05 = 5 points)."""
+    texts = generation.texts
     if not texts:
-        raise AttributeError(f"voice_wer needs the texts {type(adapter).__name__} was asked to say: give "
-                             "the adapter a `last_texts` list, set in run_generation")
-    from polysteer.plugins.voice.measures import adapter_sample_rate
+        raise ValueError(f"voice_wer needs the texts the voice was asked to say, and this "
+                         f"{generation.modality} generation has none (phoneme or id inputs have no "
+                         "words); generate from text, or set Generation.texts in run_generation")
+    from polysteer.plugins.voice.measures import generation_sample_rate
 
-    waves = adapter.waveforms(outputs) if hasattr(adapter, "waveforms") else list(outputs)
-    return word_error_rate(list(texts), transcribe(waves, adapter_sample_rate(adapter)))
+    return word_error_rate(list(texts), transcribe(generation.rows(), generation_sample_rate(generation)))

@@ -26,8 +26,17 @@ from typing import Any, Literal
 
 import torch
 
-from polysteer import BPC, MaybeTuple, ModelAdapter, RowMap, Site, SiteTable
+from polysteer import (
+    BPC,
+    Generation,
+    MaybeTuple,
+    ModelAdapter,
+    RowMap,
+    Site,
+    SiteTable,
+)
 from polysteer.fileio import atomic_path
+from polysteer.generation import token_lengths
 from polysteer.layout import Layout
 from polysteer.plugins.voice.measures import as_waveforms
 from polysteer.plugins.voice.whisper_models import SAMPLE_RATE, load_whisper
@@ -54,8 +63,10 @@ class WhisperAdapter(ModelAdapter):
     """Adapter for a transformers Whisper model and its processor.
 
     ``generate(audio, sample_rate=16000, max_new_tokens=96)`` transcribes waveforms (any sample
-    rate: they are resampled to 16 kHz) and returns token ids ``(batch, tokens)``;
-    :meth:`texts` decodes them and :meth:`transcribe` does both.
+    rate: they are resampled to 16 kHz) and returns a :class:`~polysteer.Generation`: token ids
+    ``(batch, tokens)`` as ``outputs``, the transcripts as ``texts``, ``lengths`` each row's tokens
+    up to end-of-text, and ``extras["audio_seconds"]`` ``(B,)`` the length of each input.
+    :meth:`transcribe` returns the transcripts alone.
     """
 
     modality = "asr"
@@ -131,7 +142,7 @@ class WhisperAdapter(ModelAdapter):
     # -- generation -----------------------------------------------------------------------------
     @torch.no_grad()
     def run_generation(self, inputs: Audio, sample_rate: int = SAMPLE_RATE, max_new_tokens: int | None = None,
-                       **kwargs: Any) -> torch.Tensor:
+                       **kwargs: Any) -> Generation:
         """Greedy (or beam, ``num_beams=``) transcription with the step clock attached.
 
         ``max_new_tokens`` defaults to 96 (at most half the decoder's positions); generation stops
@@ -151,10 +162,15 @@ class WhisperAdapter(ModelAdapter):
                     self._decoder_clock(rows, max_new_tokens), with_kwargs=True)]
         try:
             with _quiet_generate():
-                return self.model.generate(input_features=feats, max_new_tokens=max_new_tokens, **kwargs)
+                out = self.model.generate(input_features=feats, max_new_tokens=max_new_tokens, **kwargs)
         finally:
             for handle in handles:
                 handle.remove()
+        if not isinstance(out, torch.Tensor):  # return_dict_in_generate=True
+            out = out["sequences"]
+        return Generation(outputs=out, modality=self.modality, model=self.name,
+                          lengths=token_lengths(out, 0, self.model.generation_config.eos_token_id),
+                          texts=self._decode(out), extras={"audio_seconds": _seconds(inputs, sample_rate)})
 
     @torch.no_grad()
     def encode(self, inputs: Audio, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
@@ -199,9 +215,15 @@ class WhisperAdapter(ModelAdapter):
         return hook
 
     # -- outputs --------------------------------------------------------------------------------
-    def texts(self, outputs: torch.Tensor) -> list[str]:
-        """Each row's transcript, special tokens removed."""
-        return [t.strip() for t in self.processor.batch_decode(outputs, skip_special_tokens=True)]
+    def _decode(self, ids: torch.Tensor) -> list[str]:
+        return [t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True)]
+
+    def texts(self, generation: Generation | torch.Tensor) -> list[str]:
+        """Each row's transcript, special tokens removed (``generation.texts``; token ids are
+        decoded)."""
+        if not isinstance(generation, Generation):
+            return self._decode(generation)
+        return list(generation.texts) if generation.texts is not None else self._decode(generation.outputs)
 
     def transcribe(self, audio: Audio, sample_rate: int = SAMPLE_RATE, **kwargs: Any) -> list[str]:
         """Transcripts of waveforms at ``sample_rate``; ``kwargs`` go to :meth:`generate`."""
@@ -226,13 +248,13 @@ class WhisperAdapter(ModelAdapter):
             texts += self.transcribe(pieces[start:start + batch_size], sample_rate=sample_rate, **kwargs)
         return " ".join(t for t in texts if t)
 
-    def describe_outputs(self, outputs: torch.Tensor) -> list[str]:
-        return self.texts(outputs)
+    def describe_outputs(self, generation: Generation) -> list[str]:
+        return self.texts(generation)
 
-    def save_outputs(self, outputs: torch.Tensor, stem: Path) -> list[Path]:
+    def save_outputs(self, generation: Generation, stem: Path) -> list[Path]:
         path = stem.with_name(stem.name + ".txt")
         with atomic_path(path) as tmp:
-            tmp.write_text("\n".join(self.texts(outputs)) + "\n")
+            tmp.write_text("\n".join(self.texts(generation)) + "\n")
         return [path]
 
 
@@ -251,6 +273,15 @@ def quiet_cuts(wave_: torch.Tensor, window: int, search: int, frame: int) -> lis
         start = cut
     pieces.append(wave_[start:])
     return pieces
+
+
+def _seconds(audio: Audio, sample_rate: int) -> torch.Tensor | None:
+    """``(B,)`` seconds of each input waveform; None for precomputed features."""
+    if isinstance(audio, dict):
+        return None
+    items = audio if isinstance(audio, list | tuple) else [audio]
+    counts = [w.shape[-1] for item in items for w in as_waveforms(torch.as_tensor(item))]
+    return torch.tensor(counts, dtype=torch.float32) / sample_rate
 
 
 def _frames(encoder: torch.nn.Module, feats: torch.Tensor) -> int:

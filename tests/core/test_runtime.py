@@ -78,10 +78,10 @@ def dirs(adapter, prompts):
 # -- identity and exact effect ---------------------------------------------------------------------
 def test_zero_intensity_is_bit_identical(adapter, prompts, dirs):
     style = _style(_comp(dirs, weight=3.0), _comp(dirs, "beta", intervention="ablate"))
-    plain_tokens = adapter.generate(prompts, max_new_tokens=6)
+    plain_tokens = adapter.generate(prompts, max_new_tokens=6).outputs
     plain_logits = adapter.logits(prompts)
     with steer(adapter, style, 0.0, capture=[SITE, "blocks.1.resid_post"]) as run:
-        tokens = adapter.generate(prompts, max_new_tokens=6)
+        tokens = adapter.generate(prompts, max_new_tokens=6).outputs
         logits = adapter.logits(prompts)
     with steer(adapter, None, capture=["blocks.1.resid_post"]) as plain:
         adapter.logits(prompts)
@@ -91,7 +91,7 @@ def test_zero_intensity_is_bit_identical(adapter, prompts, dirs):
     # per-sample intensities of zero are exact too
     with steer(adapter, style, [0.0, 0.0]):
         assert torch.equal(adapter.logits(prompts), plain_logits)
-        assert torch.equal(adapter.generate(prompts, max_new_tokens=6), plain_tokens)
+        assert torch.equal(adapter.generate(prompts, max_new_tokens=6).outputs, plain_tokens)
 
 
 def test_add_moves_the_site_by_intensity_weight_site_norm_direction(adapter, prompts, dirs):
@@ -119,7 +119,7 @@ def test_intensity_one_is_one_site_norm(adapter, prompts, dirs):
 
 def test_every_decode_step_is_steered_under_a_kv_cache(adapter, prompts, dirs):
     before, after = _measure(adapter, _style(_comp(dirs)), 1.5,
-                             lambda: adapter.generate(prompts, max_new_tokens=5))
+                             lambda: adapter.generate(prompts, max_new_tokens=5).outputs)
     assert [s.new for s in after.clock.history] == [PROMPT, 1, 1, 1, 1]
     delta = after.captured(SITE) - before.captured(SITE)
     assert delta.shape == (2, PROMPT + 4, 32)
@@ -130,7 +130,7 @@ def test_positions_generated_leaves_the_prompt_alone_and_steers_decode_steps(ada
     style = _style(_comp(dirs, positions={"kind": "generated"}))
     with steer(adapter, None, capture=[SITE]) as plain:
         adapter.generate(prompts, max_new_tokens=5)
-    before, after = _measure(adapter, style, 2.0, lambda: adapter.generate(prompts, max_new_tokens=5))
+    before, after = _measure(adapter, style, 2.0, lambda: adapter.generate(prompts, max_new_tokens=5).outputs)
     x, y = before.captured(SITE), after.captured(SITE)
     # the prefill is untouched, bit for bit, and identical to an unsteered run
     assert torch.equal(y[:, :PROMPT], x[:, :PROMPT])
@@ -146,7 +146,7 @@ def test_positions_generated_leaves_the_prompt_alone_and_steers_decode_steps(ada
 
 def test_positions_prompt_steers_only_the_prefill(adapter, prompts, dirs):
     style = _style(_comp(dirs, positions={"kind": "prompt"}))
-    before, after = _measure(adapter, style, 1.0, lambda: adapter.generate(prompts, max_new_tokens=5))
+    before, after = _measure(adapter, style, 1.0, lambda: adapter.generate(prompts, max_new_tokens=5).outputs)
     x, y = before.captured(SITE), after.captured(SITE)
     assert torch.allclose(y[:, :PROMPT] - x[:, :PROMPT], _vec(dirs).expand(2, PROMPT, 32), atol=ATOL)
     assert torch.equal(y[:, PROMPT:], x[:, PROMPT:])
@@ -155,7 +155,7 @@ def test_positions_prompt_steers_only_the_prefill(adapter, prompts, dirs):
 def test_window_schedule_steers_only_its_steps(adapter, prompts, dirs):
     # 5 passes: progress 0, .25, .5, .75, 1 -> a window up to 0.3 covers the prefill and step 1
     style = _style(_comp(dirs, schedule={"kind": "window", "start": 0.0, "end": 0.3}))
-    before, after = _measure(adapter, style, 1.0, lambda: adapter.generate(prompts, max_new_tokens=5))
+    before, after = _measure(adapter, style, 1.0, lambda: adapter.generate(prompts, max_new_tokens=5).outputs)
     assert [s.progress for s in after.clock.history] == [0.0, 0.25, 0.5, 0.75, 1.0]
     x, y = before.captured(SITE), after.captured(SITE)
     steered = PROMPT + 1  # prompt positions (step 0) and the first generated position (step 1)
@@ -165,7 +165,7 @@ def test_window_schedule_steers_only_its_steps(adapter, prompts, dirs):
 
 def test_ramp_schedule_scales_each_step(adapter, prompts, dirs):
     style = _style(_comp(dirs, schedule={"kind": "ramp"}))
-    before, after = _measure(adapter, style, 1.0, lambda: adapter.generate(prompts, max_new_tokens=5))
+    before, after = _measure(adapter, style, 1.0, lambda: adapter.generate(prompts, max_new_tokens=5).outputs)
     delta = after.captured(SITE) - before.captured(SITE)
     coef = delta[0] @ dirs.directions[0] / dirs.info.site_norm  # (positions,)
     expected = torch.tensor([0.0] * PROMPT + [0.25, 0.5, 0.75, 1.0])
@@ -174,13 +174,14 @@ def test_ramp_schedule_scales_each_step(adapter, prompts, dirs):
 
 def test_per_sample_intensity_steers_only_that_sample(adapter, prompts, dirs):
     style = _style(_comp(dirs))
-    plain = adapter.generate(prompts, max_new_tokens=6)
-    before, after = _measure(adapter, style, [0.0, 1.0], lambda: adapter.generate(prompts, max_new_tokens=6))
+    plain = adapter.generate(prompts, max_new_tokens=6).outputs
+    before, after = _measure(adapter, style, [0.0, 1.0],
+                             lambda: adapter.generate(prompts, max_new_tokens=6).outputs)
     x, y = before.captured(SITE), after.captured(SITE)
     assert torch.equal(y[0], x[0])
     assert torch.allclose(y[1] - x[1], _vec(dirs).expand_as(x[1]), atol=ATOL)
     with steer(adapter, style, [0.0, 4.0]):
-        steered = adapter.generate(prompts, max_new_tokens=6)
+        steered = adapter.generate(prompts, max_new_tokens=6).outputs
     assert torch.equal(steered[0], plain[0])
     assert not torch.equal(steered[1], plain[1])
 
@@ -194,7 +195,7 @@ def test_a_list_of_style_intensity_pairs_applies_both(adapter, prompts, dirs):
     a = _style(_comp(dirs, "alpha"), name="a")
     b = _style(_comp(dirs, "beta", weight=0.5), name="b")
     before, after = _measure(adapter, [(a, 0.5), (b, 2.0)], None,
-                             lambda: adapter.generate(prompts, max_new_tokens=4))
+                             lambda: adapter.generate(prompts, max_new_tokens=4).outputs)
     delta = after.captured(SITE) - before.captured(SITE)
     expected = 0.5 * _vec(dirs, "alpha") + 1.0 * _vec(dirs, "beta")
     assert torch.allclose(delta, expected.expand_as(delta), atol=ATOL)
@@ -214,10 +215,10 @@ def test_pairs_with_per_sample_intensities(adapter, prompts, dirs):
 @pytest.mark.parametrize("positions", ["all", "generated"])
 def test_kv_cache_and_no_cache_generate_the_same_steered_tokens(adapter, prompts, dirs, positions):
     style = _style(_comp(dirs, positions={"kind": positions}))
-    plain = adapter.generate(prompts, max_new_tokens=8)
+    plain = adapter.generate(prompts, max_new_tokens=8).outputs
     with steer(adapter, style, 2.0):
-        cached = adapter.generate(prompts, max_new_tokens=8)
-        uncached = adapter.generate(prompts, max_new_tokens=8, use_cache=False)
+        cached = adapter.generate(prompts, max_new_tokens=8).outputs
+        uncached = adapter.generate(prompts, max_new_tokens=8, use_cache=False).outputs
     assert not torch.equal(cached, plain), "the test needs an intensity that changes the output"
     assert torch.equal(cached, uncached)
 
@@ -274,7 +275,7 @@ def test_apply_rule_switches_a_disabled_component_on_for_n_steps(position_adapte
     a = position_adapter
     d = _dirs(a, prompts)
     style = _style(_comp(d, name="C", enabled=False), rules=(_rule(trigger, "apply", "C", 2),))
-    before, after = _measure(a, style, 1.0, lambda: a.generate(prompts, max_new_tokens=8))
+    before, after = _measure(a, style, 1.0, lambda: a.generate(prompts, max_new_tokens=8).outputs)
     assert after.rule_events() == [{"rule": "alarm", "step": 3, "rows": [0, 1]}]
     coef = _delta_coef(before, after, d)
     # the rule fires while position 8 is processed (step 3) and acts on steps 4 and 5:
@@ -307,7 +308,7 @@ def test_rule_needing_two_steps_above_does_not_fire_on_one(position_adapter, pro
     d = _dirs(a, prompts)
     style = _style(_comp(d, name="C", enabled=False),
                    rules=(_rule(trigger, "apply", "C", 2, for_steps=2),))
-    before, after = _measure(a, style, 1.0, lambda: a.generate(prompts, max_new_tokens=8))
+    before, after = _measure(a, style, 1.0, lambda: a.generate(prompts, max_new_tokens=8).outputs)
     assert after.rule_events() == []
     assert torch.equal(after.captured(SITE), before.captured(SITE))
 
@@ -316,7 +317,7 @@ def test_stop_rule_switches_a_component_off(position_adapter, prompts, trigger):
     a = position_adapter
     d = _dirs(a, prompts)
     style = _style(_comp(d, name="D"), rules=(_rule(trigger, "stop", "D", None),))
-    before, after = _measure(a, style, 1.0, lambda: a.generate(prompts, max_new_tokens=8))
+    before, after = _measure(a, style, 1.0, lambda: a.generate(prompts, max_new_tokens=8).outputs)
     coef = _delta_coef(before, after, d)
     expected = torch.zeros(2, PROMPT + 7)
     expected[:, :9] = 1.0  # steps 0..3 cover positions 0..8; stopped from step 4 on, for good
@@ -327,7 +328,7 @@ def test_stop_rule_for_n_steps_then_resumes(position_adapter, prompts, trigger):
     a = position_adapter
     d = _dirs(a, prompts)
     style = _style(_comp(d, name="D"), rules=(_rule(trigger, "stop", "D", 2),))
-    before, after = _measure(a, style, 1.0, lambda: a.generate(prompts, max_new_tokens=8))
+    before, after = _measure(a, style, 1.0, lambda: a.generate(prompts, max_new_tokens=8).outputs)
     coef = _delta_coef(before, after, d)
     expected = torch.ones(2, PROMPT + 7)
     expected[:, 9:11] = 0.0
@@ -366,7 +367,7 @@ def test_classifier_rule_fires_when_the_score_over_the_generation_crosses(positi
     rule = Rule(dictionary=None, feature=None, above=0.5, action="apply", target="C", steps=2,
                 name="classified", classifier=_trigger_classifier(trigger))
     style = _style(_comp(d, name="C", enabled=False), rules=(rule,))
-    before, after = _measure(a, style, 1.0, lambda: a.generate(prompts, max_new_tokens=8))
+    before, after = _measure(a, style, 1.0, lambda: a.generate(prompts, max_new_tokens=8).outputs)
     # the running max passes 0.8 at position 8 (step 3) and stays there: the rule keeps firing,
     # so C acts from step 4 (position 9) to the end; nothing before
     events = after.rule_events()
@@ -383,7 +384,7 @@ def test_a_mean_pooled_classifier_that_never_crosses_leaves_outputs_identical(po
     rule = Rule(dictionary=None, feature=None, above=0.5, action="apply", target="C",
                 classifier=_trigger_classifier(trigger, pool="mean"))
     style = _style(_comp(d, name="C", enabled=False), rules=(rule,))
-    before, after = _measure(a, style, 1.0, lambda: a.generate(prompts, max_new_tokens=8))
+    before, after = _measure(a, style, 1.0, lambda: a.generate(prompts, max_new_tokens=8).outputs)
     assert after.rule_events() == []
     assert torch.equal(after.captured(SITE), before.captured(SITE))
 
@@ -394,7 +395,7 @@ def test_rule_gate_combines_with_per_sample_intensity(position_adapter, trigger)
     prompts = reference_prompts(samples=2, length=PROMPT)
     d = _dirs(a, prompts)
     style = _style(_comp(d, name="C", enabled=False), rules=(_rule(trigger, "apply", "C", 1),))
-    before, after = _measure(a, style, [1.0, 0.0], lambda: a.generate(prompts, max_new_tokens=8))
+    before, after = _measure(a, style, [1.0, 0.0], lambda: a.generate(prompts, max_new_tokens=8).outputs)
     coef = _delta_coef(before, after, d)
     expected = torch.zeros(2, PROMPT + 7)
     expected[0, 9] = 1.0

@@ -124,7 +124,7 @@ def adapter() -> ReferenceAdapter:
 @pytest.fixture(scope="module")
 def sequences(adapter) -> torch.Tensor:
     """The model's own greedy continuations: text it predicts well (low clean loss)."""
-    return adapter.generate(reference_prompts(samples=96, length=4, seed=2), max_new_tokens=20)
+    return adapter.generate(reference_prompts(samples=96, length=4, seed=2), max_new_tokens=20).outputs
 
 
 def _loss(adapter):
@@ -153,14 +153,14 @@ def test_trained_sae_saves_loads_and_steers_the_reference_model(trained, adapter
     assert torch.equal(loaded.feature_scale, sae.feature_scale)
     assert loaded.info.details["config"]["k"] == 6
     prompts = reference_prompts(samples=2, length=6)
-    plain = adapter.generate(prompts, max_new_tokens=6)
+    plain = adapter.generate(prompts, max_new_tokens=6).outputs
     feature = int(sae.feature_scale.argmax())
     for kind, weight in (("clamp", 1.0), ("add", 2.0)):
         style = Style(name=kind, components=[Component(
             name=kind, dictionary=str(tmp_path / "sae"), feature=feature, intervention=kind,
             options={"value": 8.0} if kind == "clamp" else {}, weight=weight)])
         with steer(adapter, style, 0.0):
-            assert torch.equal(adapter.generate(prompts, max_new_tokens=6), plain)
+            assert torch.equal(adapter.generate(prompts, max_new_tokens=6).outputs, plain)
         with steer(adapter, style, 1.0, capture=[SITE]) as run:
             adapter.generate(prompts, max_new_tokens=6)
         assert not torch.equal(run.captured(SITE), _captured(adapter, prompts))

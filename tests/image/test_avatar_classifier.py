@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from polysteer import Generation
 from polysteer.manager import current_plugin_manager
 from polysteer.plugins.image.avatars import ATTRIBUTES
 from polysteer.plugins.image.classifier import AttributeClassifier, load_classifier, shipped_classifier
@@ -18,7 +19,7 @@ def test_shipped_classifier_tells_sunglasses_from_bare_eyes():
     assert float(clf.score(shades.float() / 255, "glasses", "sunglasses").mean()) > 0.8
     assert float(clf.score(bare.float() / 255, "glasses", "sunglasses").mean()) < 0.2
     measure = current_plugin_manager().measures.get("avatar_glasses_sunglasses")
-    assert measure(None, shades.float() / 255, None) > 0.8
+    assert measure(Generation(shades.float() / 255, "image"), None) > 0.8
 
 
 def test_classifier_round_trip(tmp_path):

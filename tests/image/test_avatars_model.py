@@ -47,11 +47,11 @@ def test_conditions_are_followed(avatars):
     """Under guidance 3 the asked value is what the classifier reads on almost every face, far above
     the share the model draws unasked (docs/image.md measures every attribute value)."""
     clf = shipped_classifier()
-    plain = avatars.generate(SEEDS, num_inference_steps=STEPS)
+    plain = avatars.generate(SEEDS, num_inference_steps=STEPS).outputs
     for attribute, value in (("glasses", "sunglasses"), ("mouth", "smile"), ("background", "blue"),
                              ("hair_colour", "red"), ("skin", "dark")):
         images = avatars.generate({attribute: value}, batch_size=SEEDS, num_inference_steps=STEPS,
-                                  guidance_scale=3.0)
+                                  guidance_scale=3.0).outputs
         asked, unasked = (float(clf.score(x, attribute, value).mean()) for x in (images, plain))
         assert asked >= 0.75 and asked > unasked + 0.3, \
             f"{attribute}={value}: {asked:.2f} vs {unasked:.2f} unconditional"
@@ -67,7 +67,7 @@ def test_steering_the_unconditional_model_is_monotonic_and_specific(avatars, sty
     scores, dists = [], []
     for intensity in intensities:
         with ps.steer(avatars, loaded, intensity=intensity):
-            images = avatars.generate(2 * SEEDS, num_inference_steps=STEPS)  # 32: one face is 0.03
+            images = avatars.generate(2 * SEEDS, num_inference_steps=STEPS).outputs  # 32: one face is 0.03
         scores.append(float(shipped_classifier().score(images, attribute, value).mean()))
         dists.append(distributions(images))
     assert spearman(intensities, scores) >= 0.9, scores
@@ -78,7 +78,7 @@ def test_steering_the_unconditional_model_is_monotonic_and_specific(avatars, sty
 
 
 def test_zero_intensity_is_bit_identical(avatars):
-    plain = avatars.generate(4, num_inference_steps=STEPS, seed=7)
+    plain = avatars.generate(4, num_inference_steps=STEPS, seed=7).outputs
     with ps.steer(avatars, ps.load_style("avatars-sunglasses"), intensity=0.0):
-        steered = avatars.generate(4, num_inference_steps=STEPS, seed=7)
+        steered = avatars.generate(4, num_inference_steps=STEPS, seed=7).outputs
     assert torch.equal(plain, steered)

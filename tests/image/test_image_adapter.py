@@ -84,9 +84,9 @@ def test_cfg_rows_are_uncond_then_cond(plugin_manager):
 
 def test_same_seed_same_image_different_seed_different(plugin_manager):
     adapter = DiffusersAdapter(tiny_avatar_pipeline(), "tiny-avatar")
-    a = adapter.generate(2, seed=3, num_inference_steps=3)
-    assert torch.equal(a, adapter.generate(2, seed=3, num_inference_steps=3))
-    assert not torch.equal(a, adapter.generate(2, seed=4, num_inference_steps=3))
+    a = adapter.generate(2, seed=3, num_inference_steps=3).outputs
+    assert torch.equal(a, adapter.generate(2, seed=3, num_inference_steps=3).outputs)
+    assert not torch.equal(a, adapter.generate(2, seed=4, num_inference_steps=3).outputs)
     assert a.shape == (2, 3, 16, 16) and 0.0 <= float(a.min()) and float(a.max()) <= 1.0
 
 
@@ -102,7 +102,7 @@ def test_unknown_site_names_close_matches(plugin_manager):
 def test_sd_folder_without_tokenizer_loads_and_runs(tmp_path, plugin_manager):
     tiny_sd_pipeline().save_pretrained(tmp_path / "sd")
     adapter = DiffusersAdapter.load(str(tmp_path / "sd"))
-    out = adapter.generate(tiny_prompt_embeds(1), num_inference_steps=2, height=16, width=16)
+    out = adapter.generate(tiny_prompt_embeds(1), num_inference_steps=2, height=16, width=16).outputs
     assert out.shape == (1, 3, 16, 16)
     assert "down.0.attn.0" in adapter.sites()
 
@@ -113,8 +113,8 @@ def test_avatar_folder_round_trip_and_damage_is_detected(tmp_path, plugin_manage
     pipe = tiny_avatar_pipeline()
     save_avatar_pipeline(tmp_path / "av", pipe.unet, pipe.conditioner, {"name": "tiny"}, dtype=torch.float32)
     loaded = DiffusersAdapter.load(str(tmp_path / "av"))
-    want = DiffusersAdapter(pipe, "x").generate({"glasses": "sunglasses"}, num_inference_steps=3)
-    got = loaded.generate({"glasses": "sunglasses"}, num_inference_steps=3)
+    want = DiffusersAdapter(pipe, "x").generate({"glasses": "sunglasses"}, num_inference_steps=3).outputs
+    got = loaded.generate({"glasses": "sunglasses"}, num_inference_steps=3).outputs
     assert torch.allclose(want, got, atol=1e-6)
     weights = tmp_path / "av" / "conditioner" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)

@@ -39,7 +39,7 @@ def test_compare_puts_unsteered_left_and_steered_right(model_and_style):
                  "-o", str(out)]) == 0
     picture = _pixels(out)
     assert picture.shape == (1, 3, 16, 33)
-    plain = adapter.generate(1, seed=3, num_inference_steps=3)
+    plain = adapter.generate(1, seed=3, num_inference_steps=3).outputs
     left, right = picture[..., :16], picture[..., 17:]
     assert (left - plain).abs().max() <= 1 / 255 + 1e-6  # PNG rounding only
     assert (right - plain).abs().mean() > 0.01
@@ -55,7 +55,7 @@ def test_grid_sweeps_intensity_and_zero_column_is_plain(model_and_style):
     assert picture.shape == (1, 3, 2 * 33, 2 * 50)  # 2 rows x 3 columns of 16 px, 1 px gaps, x2
     cells = picture[..., ::2, ::2]  # undo the x2 nearest upscale
     first = cells[..., :16, :16]
-    assert (first - adapter.generate(1, seed=0, num_inference_steps=3)).abs().max() <= 1 / 255 + 1e-6
+    assert (first - adapter.generate(1, seed=0, num_inference_steps=3).outputs).abs().max() <= 1 / 255 + 1e-6
     assert not torch.equal(cells[..., :16, 17:33], cells[..., :16, 34:50])
 
 

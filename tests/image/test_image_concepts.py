@@ -47,7 +47,8 @@ def test_measured_concept_steers_its_measure(adapter):
     levels = []
     for intensity in (-4.0, 0.0, 4.0):
         with ps.steer(adapter, style, intensity=intensity):
-            levels.append(float(brightness(adapter.generate(8, seed=5, num_inference_steps=3)).mean()))
+            images = adapter.generate(8, seed=5, num_inference_steps=3).outputs
+            levels.append(float(brightness(images).mean()))
     assert levels[0] < levels[1] < levels[2]
 
 

@@ -58,13 +58,15 @@ def test_per_image_shapes_and_batch_wrappers():
     batch = torch.cat([WHITE, GREY, RED])
     for fn in (im.brightness, im.warmth, im.saturation, im.contrast):
         assert fn(batch).shape == (3,)
-    assert im.image_brightness(None, batch, None) == pytest.approx(im.brightness(batch).mean().item())
-    assert im.image_warmth(None, batch, None) == pytest.approx(1 / 3)
-    assert im.image_saturation(None, batch, None) == pytest.approx(1 / 3)
-    assert im.image_contrast(None, batch, None) == pytest.approx(0.0)
-    assert im.image_distance(None, batch, batch) == 0.0
+    images = polysteer.Generation(batch, "image")
+    assert im.image_brightness(images, None) == pytest.approx(im.brightness(batch).mean().item())
+    assert im.image_warmth(images, None) == pytest.approx(1 / 3)
+    assert im.image_saturation(images, None) == pytest.approx(1 / 3)
+    assert im.image_contrast(images, None) == pytest.approx(0.0)
+    assert im.image_distance(images, images) == 0.0
+    assert im.image_distance(images, polysteer.Generation(torch.cat([WHITE, WHITE, WHITE]), "image")) > 0
     with pytest.raises(ValueError, match="baseline"):
-        im.image_distance(None, batch, None)
+        im.image_distance(images, None)
 
 
 def test_input_conversions():
@@ -112,4 +114,5 @@ def test_registered_under_the_image_plugin():
     assert {e.name for e in manager.measures.by_plugin("image")} == names
     info = next(i for i in manager.plugins() if i.name == "image")
     assert info.ready and set(info.registered["measures"]) == names
-    assert manager.measures.get("image_warmth")(None, RED, RED) == pytest.approx(1.0)
+    red = polysteer.Generation(RED, "image")
+    assert manager.measures.get("image_warmth")(red, red) == pytest.approx(1.0)

@@ -70,8 +70,8 @@ def test_classifier_rule_turns_on_cautious_for_spam_only(adapter):
     style = polysteer.load_style("cautious-on-spam")
     for message, should_fire in ((f"I got this text: '{SPAM}' What should I do?", True),
                                  (f"I got this text: '{HAM}' What should I do?", False)):
-        plain = adapter.generate([message], max_new_tokens=10)
+        plain = adapter.generate([message], max_new_tokens=10).outputs
         with steer(adapter, style, 1.0) as run:
-            out = adapter.generate([message], max_new_tokens=10)
+            out = adapter.generate([message], max_new_tokens=10).outputs
         assert bool(run.rule_events()) == should_fire, message
         assert torch.equal(out, plain) != should_fire

@@ -120,7 +120,7 @@ def neutral_unsteered(adapter):
 @pytest.fixture(scope="module")
 def plain_generation(adapter):
     prompts = [p for p, _ in NEUTRAL[:2]]
-    return prompts, adapter.generate(prompts, max_new_tokens=12)
+    return prompts, adapter.generate(prompts, max_new_tokens=12).outputs
 
 
 def style(name: str):
@@ -194,7 +194,7 @@ def test_abliterating_positive_lowers_the_positive_proxy(adapter):
 def test_zero_intensity_is_bit_identical_to_plain_generation(adapter, plain_generation):
     prompts, plain = plain_generation
     everything = style("friendly-concise") + style("abliterate-positive") + style("cautious-on-scam")
-    out = adapter.generate(prompts, style=everything, intensity=0.0, max_new_tokens=12)
+    out = adapter.generate(prompts, style=everything, intensity=0.0, max_new_tokens=12).outputs
     assert torch.equal(out, plain)
 
 
@@ -205,7 +205,7 @@ def test_kv_cache_and_no_cache_steer_token_for_token(adapter, plain_generation):
     outs = []
     for use_cache in (True, False):
         with polysteer.steer(adapter, style("formal"), 1.0) as run:
-            outs.append(adapter.generate(prompts, max_new_tokens=12, use_cache=use_cache))
+            outs.append(adapter.generate(prompts, max_new_tokens=12, use_cache=use_cache).outputs)
         assert [s.phase for s in run.clock.history] == ["prefill"] + ["decode"] * 11
     assert torch.equal(outs[0], outs[1]), adapter.texts(outs[0]) + adapter.texts(outs[1])
     assert not torch.equal(outs[0], plain)
@@ -217,9 +217,9 @@ def test_cautious_turns_on_only_for_the_scam_message(adapter):
     prompts = ["I got this email: 'Congratulations, you are our lucky winner! Send $50 processing fee "
                "to receive your new car.' What should I do?",
                "I got this email: 'Your library books are due next Monday.' What should I do?"]
-    plain = adapter.generate(prompts, max_new_tokens=12)
+    plain = adapter.generate(prompts, max_new_tokens=12).outputs
     with polysteer.steer(adapter, style("cautious-on-scam"), 1.0) as run:
-        out = adapter.generate(prompts, max_new_tokens=12)
+        out = adapter.generate(prompts, max_new_tokens=12).outputs
     fired = {row for event in run.rule_events() for row in event["rows"]}
     assert fired == {0}, run.rule_events()
     assert not torch.equal(out[0], plain[0])

@@ -52,8 +52,7 @@ def test_a_duration_probe_lengthens_the_utterance():
     norm = ps.median_norm(got.acts[site][0][None])
     dictionary = ps.direction_set([w], ["slower"], site=site, site_norm=norm,
                                   model=adapter.model_fingerprint, method="linear-probe")
-    adapter.generate(inputs, noise_w=0.0)
-    plain = adapter.last.frames.clone()
+    plain = adapter.generate(inputs, noise_w=0.0)
     with ps.steer(adapter, one_feature_style(dictionary, "slower"), intensity=2.0):
-        adapter.generate(inputs, noise_w=0.0)
-    assert (adapter.last.frames >= plain).all()
+        slower = adapter.generate(inputs, noise_w=0.0)
+    assert (slower.frames >= plain.frames).all()

@@ -46,7 +46,7 @@ def test_torch_voice_matches_the_onnx_graph(voice, onnx_session):
         expected = onnx_session.run(None, {
             "input": ids, "input_lengths": np.array([ids.shape[1]], dtype=np.int64),
             "scales": np.array([0.0, 1.0, 0.0], dtype=np.float32)})[0].reshape(-1)
-        got = voice.generate(torch.from_numpy(ids), noise_scale=0.0, noise_w=0.0)[0].numpy()
+        got = voice.generate(torch.from_numpy(ids), noise_scale=0.0, noise_w=0.0).outputs[0].numpy()
         assert got.shape == expected.shape, phonemes
         assert np.abs(got - expected).max() < 1e-4, phonemes
 
@@ -56,7 +56,7 @@ def test_length_scale_matches_the_onnx_graph(voice, onnx_session):
     expected = onnx_session.run(None, {
         "input": ids, "input_lengths": np.array([ids.shape[1]], dtype=np.int64),
         "scales": np.array([0.0, 1.3, 0.0], dtype=np.float32)})[0].reshape(-1)
-    got = voice.generate(torch.from_numpy(ids), noise_scale=0.0, noise_w=0.0, length_scale=1.3)[0]
+    got = voice.generate(torch.from_numpy(ids), noise_scale=0.0, noise_w=0.0, length_scale=1.3).outputs[0]
     assert got.shape == expected.shape
     assert np.abs(got.numpy() - expected).max() < 1e-4
 

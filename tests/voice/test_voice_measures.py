@@ -4,12 +4,12 @@ import math
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 import polysteer
+from polysteer import Generation
 from polysteer.plugins.voice import measures as vm
 
 SR = 16000
@@ -77,23 +77,29 @@ def test_silence_is_nan_for_spectra_and_floor_for_loudness():
     x = torch.stack([SILENCE, _sine(440)])
     assert vm.spectral_centroid(x, SR)[0].isnan() and vm.spectral_flatness(x, SR)[0].isnan()
     assert vm.loudness(x, SR)[0].item() == vm.LOUDNESS_FLOOR
-    adapter = SimpleNamespace(sample_rate=SR)
-    assert vm.voice_loudness(adapter, SILENCE, None) == -70.0
-    assert math.isnan(vm.voice_pitch_median(adapter, SILENCE, None))
+    silence = Generation(SILENCE[None], "voice", sample_rate=SR)
+    assert vm.voice_loudness(silence, None) == -70.0
+    assert math.isnan(vm.voice_pitch_median(silence, None))
     # the batch mean ignores silent rows
-    assert vm.voice_centroid(adapter, x, None) == pytest.approx(vm.spectral_centroid(x[1], SR).item())
+    assert vm.voice_centroid(Generation(x, "voice", sample_rate=SR), None) == \
+        pytest.approx(vm.spectral_centroid(x[1], SR).item())
 
 
-def test_wrappers_read_the_adapter_sample_rate():
-    adapter = SimpleNamespace(sample_rate=SR)
+def test_wrappers_read_the_sample_rate_from_the_record():
     x = torch.stack([_sine(110), _sine(330)])
-    assert vm.voice_pitch_median(adapter, x, None) == pytest.approx(220, rel=0.03)
-    assert vm.voice_pitch_range(adapter, x, None) < 5
-    assert vm.voice_flatness(adapter, x, None) < 0.01
+    speech = Generation(x, "voice", sample_rate=SR)
+    assert vm.voice_pitch_median(speech, None) == pytest.approx(220, rel=0.03)
+    assert vm.voice_pitch_range(speech, None) < 5
+    assert vm.voice_flatness(speech, None) < 0.01
     with pytest.raises(vm.MissingSampleRateError, match="sample_rate"):
-        vm.voice_centroid(object(), x, None)
+        vm.voice_centroid(Generation(x, "voice"), None)
     with pytest.raises(ValueError, match="positive whole number"):
-        vm.voice_centroid(SimpleNamespace(sample_rate=0), x, None)
+        vm.voice_centroid(Generation(x, "voice", sample_rate=0), None)
+
+
+def test_speaking_rate_needs_durations_in_the_record():
+    with pytest.raises(polysteer.PolysteerError, match="durations"):
+        vm.voice_speaking_rate(Generation(torch.zeros(1, 100), "voice", sample_rate=SR), None)
 
 
 @pytest.mark.parametrize(("bad", "error", "match"), [

@@ -34,9 +34,9 @@ def test_correlations_find_the_planted_feature_and_skip_nan_rows():
 
 def testframe_measures_give_one_value_per_latent_frame():
     adapter = tiny_vits_adapter()
-    wave = adapter.generate(PHRASES[0])
-    frames = int(adapter.last.frames[0])
-    got = frame_measures(adapter, wave[:, : int(adapter.last.lengths[0])], frames)
+    speech = adapter.generate(PHRASES[0])
+    frames = int(speech.frames[0])
+    got = frame_measures(adapter, speech.rows()[0][None], frames)
     assert set(got) == set(MEASURES)
     assert all(v.shape == (frames,) for v in got.values())
 

@@ -46,16 +46,16 @@ def test_higher_pitch_rises_monotonically_and_stays_intelligible(voice):
 
 @pytest.mark.parametrize("name", VOICE_STYLES)
 def test_zero_intensity_is_bit_identical(voice, name):
-    plain = voice.generate(SENTENCE)
+    plain = voice.generate(SENTENCE).outputs
     with ps.steer(voice, ps.load_style(name), intensity=0.0):
-        steered = voice.generate(SENTENCE)
+        steered = voice.generate(SENTENCE).outputs
     assert torch.equal(plain, steered)
 
 
 def test_last_third_span_changes_only_the_end(voice):
-    plain = voice.generate(SENTENCE)[0]
+    plain = voice.generate(SENTENCE).outputs[0]
     with ps.steer(voice, ps.load_style("joe-higher-pitch-end"), intensity=1.0):
-        steered = voice.generate(SENTENCE)[0]
+        steered = voice.generate(SENTENCE).outputs[0]
     n = len(plain)
     assert torch.equal(plain[: n // 3], steered[: n // 3])  # measured: the first 40% is untouched
     end = slice(n * 2 // 3, n)
@@ -63,16 +63,16 @@ def test_last_third_span_changes_only_the_end(voice):
 
 
 def test_question_and_slow_styles_do_what_they_say(voice):
-    voice.generate(SENTENCE)
-    plain_rate = voice.speaking_rate().item()
-    plain = voice.generate(SENTENCE)[0]
+    plain_speech = voice.generate(SENTENCE)
+    plain_rate = voice.speaking_rate(plain_speech).item()
+    plain = plain_speech.outputs[0]
     with ps.steer(voice, ps.load_style("joe-question"), intensity=0.75):
-        asked = voice.generate(SENTENCE)[0]
+        asked = voice.generate(SENTENCE).outputs[0]
     end = lambda w: w[len(w) * 2 // 3:]  # noqa: E731
     assert _median_pitch(voice, [end(asked)]) > _median_pitch(voice, [end(plain)]) + 15
     with ps.steer(voice, ps.load_style("joe-slow"), intensity=0.5):
-        voice.generate(SENTENCE)
-    assert voice.speaking_rate().item() < 0.85 * plain_rate
+        slow = voice.generate(SENTENCE)
+    assert voice.speaking_rate(slow).item() < 0.85 * plain_rate
 
 
 def test_shipped_dictionaries_match_the_converted_voice(voice):
@@ -101,8 +101,7 @@ def test_shipped_decoder_sae_reconstructs_new_speech_and_its_pitch_label_holds(v
     pitches = []
     for intensity in (0.0, 0.5):
         with ps.steer(voice, style, intensity=intensity):
-            wave = voice.generate(HELD_OUT[2], seed=0)
-        frames = int(voice.last.frames[0])
-        f0 = frame_measures(voice, wave[:, : int(voice.last.lengths[0])], frames)["pitch"]
+            speech = voice.generate(HELD_OUT[2], seed=0)
+        f0 = frame_measures(voice, speech.rows()[0][None], int(speech.frames[0]))["pitch"]
         pitches.append(f0.nanmean().item())
     assert pitches[1] > pitches[0] + 10, pitches

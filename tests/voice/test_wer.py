@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
+from polysteer import Generation
 from polysteer.plugins.voice import wer
 from polysteer.plugins.voice.wer import normalise, word_edits, word_error_rate
 
@@ -73,11 +72,12 @@ def test_voice_wer_measure_compares_with_the_texts_said(monkeypatch):
         return ["open the door", "turn on the lights"]
 
     monkeypatch.setattr(wer, "transcribe", fake_transcribe)
-    tts = SimpleNamespace(sample_rate=22050, last_texts=["Open the door.", "Turn on the light."])
-    assert wer.voice_wer(tts, torch.zeros(2, 100), None) == pytest.approx(1 / 7)
+    said = Generation(torch.zeros(2, 100), "voice", lengths=torch.tensor([100, 60]),
+                      texts=["Open the door.", "Turn on the light."], sample_rate=22050)
+    assert wer.voice_wer(said, None) == pytest.approx(1 / 7)
     assert heard == {"rate": 22050, "n": 2}
-    with pytest.raises(AttributeError, match="last_texts"):
-        wer.voice_wer(SimpleNamespace(sample_rate=22050), torch.zeros(2, 100), None)
+    with pytest.raises(ValueError, match="texts"):  # phonemes or ids: no words to compare
+        wer.voice_wer(Generation(torch.zeros(2, 100), "voice", sample_rate=22050), None)
 
 
 def test_voice_wer_is_registered(plugin_manager):

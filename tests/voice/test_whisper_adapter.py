@@ -43,7 +43,7 @@ class TestTinyWhisper(AdapterConformance):
         prefix = decoder[0].new
         assert [(s.offset, s.new) for s in decoder] == [(0, prefix)] + [(prefix + i, 1) for i in range(4)]
         assert run.captured(DEC).shape == (2, sum(s.new for s in decoder), 32)
-        assert out.shape == (2, 5)
+        assert out.outputs.shape == (2, 5) and out.lengths.max() <= 5
 
     def test_generated_only_steering_leaves_the_prompt_alone(self):
         with ps.steer(self.adapter, None, capture=[ENC, DEC]) as plain_run:
@@ -90,12 +90,12 @@ def test_residual_sites_add_up():
 
 def test_encoder_steering_changes_the_transcript_and_respects_a_frame_span(plugin_manager):
     adapter, waves = tiny_whisper_adapter(), tiny_waveforms()
-    plain = adapter.generate(waves, max_new_tokens=5)
+    plain = adapter.generate(waves, max_new_tokens=5).outputs
     style = probe_style(adapter, ENC, waves)
     with ps.steer(adapter, style, intensity=0.0):
-        assert torch.equal(adapter.generate(waves, max_new_tokens=5), plain)
+        assert torch.equal(adapter.generate(waves, max_new_tokens=5).outputs, plain)
     with ps.steer(adapter, style, intensity=8.0):
-        assert not torch.equal(adapter.generate(waves, max_new_tokens=5), plain)
+        assert not torch.equal(adapter.generate(waves, max_new_tokens=5).outputs, plain)
     # a span mask over the audio frames: only the last third of the window is changed
     late = probe_style(adapter, "encoder.layers.0.resid_post", waves,
                        positions={"kind": "span", "start": 2 / 3, "end": 1.0})
@@ -111,10 +111,10 @@ def test_encoder_steering_changes_the_transcript_and_respects_a_frame_span(plugi
 def test_decode_steps_are_each_steered_once(plugin_manager):
     """A window over the second half of decoding changes only tokens produced there."""
     adapter, waves = tiny_whisper_adapter(), tiny_waveforms()
-    plain = adapter.generate(waves, max_new_tokens=8)
+    plain = adapter.generate(waves, max_new_tokens=8).outputs
     style = probe_style(adapter, DEC, waves, schedule={"kind": "window", "start": 0.5, "end": 1.0})
     with ps.steer(adapter, style, intensity=6.0) as run:
-        steered = adapter.generate(waves, max_new_tokens=8)
+        steered = adapter.generate(waves, max_new_tokens=8).outputs
     progress = [s.progress for s in run.clock.history[1:]]
     first = next(i for i, p in enumerate(progress) if p >= 0.5)  # decoder pass i makes token i
     assert 0 < first < 8 and steered.shape == plain.shape == (2, 8)
@@ -125,7 +125,7 @@ def test_decode_steps_are_each_steered_once(plugin_manager):
 def test_beams_map_rows_to_samples():
     adapter = tiny_whisper_adapter()
     with ps.steer(adapter, None, capture=[DEC]) as run:
-        out = adapter.generate(tiny_waveforms(), max_new_tokens=3, num_beams=2)
+        out = adapter.generate(tiny_waveforms(), max_new_tokens=3, num_beams=2).outputs
     assert out.shape[0] == 2
     assert run.clock.history[0].rows.sample.tolist() == [0, 1]  # the encoder sees each sample once
     assert run.clock.history[1].rows.sample.tolist() == [0, 0, 1, 1]
@@ -135,10 +135,10 @@ def test_beams_map_rows_to_samples():
 def test_inputs_any_rate_list_or_features_agree():
     torchaudio = pytest.importorskip("torchaudio")
     adapter, waves = tiny_whisper_adapter(), tiny_waveforms()
-    plain = adapter.generate(waves, max_new_tokens=4)
-    assert torch.equal(adapter.generate(list(waves), max_new_tokens=4), plain)
+    plain = adapter.generate(waves, max_new_tokens=4).outputs
+    assert torch.equal(adapter.generate(list(waves), max_new_tokens=4).outputs, plain)
     feats = adapter.features(waves)
-    assert torch.equal(adapter.generate({"input_features": feats}, max_new_tokens=4), plain)
+    assert torch.equal(adapter.generate({"input_features": feats}, max_new_tokens=4).outputs, plain)
     resampled = torchaudio.functional.resample(waves, 16000, 8000)
     assert adapter.features(resampled, sample_rate=8000).shape == feats.shape
     with pytest.raises(ValueError, match="longer than Whisper's window of 1 s"):
@@ -148,8 +148,11 @@ def test_inputs_any_rate_list_or_features_agree():
 def test_texts_and_saved_outputs(tmp_path):
     adapter = tiny_whisper_adapter()
     out = adapter.generate(tiny_waveforms(), max_new_tokens=4)
+    out.check()
     texts = adapter.texts(out)
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    assert out.texts == texts == adapter.texts(out.outputs) and out.modality == "asr"
+    assert out.extras["audio_seconds"].shape == (2,)
     (path,) = adapter.save_outputs(out, tmp_path / "run")
     assert path.read_text().splitlines() == texts
 
@@ -181,7 +184,7 @@ def test_experiment_inputs_are_wav_files(tmp_path):
     assert rate0 == 16000 and (wave0 - waves[0]).abs().max() < 1e-4
     inputs = adapter.prepare_inputs(paths)
     assert [w.shape[0] for w in inputs] == [4000, 4000]  # the 8 kHz stereo file resampled, mixed down
-    assert adapter.generate(inputs, max_new_tokens=3).shape == (2, 3)
+    assert adapter.generate(inputs, max_new_tokens=3).outputs.shape == (2, 3)
     with pytest.raises(ValueError, match="needs audio"):
         adapter.prepare_inputs(None)
     (tmp_path / "bad.wav").write_bytes(b"not a wav")
@@ -197,10 +200,10 @@ def test_cached_and_uncached_steering_agree(plugin_manager):
     outs = []
     for use_cache in (True, False):
         with ps.steer(adapter, style, intensity=2.0, capture=[DEC]) as run:
-            outs.append(adapter.generate(waves, max_new_tokens=6, use_cache=use_cache))
+            outs.append(adapter.generate(waves, max_new_tokens=6, use_cache=use_cache).outputs)
         assert run.captured(DEC).shape == (2, 2 + 5, 32)
     assert torch.equal(outs[0], outs[1])
-    assert not torch.equal(outs[0], adapter.generate(waves, max_new_tokens=6))
+    assert not torch.equal(outs[0], adapter.generate(waves, max_new_tokens=6).outputs)
 
 
 def test_int16_pcm_is_scaled_like_float():

@@ -129,8 +129,8 @@ def test_converted_folder_generates_like_the_original(tiny, tmp_path):
     original = WhisperAdapter(model, processor, "tiny")
     converted = WhisperAdapter(loaded, loaded_processor, "tiny-converted")
     waves = tiny_waveforms()
-    expected = original.generate(waves, max_new_tokens=6)
-    assert torch.equal(converted.generate(waves, max_new_tokens=6), expected)
+    expected = original.generate(waves, max_new_tokens=6).outputs
+    assert torch.equal(converted.generate(waves, max_new_tokens=6).outputs, expected)
     assert converted.model.generation_config.no_timestamps_token_id == 260
     assert len(loaded_processor.tokenizer) == loaded.config.vocab_size
 

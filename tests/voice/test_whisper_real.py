@@ -67,13 +67,14 @@ def test_transcripts_of_the_piper_voice_match_the_text(whisper, speech):
 def test_zero_intensity_is_bit_identical_and_steering_acts(whisper, speech, plugin_manager):
     waves, rate = speech
     audio = waves[1:2]
-    plain = whisper.generate(audio, sample_rate=rate, max_new_tokens=24)
+    plain = whisper.generate(audio, sample_rate=rate, max_new_tokens=24).outputs
     for site in ("encoder.layers.2.resid_post", "decoder.layers.2.resid_post"):
         style = probe_style(whisper, site, {"input_features": whisper.features(audio, rate)})
         with ps.steer(whisper, style, intensity=0.0):
-            assert torch.equal(whisper.generate(audio, sample_rate=rate, max_new_tokens=24), plain), site
+            zero = whisper.generate(audio, sample_rate=rate, max_new_tokens=24)
+            assert torch.equal(zero.outputs, plain), site
         with ps.steer(whisper, style, intensity=4.0):
-            steered = whisper.generate(audio, sample_rate=rate, max_new_tokens=24)
+            steered = whisper.generate(audio, sample_rate=rate, max_new_tokens=24).outputs
         assert not torch.equal(steered, plain), f"intensity 4 at {site} changed nothing"
 
 
@@ -96,7 +97,7 @@ def test_logits_match_ctranslate2(whisper, speech, tmp_path):
               whisper.model.generation_config.no_timestamps_token_id]
     result = reference.generate(ctranslate2.StorageView.from_array(features.numpy()), [prompt],
                                 beam_size=1, max_length=40, return_logits_vocab=True)[0]
-    tokens = whisper.generate(waves[1:2], sample_rate=rate, max_new_tokens=40)[0].tolist()
+    tokens = whisper.generate(waves[1:2], sample_rate=rate, max_new_tokens=40).outputs[0].tolist()
     assert tokens == result.sequences_ids[0]
     expected = np.stack([np.array(step).reshape(-1) for step in result.logits[0]])
     ids = torch.tensor([prompt + tokens])

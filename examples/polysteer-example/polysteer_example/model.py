@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from polysteer import BCT, InTuple, ModelAdapter, RowMap, Site, SiteTable
+from polysteer import BCT, Generation, InTuple, ModelAdapter, RowMap, Site, SiteTable
 from torch import nn
 
 
@@ -141,8 +141,9 @@ class ExampleConvAdapter(ModelAdapter):
 
     @torch.no_grad()
     def run_generation(self, inputs: Any, max_new_frames: int = 8, use_cache: bool = True,
-                       guidance_scale: float | None = None) -> torch.Tensor:
-        """Generate ``max_new_frames`` frames; returns ``(B, n_bins, T + max_new_frames)``.
+                       guidance_scale: float | None = None) -> Generation:
+        """Generate ``max_new_frames`` frames: a record whose outputs are
+        ``(B, n_bins, T + max_new_frames)``, the prompt's ``T`` frames first (``prompt_length``).
 
         With ``guidance_scale`` the batch is doubled to ``[uncond; cond]`` rows (the unconditional
         prompt is silence) and each predicted frame is ``u + g * (c - u)``.
@@ -173,7 +174,8 @@ class ExampleConvAdapter(ModelAdapter):
                 frame = uncond + guidance_scale * (cond - uncond)
             out = torch.cat([out, frame], dim=-1)
             batch = torch.cat([batch, frame.repeat(batch.shape[0] // samples, 1, 1)], dim=-1)
-        return out
+        # the record carries what measures need, so nothing about this run stays on the adapter
+        return Generation(outputs=out, modality=self.modality, model=self.name, prompt_length=prompt)
 
     def prepare_inputs(self, spec: Any) -> torch.Tensor:
         """``None`` -> two deterministic prompts; nested lists -> a frames tensor."""
@@ -181,9 +183,9 @@ class ExampleConvAdapter(ModelAdapter):
             return example_frames(n_bins=self.model.config.n_bins)
         return self._frames(spec)
 
-    def describe_outputs(self, outputs: Any) -> list[str]:
+    def describe_outputs(self, generation: Generation) -> list[str]:
         """One line per sample: length, energy and spectral centroid (a raw dump is unreadable)."""
-        frames = torch.as_tensor(outputs, dtype=torch.float32)
+        frames = generation.outputs.float()
         energy = frames.pow(2).mean(dim=(1, 2))
         centroid = spectral_centroid(frames)
         return [f"{frames.shape[-1]} frames, energy {e:.3f}, centroid bin {c:.2f}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from polysteer import BCT, ConfigError, InTuple, SteeringError, load_model, steer
+from polysteer import BCT, ConfigError, Generation, InTuple, SteeringError, load_model, steer
 
 import polysteer_example
 from polysteer_example import ExampleConvAdapter, TinyWaveNet, WaveNetConfig, example_frames
@@ -18,8 +18,8 @@ def adapter() -> ExampleConvAdapter:
 
 def test_streaming_matches_full_recompute(adapter: ExampleConvAdapter) -> None:
     frames = example_frames(samples=3, length=5)
-    streamed = adapter.generate(frames, max_new_frames=12)
-    full = adapter.generate(frames, max_new_frames=12, use_cache=False)
+    streamed = adapter.generate(frames, max_new_frames=12).outputs
+    full = adapter.generate(frames, max_new_frames=12, use_cache=False).outputs
     assert streamed.shape == (3, 8, 17)
     assert torch.equal(streamed[..., :5], frames)
     torch.testing.assert_close(streamed, full)
@@ -27,8 +27,8 @@ def test_streaming_matches_full_recompute(adapter: ExampleConvAdapter) -> None:
 
 def test_guidance_scale_one_is_the_conditional_model(adapter: ExampleConvAdapter) -> None:
     frames = example_frames()
-    torch.testing.assert_close(adapter.generate(frames, max_new_frames=4, guidance_scale=1.0),
-                               adapter.generate(frames, max_new_frames=4))
+    torch.testing.assert_close(adapter.generate(frames, max_new_frames=4, guidance_scale=1.0).outputs,
+                               adapter.generate(frames, max_new_frames=4).outputs)
 
 
 def test_sites_use_channels_first_layouts(adapter: ExampleConvAdapter) -> None:
@@ -98,8 +98,9 @@ def test_centroid_shift_measure(register_plugin, plugin_manager) -> None:
     low[:, 1] = 1.0
     high = torch.zeros(1, 8, 4)
     high[:, 5] = 1.0
-    assert measure(None, low, low) == 0.0
-    assert measure(None, high, low) == pytest.approx(4.0)
+    low, high = Generation(low, "audio-frames"), Generation(high, "audio-frames")
+    assert measure(low, low) == 0.0
+    assert measure(high, low) == pytest.approx(4.0)
 
 
 def test_label_by_effect_names_a_feature_by_what_it_does_to_the_centroid(register_plugin) -> None:

@@ -115,14 +115,14 @@ def adapter(register_plugin) -> ExampleConvAdapter:
 
 def test_rotate_steers_the_example_model(adapter: ExampleConvAdapter) -> None:
     frames, site = example_frames(), "blocks.1.residual"
-    plain = adapter.generate(frames, max_new_frames=4)
+    plain = adapter.generate(frames, max_new_frames=4).outputs
     style = probe_style(adapter, site, frames, intervention="rotate")
     with steer(adapter, style, intensity=0.0):
-        assert torch.equal(adapter.generate(frames, max_new_frames=4), plain)
+        assert torch.equal(adapter.generate(frames, max_new_frames=4).outputs, plain)
     with steer(adapter, None, capture=[site]) as before:
         adapter.generate(frames, max_new_frames=4)
     with steer(adapter, style, intensity=0.5, capture=[site]) as run:
-        steered = adapter.generate(frames, max_new_frames=4)
+        steered = adapter.generate(frames, max_new_frames=4).outputs
     assert not torch.equal(steered, plain)
     # the prompt pass sees the same input either way, so the rotation's norm guarantee shows
     prompt = frames.shape[-1]
