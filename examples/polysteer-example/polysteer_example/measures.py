@@ -25,5 +25,5 @@ def centroid_effect(adapter: Any, inputs: Any, style: Any, intensity: float,
     """The effect measure for label-by-effect: per sample, the mean spectral centroid (in bins) of
     the frames generated from ``inputs`` under ``style`` (``options["frames"]`` new frames, default 8)."""
     with steer(adapter, style, intensity):
-        frames = adapter.generate(inputs, max_new_frames=int(options.get("frames", 8)))
+        frames = adapter.generate(inputs, max_new_frames=int(options.get("frames", 8))).outputs
     return {"centroid": spectral_centroid(torch.as_tensor(frames, dtype=torch.float32))}
