@@ -114,9 +114,10 @@ class ModelAdapter(ABC):
                 return self.generate(inputs, **kwargs)
         from polysteer.manager import current_plugin_manager
 
-        hook = current_plugin_manager().hook
+        plugins = current_plugin_manager()
+        hook = plugins.hook
         hook.polysteer_before_generate(adapter=self, inputs=inputs, options=kwargs)
-        recorder = StepClock()  # keeps this generation's steps for the record, steered or not
+        recorder = StepClock(plugins.phases())  # this generation's steps for the record, steered or not
         try:
             with self.attached(recorder):
                 record = as_generation(self.run_generation(inputs, **kwargs), modality=self.modality,

@@ -131,6 +131,10 @@ class PluginManager:
         """A registry by attribute name (``"interventions"``...)."""
         return getattr(self, attribute)
 
+    def phases(self) -> dict[str, Any]:
+        """Every registered step phase (:class:`~polysteer.step.Phase`), by name."""
+        return {entry.name: entry.value for entry in self.step_phases}
+
     def register(self, plugin: Any, name: str, *, version: str | None = None,
                  builtin: bool = False) -> bool:
         """Register ``plugin`` under ``name`` and collect what it registers.

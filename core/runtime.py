@@ -31,7 +31,7 @@ from polysteer.dictionary import FeatureDictionary
 from polysteer.errors import ConfigError, PolysteerError, RegistryError, SteeringError
 from polysteer.manager import PluginManager, current_plugin_manager
 from polysteer.paths import configs_dir, home
-from polysteer.step import Phase, RowMap, Step, StepClock
+from polysteer.step import RowMap, Step, StepClock
 from polysteer.style import Component, Rule, Style, load_style
 
 
@@ -85,11 +85,6 @@ def resolve_dictionary(ref: Any, base_dir: Path | None = None,
     searched = ", ".join(str(f) for f in dictionary_search_path(base_dir))
     raise FileNotFoundError(f"dictionary {str(ref)!r} not found; looked in: {searched}. Build it "
                             "(e.g. polysteer concept build) or give a folder path")
-
-
-def _phases(plugins: PluginManager) -> dict[str, Phase]:
-    """Every registered step phase, by name (resolved once per steering context)."""
-    return {entry.name: entry.value for entry in plugins.step_phases}
 
 
 # -- compiled pieces -----------------------------------------------------------------------------
@@ -298,7 +293,7 @@ class Steering:
                       for s, i in pairs]
         self.capture_sites = list(capture)
         self.plugins = plugins
-        self.clock = StepClock(_phases(plugins or current_plugin_manager()))
+        self.clock = StepClock((plugins or current_plugin_manager()).phases())
         self.applied: list[str] = []
         self.not_applied: list[tuple[str, str]] = []
         self._hooks: dict[str, _SiteHook] = {}

@@ -31,7 +31,7 @@ def _style(tmp: Path, adapter, site: str, inputs) -> Path:
 # -- the reference model and a third-party adapter ------------------------------------------------
 def test_reference_generate_writes_and_describes(plugin_manager, tmp_path, capsys):
     assert main(["generate", "--model", "reference", "[3, 7, 1, 12]", "-o", str(tmp_path / "out")]) == 0
-    plain = ps.load_model("reference").generate([[3, 7, 1, 12]])
+    plain = ps.load_model("reference").generate([[3, 7, 1, 12]]).outputs
     assert json.loads((tmp_path / "out.json").read_text()) == plain.tolist()
     assert capsys.readouterr().out.strip() == str(plain[0].tolist())
 
@@ -41,8 +41,8 @@ def test_reference_compare_is_unsteered_beside_steered(plugin_manager, tmp_path,
                  "--compare", "[3, 7, 1, 12]", "-o", str(tmp_path / "cmp.json")])
     assert code == 0
     model = ps.load_model("reference")
-    plain = model.generate([[3, 7, 1, 12]])
-    steered = model.generate([[3, 7, 1, 12]], style=ps.load_style("reference-demo"), intensity=1.0)
+    plain = model.generate([[3, 7, 1, 12]]).outputs
+    steered = model.generate([[3, 7, 1, 12]], style=ps.load_style("reference-demo"), intensity=1.0).outputs
     assert not torch.equal(plain, steered)
     assert json.loads((tmp_path / "cmp.unsteered.json").read_text()) == plain.tolist()
     assert json.loads((tmp_path / "cmp.json").read_text()) == steered.tolist()
@@ -55,7 +55,7 @@ def test_reference_grid_sweeps_from_zero(plugin_manager, tmp_path, capsys):
                  "--grid", "3", "-o", str(tmp_path / "g")]) == 0
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["g.i0.json", "g.i1.json", "g.i2.json"]
-    plain = ps.load_model("reference").generate(ps.load_model("reference").prepare_inputs(None))
+    plain = ps.load_model("reference").generate(ps.load_model("reference").prepare_inputs(None)).outputs
     assert json.loads((tmp_path / "g.i0.json").read_text()) == plain.tolist()  # 0 is bit-exact
     assert "== reference-demo x 1" in capsys.readouterr().out
 
@@ -73,7 +73,7 @@ def test_a_third_party_adapter_works_without_any_cli_code(plugin_manager, regist
     out = capsys.readouterr().out
     assert "unsteered" in out and "probe x 3" in out and "centroid bin" in out
     plain = json.loads((tmp_path / "conv.unsteered.json").read_text())
-    assert plain == adapter.generate(adapter.prepare_inputs(None)).tolist()
+    assert plain == adapter.generate(adapter.prepare_inputs(None)).outputs.tolist()
     assert plain != json.loads((tmp_path / "conv.json").read_text())
     del sys.modules["polysteer_example"]
 
@@ -140,7 +140,7 @@ def test_image_generate_compare_writes_one_side_by_side_png(tmp_path, plugin_man
                  str(tmp_path / "face.png")]) == 0
     picture = as_images(PIL.open(tmp_path / "face.png"))
     assert picture.shape == (1, 3, 16, 33)
-    plain = adapter.generate(1, seed=3, num_inference_steps=3)
+    plain = adapter.generate(1, seed=3, num_inference_steps=3).outputs
     assert (picture[..., :16] - plain).abs().max() <= 1 / 255 + 1e-6
     assert (picture[..., 17:] - plain).abs().mean() > 0.01
     assert "16x16 image" in capsys.readouterr().out

@@ -13,18 +13,6 @@ from polysteer.cli import CommandError, GenerateExtension, Run
 from polysteer.commands import add_generate_arguments, run_generate
 
 
-def _images(result: Any) -> Any:
-    """The ``(B, 3, H, W)`` pixels of what ``adapter.generate`` returned (a tensor, or a record
-    holding them as ``images`` / ``outputs``)."""
-    import torch
-
-    for name in ("images", "outputs"):
-        value = getattr(result, name, None)
-        if isinstance(value, torch.Tensor):
-            return value
-    return torch.as_tensor(result)
-
-
 def parse_conditions(pairs: list[str]) -> dict[str, str]:
     """``["glasses=sunglasses", ...]`` as a condition dict; a malformed pair is a
     :class:`~polysteer.cli.CommandError`."""
@@ -96,7 +84,7 @@ class ImageGeneration(GenerateExtension):
 
         from polysteer.plugins.image.adapter import image_grid, save_png, to_pil
 
-        rows = [torch.cat([_images(run.result[k]) for run in runs]) for k in range(len(runs[0].result))]
+        rows = [torch.cat([run.result[k].outputs for run in runs]) for k in range(len(runs[0].result))]
         grid = len(runs) > 1 or len(rows) > 1
         picture = image_grid(torch.cat(rows), columns=len(runs), pad=1 if grid else 0)
         scale = args.scale or max(1, -(-128 // rows[0].shape[-1]))
