@@ -15,9 +15,8 @@ Quick tour::
 from polysteer.adapter import ModelAdapter
 from polysteer.classifier import FeatureClassifier, load_classifier, resolve_classifier
 from polysteer.cli import Command
+from polysteer.concept_builder import ConceptRecipe, build_concept
 from polysteer.concepts import (
-    ConceptRecipe,
-    build_concept,
     difference_of_means,
     direction_set,
     linear_probe,

@@ -56,7 +56,7 @@ def build_ablation(adapter, spec, model: str, main) -> list[int]:
     """Per-layer dictionaries for ``spec``; returns the kept layers."""
     import torch
 
-    from polysteer.concepts import batched, contrast_concept
+    from polysteer.concept_builder import batched, contrast_concept
     from polysteer.harvest import collect, renderer, row_selector
 
     layers = sorted({int(s.split(".")[1]) for s in adapter.sites() if s.endswith(".resid_post")})

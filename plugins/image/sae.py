@@ -106,7 +106,7 @@ def harvest(adapter: Any, site: str = SITE, *, images: int = 256, batch: int = 3
 
     The core harvest (:func:`polysteer.harvest.collect`) with renderer ``image`` and selector
     ``image-cells``; ``measures`` are taken on each batch's final images."""
-    from polysteer.concepts import batched
+    from polysteer.concept_builder import batched
     from polysteer.harvest import collect
     from polysteer.plugins.image.harvest import ImageRenderer, image_cells
 

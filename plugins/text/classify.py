@@ -43,7 +43,7 @@ from polysteer.classifier import (
     pooled_features,
     roc_curve,
 )
-from polysteer.concepts import batched
+from polysteer.concept_builder import batched
 from polysteer.dictionary import FeatureDictionary
 from polysteer.harvest import collect
 from polysteer.plots import pyplot, save_png

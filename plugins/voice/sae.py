@@ -60,7 +60,7 @@ def harvest_frames(adapter: Any, sentences: Sequence[Any], seeds: Sequence[int] 
 
     The core harvest with renderer ``speech``, selector ``voice-frames`` and attribute
     ``frame-measure``, once per seed (seeds outer, sentences inner)."""
-    from polysteer.concepts import batched
+    from polysteer.concept_builder import batched
     from polysteer.harvest import collect
     from polysteer.plugins.voice.harvest import SpeechRenderer, frame_measure, voice_frames
 

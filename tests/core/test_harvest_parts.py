@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import polysteer as ps
-from polysteer.concepts import ConceptRecipe, build_concept, contrast_concept
+from polysteer.concept_builder import ConceptRecipe, build_concept, contrast_concept
 from polysteer.errors import RegistryError
 from polysteer.harvest import (
     ActivationStore,
