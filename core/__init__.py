@@ -3,7 +3,7 @@
 Quick tour::
 
     import polysteer as ps
-    from polysteer.paths import configs_dir
+    from polysteer.io.paths import configs_dir
 
     model = ps.load_model("reference")                       # any registered adapter kind
     style = ps.Style.load(configs_dir() / "style" / "reference-demo.yaml")
@@ -12,25 +12,7 @@ Quick tour::
     print(out.generated[0].tolist())                         # the new token ids
 """
 
-from polysteer.adapter import ModelAdapter
-from polysteer.classifier import FeatureClassifier, load_classifier, resolve_classifier
 from polysteer.cli import Command
-from polysteer.concept_builder import ConceptRecipe, build_concept
-from polysteer.concepts import (
-    difference_of_means,
-    direction_set,
-    linear_probe,
-    median_norm,
-    pca_of_differences,
-)
-from polysteer.dictionary import (
-    DictionaryFormat,
-    DictionaryInfo,
-    DirectionSet,
-    FeatureDictionary,
-    SparseAutoencoder,
-    load_dictionary,
-)
 from polysteer.errors import (
     ConfigError,
     CorruptFileError,
@@ -41,22 +23,40 @@ from polysteer.errors import (
     SteeringError,
     did_you_mean,
 )
-from polysteer.fingerprint import ModelFingerprint, fingerprint
-from polysteer.generation import Generation
-from polysteer.layout import BCHW, BCT, BPC, InTuple, Layout, MaybeTuple
-from polysteer.manager import (
+from polysteer.features.classifier import FeatureClassifier, load_classifier, resolve_classifier
+from polysteer.features.concepts import (
+    difference_of_means,
+    direction_set,
+    linear_probe,
+    median_norm,
+    pca_of_differences,
+)
+from polysteer.features.dictionary import (
+    DictionaryFormat,
+    DictionaryInfo,
+    DirectionSet,
+    FeatureDictionary,
+    SparseAutoencoder,
+    load_dictionary,
+)
+from polysteer.features.fingerprint import ModelFingerprint, fingerprint
+from polysteer.models.loading import load_model
+from polysteer.plugin.manager import (
     PluginManager,
     create_plugin_manager,
     current_plugin_manager,
     hookimpl,
     use_plugin_manager,
 )
-from polysteer.models import load_model
-from polysteer.registry import Registry, Requirement
-from polysteer.runtime import Steering, SteeringWarning, resolve_dictionary, steer
-from polysteer.sites import Site, SiteBinding, SiteTable, UnknownSiteError
-from polysteer.step import Phase, RowMap, Step, StepClock
-from polysteer.style import Component, Rule, Style, blend, load_style
+from polysteer.plugin.registry import Registry, Requirement
+from polysteer.steering.adapter import ModelAdapter
+from polysteer.steering.generation import Generation
+from polysteer.steering.layout import BCHW, BCT, BPC, InTuple, Layout, MaybeTuple
+from polysteer.steering.runtime import Steering, SteeringWarning, resolve_dictionary, steer
+from polysteer.steering.sites import Site, SiteBinding, SiteTable, UnknownSiteError
+from polysteer.steering.step import Phase, RowMap, Step, StepClock
+from polysteer.steering.style import Component, Rule, Style, blend, load_style
+from polysteer.workflows.concept_builder import ConceptRecipe, build_concept
 
 __all__ = [
     "BCHW", "BCT", "BPC", "Command", "Component", "ConceptRecipe", "ConfigError",

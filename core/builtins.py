@@ -11,15 +11,15 @@ from typing import Any
 
 import torch
 
-from polysteer.demo import high_token_fraction
-from polysteer.dictionary import NATIVE_FORMAT
-from polysteer.generation import Generation
-from polysteer.interventions import BUILTIN_INTERVENTIONS
-from polysteer.manager import hookimpl
-from polysteer.reference import ReferenceAdapter, ReferenceConfig, ReferenceLM
-from polysteer.saelens import SAELENS_FORMAT
-from polysteer.schedules import BUILTIN_ENVELOPES, BUILTIN_MASKS
-from polysteer.step import BUILTIN_PHASES
+from polysteer.features.dictionary import NATIVE_FORMAT
+from polysteer.features.saelens import SAELENS_FORMAT
+from polysteer.models.reference import ReferenceAdapter, ReferenceConfig, ReferenceLM
+from polysteer.plugin.manager import hookimpl
+from polysteer.steering.generation import Generation
+from polysteer.steering.interventions import BUILTIN_INTERVENTIONS
+from polysteer.steering.schedules import BUILTIN_ENVELOPES, BUILTIN_MASKS
+from polysteer.steering.step import BUILTIN_PHASES
+from polysteer.workflows.demo import high_token_fraction
 
 
 @dataclass
@@ -114,7 +114,7 @@ def polysteer_register_measures(registry):
 
 @hookimpl
 def polysteer_register_row_selectors(registry):
-    from polysteer.harvest import all_positions, skip_first
+    from polysteer.workflows.harvesting import all_positions, skip_first
 
     registry.register("all", all_positions)
     registry.register("skip-first", skip_first)
@@ -122,7 +122,7 @@ def polysteer_register_row_selectors(registry):
 
 @hookimpl
 def polysteer_register_commands(registry):
-    from polysteer.commands import CORE_COMMANDS
+    from polysteer.cli.commands import CORE_COMMANDS
 
     for name, command in CORE_COMMANDS.items():
         registry.register(name, command, description=command.help)
@@ -130,7 +130,7 @@ def polysteer_register_commands(registry):
 
 @hookimpl
 def polysteer_register_artifacts(registry):
-    from polysteer.datasets import artifacts
+    from polysteer.data.datasets import artifacts
 
     for item in artifacts():  # the named text corpora
         registry.register(item.name, item, description=item.description)

@@ -20,8 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from polysteer.errors import ConfigError, did_you_mean
-from polysteer.manager import PluginManager, current_plugin_manager
-from polysteer.paths import configs_dir
+from polysteer.io.paths import configs_dir
+from polysteer.plugin.manager import PluginManager, current_plugin_manager
 
 GROUPS = ("model", "style", "dictionary")
 

@@ -1,6 +1,6 @@
 """Every hook a polysteer plugin can implement.
 
-Registration hooks receive a :class:`~polysteer.registry.Registry` and call
+Registration hooks receive a :class:`~polysteer.plugin.registry.Registry` and call
 ``registry.register(name, factory, ...)``; observer hooks are told about generations.
 Implement them in a module or class with ``@polysteer.hookimpl``.
 """

@@ -17,7 +17,7 @@ from polysteer.testing import AdapterConformance
 pytest_plugins = ["pytester"]
 
 HEADER = '''
-from polysteer.reference import ReferenceAdapter, reference_prompts
+from polysteer.models.reference import ReferenceAdapter, reference_prompts
 from polysteer.testing import AdapterConformance
 
 

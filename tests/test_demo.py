@@ -3,9 +3,9 @@
 import torch
 
 from polysteer import load_dictionary
-from polysteer.demo import build_demo_dictionary, high_token_fraction
-from polysteer.paths import configs_dir
-from polysteer.reference import ReferenceAdapter
+from polysteer.io.paths import configs_dir
+from polysteer.models.reference import ReferenceAdapter
+from polysteer.workflows.demo import build_demo_dictionary, high_token_fraction
 
 
 def test_shipped_dictionary_is_reproducible():
@@ -33,7 +33,7 @@ def test_demo_concept_steers_towards_high_tokens():
 
 
 def test_demo_runs(tmp_path, capsys, plugin_manager):
-    from polysteer.demo import run_demo
+    from polysteer.workflows.demo import run_demo
 
     run_demo(tmp_path)
     out = capsys.readouterr().out

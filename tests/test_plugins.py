@@ -5,8 +5,8 @@ import pytest
 import polysteer
 from polysteer import hookspecs
 from polysteer.errors import MissingDependencyError, PolysteerError, RegistryError
-from polysteer.manager import DEFAULT_PLUGINS, REGISTRIES, create_plugin_manager
-from polysteer.registry import Requirement
+from polysteer.plugin.manager import DEFAULT_PLUGINS, REGISTRIES, create_plugin_manager
+from polysteer.plugin.registry import Requirement
 
 
 def test_builtins_register_every_core_kind(plugin_manager):
@@ -101,7 +101,7 @@ def test_disable_plugins_env_blocks_builtins_too(monkeypatch):
 def test_autoload_env_skips_entry_points(monkeypatch):
     calls = []
     monkeypatch.setenv("POLYSTEER_DISABLE_PLUGIN_AUTOLOAD", "1")
-    monkeypatch.setattr("polysteer.manager.PluginManager.load_entry_points",
+    monkeypatch.setattr("polysteer.plugin.manager.PluginManager.load_entry_points",
                         lambda self: calls.append(1))
     create_plugin_manager()
     assert calls == []

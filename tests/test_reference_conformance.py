@@ -1,6 +1,6 @@
 """The conformance suite on the built-in reference adapter (with and without a KV cache)."""
 
-from polysteer.reference import ReferenceAdapter, reference_prompts
+from polysteer.models.reference import ReferenceAdapter, reference_prompts
 from polysteer.testing import AdapterConformance
 
 
@@ -20,7 +20,7 @@ class TestReferenceAdapterWithoutCache(TestReferenceAdapter):
 
     def test_prefill_decode_accounting(self):
         """Without a cache every pass sees the whole sequence; only the last position is new."""
-        from polysteer.runtime import steer
+        from polysteer.steering.runtime import steer
 
         with steer(self.adapter, None, capture=[self.site]) as run:
             self._generate()

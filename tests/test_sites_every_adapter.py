@@ -14,7 +14,7 @@ import polysteer as ps
 
 
 def _reference() -> ps.ModelAdapter:
-    from polysteer.reference import ReferenceAdapter
+    from polysteer.models.reference import ReferenceAdapter
 
     return ReferenceAdapter()
 

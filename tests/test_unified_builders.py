@@ -118,8 +118,8 @@ def voice_adapter(plugin_manager):
 
 
 def test_voice_harvest_and_probes_are_unchanged(voice_adapter):
-    from polysteer.concept_builder import probe_concept
     from polysteer.plugins.voice import features
+    from polysteer.workflows.concept_builder import probe_concept
 
     site = "text_encoder.layers.1"
     h = features.harvest(voice_adapter, VOICE_INPUTS, [site, "duration_predictor.input"], progress=False)

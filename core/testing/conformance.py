@@ -12,7 +12,7 @@ Subclass :class:`AdapterConformance` in a test module (the class name must start
             return ...
 
 and pytest runs every check below against it: ``generate`` returns a consistent
-:class:`~polysteer.generation.Generation` record (and leaves no ``last*`` state on the adapter),
+:class:`~polysteer.steering.generation.Generation` record (and leaves no ``last*`` state on the adapter),
 sites bind, captures are ``(B, P, C)``, zero intensity is bit-identical, a real intensity changes
 outputs, every decode/denoise step is steered, hooks are removed after success and after an
 exception, the step clock is monotonic, prefill/decode positions add up, and under classifier-free
@@ -27,13 +27,13 @@ import pytest
 import torch
 from torch import nn
 
-from polysteer.adapter import ModelAdapter
-from polysteer.concepts import direction_set, median_norm
 from polysteer.errors import PolysteerError
-from polysteer.generation import Generation
-from polysteer.manager import hookimpl
-from polysteer.runtime import steer
-from polysteer.style import Style
+from polysteer.features.concepts import direction_set, median_norm
+from polysteer.plugin.manager import hookimpl
+from polysteer.steering.adapter import ModelAdapter
+from polysteer.steering.generation import Generation
+from polysteer.steering.runtime import steer
+from polysteer.steering.style import Style
 
 
 def count_hooks(model: nn.Module) -> int:

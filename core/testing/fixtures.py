@@ -14,7 +14,7 @@ import pytest
 @pytest.fixture
 def plugin_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A fresh plugin manager with the built-ins only (no entry points), used as the current one."""
-    from polysteer.manager import create_plugin_manager, use_plugin_manager
+    from polysteer.plugin.manager import create_plugin_manager, use_plugin_manager
 
     monkeypatch.delenv("POLYSTEER_DISABLE_PLUGINS", raising=False)
     manager = create_plugin_manager(load_entry_points=False)

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from polysteer.fileio import read_json, read_tensors, write_folder, write_json, write_tensors
-from polysteer.paths import configs_dir
+from polysteer.io.fileio import read_json, read_tensors, write_folder, write_json, write_tensors
+from polysteer.io.paths import configs_dir
 
 SHIPPED = "avatars-classifier"
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from polysteer.catalogue import Artifact
+from polysteer.data.catalogue import Artifact
 from polysteer.errors import CorruptFileError, PolysteerError
-from polysteer.fileio import read_json, sha256_file
-from polysteer.paths import configs_dir
+from polysteer.io.fileio import read_json, sha256_file
+from polysteer.io.paths import configs_dir
 
 EMBEDDED = ("avatars",)
 """Names of the pipelines shipped inside the package."""

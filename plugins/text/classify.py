@@ -1,7 +1,7 @@
 """Text classifiers from feature activations: fit, compare against baselines, predict and explain.
 
 The modality-agnostic parts (pooling, the sparse logistic read-out, metrics, files) live in
-:mod:`polysteer.classifier`; this module reads texts through the model and adds the text-only
+:mod:`polysteer.features.classifier`; this module reads texts through the model and adds the text-only
 baseline (TF-IDF + logistic regression).
 
 Example (the tiny random model here; ``polysteer classify fit`` does the same on SmolLM2)::
@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from polysteer.classifier import (
+from polysteer.features.classifier import (
     OUTLIER_FACTOR,
     POOLS,
     ClassifierError,
@@ -43,13 +43,13 @@ from polysteer.classifier import (
     pooled_features,
     roc_curve,
 )
-from polysteer.concept_builder import batched
-from polysteer.dictionary import FeatureDictionary
-from polysteer.harvest import collect
-from polysteer.plots import pyplot, save_png
+from polysteer.features.dictionary import FeatureDictionary
+from polysteer.io.plots import pyplot, save_png
 from polysteer.plugins.text.dictionary import DEFAULT_MAX_TOKENS
 from polysteer.plugins.text.harvest import TextRenderer, text_tokens
-from polysteer.runtime import resolve_dictionary
+from polysteer.steering.runtime import resolve_dictionary
+from polysteer.workflows.concept_builder import batched
+from polysteer.workflows.harvesting import collect
 
 # -- reading texts -------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Text CLI commands: ``steer`` (``generate`` for text models), ``inspect``, ``concept``,
 ``dictionary``, ``labels``, ``demo``, ``classify`` and ``search``; and the text models' part of
 ``polysteer generate`` (:class:`TextGeneration`: ``--max-new-tokens``, ``--sample``, streaming).
-``polysteer models`` is core's (:mod:`polysteer.catalogue_cli`)."""
+``polysteer models`` is core's (:mod:`polysteer.cli.catalogue`)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 
 from polysteer import Command
 from polysteer.cli import CommandError, GenerateExtension, load_model_arg, side_by_side
-from polysteer.commands import add_generate_arguments, run_generate
-from polysteer.paths import configs_dir
+from polysteer.cli.commands import add_generate_arguments, run_generate
+from polysteer.io.paths import configs_dir
 from polysteer.plugins.text.classify_cli import CLASSIFY
 from polysteer.plugins.text.search_cli import SEARCH
 
@@ -141,7 +141,7 @@ def _concept_args(p: argparse.ArgumentParser) -> None:
 
 
 def _concept_run(args: argparse.Namespace) -> int:
-    from polysteer.paths import home
+    from polysteer.io.paths import home
     from polysteer.plugins.text.concepts import ConceptSpec, build_concept
 
     spec_path = Path(args.spec)
@@ -241,7 +241,7 @@ def _labels_args(p: argparse.ArgumentParser) -> None:
 
 
 def _labels_run(args: argparse.Namespace) -> int:
-    from polysteer.labels import label_table, labels_path, load_labels, set_label
+    from polysteer.features.labels import label_table, labels_path, load_labels, set_label
     from polysteer.plugins.text.labels import dictionary_folder, feature_card
 
     if args.action == "set":
@@ -269,7 +269,7 @@ def _labels_run(args: argparse.Namespace) -> int:
 
 
 def _labels_build(args: argparse.Namespace) -> int:
-    from polysteer.labels import apply_labels, keep_user_labels, label_table, labels_path
+    from polysteer.features.labels import apply_labels, keep_user_labels, label_table, labels_path
     from polysteer.plugins.text.labels import (
         auto_label,
         collect_text_reports,
@@ -277,7 +277,7 @@ def _labels_build(args: argparse.Namespace) -> int:
         dictionary_folder,
         verify_labels,
     )
-    from polysteer.runtime import resolve_dictionary
+    from polysteer.steering.runtime import resolve_dictionary
 
     folder = dictionary_folder(args.dictionary)
     adapter = load_text_model(args.model)

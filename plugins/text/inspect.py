@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from polysteer import FeatureDictionary, resolve_dictionary, steer
-from polysteer.fileio import atomic_path
-from polysteer.runtime import OUTLIER_FACTOR
+from polysteer.io.fileio import atomic_path
+from polysteer.steering.runtime import OUTLIER_FACTOR
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Labels for text features: top contexts, promoted tokens, a rule-made label, verified by effect.
 
 * :func:`collect_text_reports` runs the model over texts and streams the dictionary's feature
-  values into :class:`~polysteer.labels.FeatureReport` s, then adds each feature's top contexts
+  values into :class:`~polysteer.features.labels.FeatureReport` s, then adds each feature's top contexts
   with the firing token highlighted (``…the «cat» sat…``) and the tokens it promotes through the
   unembedding (decoder direction, times the final norm's weight, through ``lm_head``).
 * :func:`auto_label` names each feature by rule: its most frequent firing token if that dominates
@@ -10,7 +10,7 @@
   neutral prompts and measures the change in mean log-probability of the label's tokens in the
   next-token distribution (teacher-forced: every position of the prompts, steered minus
   unsteered). Features whose score is below a threshold are flagged: their label does not hold.
-  The workflow is core's label-by-effect (:mod:`polysteer.label_effect`); this module gives it
+  The workflow is core's label-by-effect (:mod:`polysteer.workflows.label_effect`); this module gives it
   the ``text-logprob`` effect measure (:func:`label_logprob`).
 * :func:`label_dictionary` does all of it and saves the labels with the dictionary.
 """
@@ -26,16 +26,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from polysteer.dictionary import FeatureDictionary
-from polysteer.label_effect import Candidate, EffectMeasure, measure_effects
-from polysteer.labels import (
+from polysteer.features.dictionary import FeatureDictionary
+from polysteer.features.labels import (
     FeatureReport,
     ReportCollector,
     apply_labels,
     keep_user_labels,
 )
-from polysteer.runtime import dictionary_search_path, resolve_dictionary, steer
-from polysteer.style import Style
+from polysteer.steering.runtime import dictionary_search_path, resolve_dictionary, steer
+from polysteer.steering.style import Style
+from polysteer.workflows.label_effect import Candidate, EffectMeasure, measure_effects
 
 NEUTRAL_PROMPTS = (
     "The weather today is",
@@ -344,7 +344,7 @@ def verify_labels(adapter: Any, dictionary: FeatureDictionary | str, reports: Se
     For each feature (all, or ``features``) with label tokens, steer with it (``add`` at
     ``intensity`` site norms) over ``prompts`` and score the mean log-probability of its label
     tokens in the next-token distribution, steered minus unsteered, over every prompt position
-    (core's :func:`~polysteer.label_effect.measure_effects` with the ``text-logprob`` measure).
+    (core's :func:`~polysteer.workflows.label_effect.measure_effects` with the ``text-logprob`` measure).
     A score not above ``threshold`` flags the label. Returns a row per verified feature:
     ``{"feature", "label", "score", "flagged", "tokens"}``.
     """
@@ -427,7 +427,7 @@ def dictionary_folder(ref: str) -> Path:
 
 def corpus_texts(datasets: Sequence[str], limit: int, seed: int = 0) -> list[str]:
     """Up to ``limit`` texts of each dataset (a stratified sample where it has more), in order."""
-    from polysteer.datasets import load_dataset
+    from polysteer.data.datasets import load_dataset
 
     texts: list[str] = []
     for name in datasets:

@@ -20,17 +20,17 @@ from typing import Any
 
 import torch
 
-from polysteer.catalogue import Artifact, verify_folder
-from polysteer.console import say
+from polysteer.data.catalogue import Artifact, verify_folder
+from polysteer.data.manifest import MODEL_MANIFEST, folder_problems, is_complete, write_model_manifest
 from polysteer.errors import (
     CorruptFileError,
     MissingDependencyError,
     PolysteerError,
 )
-from polysteer.fileio import sha256_file, staged_folder
-from polysteer.manifest import MODEL_MANIFEST, folder_problems, is_complete, write_model_manifest
-from polysteer.paths import home
-from polysteer.registry import catalogue_entry
+from polysteer.io.console import say
+from polysteer.io.fileio import sha256_file, staged_folder
+from polysteer.io.paths import home
+from polysteer.plugin.registry import catalogue_entry
 
 MANIFEST = MODEL_MANIFEST
 _TRANSFORMERS_PIP = "pip install 'transformers>=4.46'"

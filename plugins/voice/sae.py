@@ -3,11 +3,11 @@
 Frames of ``decoder.input`` (the latent the vocoder turns into audio) are harvested from
 synthesised sentences together with per-frame measurements of the audio they become (F0, spectral
 centroid, level, spectral flatness). A TopK SAE is trained on the frames with the core trainer
-(:func:`polysteer.sae_training.train_sae`). Labels come in two stages:
+(:func:`polysteer.workflows.sae_training.train_sae`). Labels come in two stages:
 
 1. *candidates*: for each measure, the features whose activation correlates most with it over the
    harvested frames;
-2. *verified by effect* (core's label-by-effect, :mod:`polysteer.label_effect`, with this
+2. *verified by effect* (core's label-by-effect, :mod:`polysteer.workflows.label_effect`, with this
    plugin's ``voice-acoustics`` measure): each candidate is added (``add``, intensity 0.5) to
    held-out speech and the measure is taken again; a candidate whose mean change has the sign of
    its correlation is labelled ``<measure>+`` (or ``-``) with the measured change recorded in
@@ -26,10 +26,10 @@ from typing import Any
 import torch
 
 from polysteer import SparseAutoencoder, Style
-from polysteer.label_effect import EffectMeasure, correlated_candidates
-from polysteer.label_effect import label_by_effect as core_label_by_effect
-from polysteer.runtime import steer
-from polysteer.sae_training import TrainConfig, train_sae
+from polysteer.steering.runtime import steer
+from polysteer.workflows.label_effect import EffectMeasure, correlated_candidates
+from polysteer.workflows.label_effect import label_by_effect as core_label_by_effect
+from polysteer.workflows.sae_training import TrainConfig, train_sae
 
 SITE = "decoder.input"
 MEASURES = ("pitch", "centroid", "level", "flatness")
@@ -60,9 +60,9 @@ def harvest_frames(adapter: Any, sentences: Sequence[Any], seeds: Sequence[int] 
 
     The core harvest with renderer ``speech``, selector ``voice-frames`` and attribute
     ``frame-measure``, once per seed (seeds outer, sentences inner)."""
-    from polysteer.concept_builder import batched
-    from polysteer.harvest import collect
     from polysteer.plugins.voice.harvest import SpeechRenderer, frame_measure, voice_frames
+    from polysteer.workflows.concept_builder import batched
+    from polysteer.workflows.harvesting import collect
 
     acts, values = [], {m: [] for m in MEASURES}
     for seed in seeds:
@@ -100,7 +100,7 @@ def label_by_effect(adapter: Any, sae: SparseAutoencoder, acts: torch.Tensor,
                     values: dict[str, torch.Tensor], sentences: Sequence[Any], *, per_measure: int = 3,
                     intensity: float = 0.5) -> dict[str, dict[str, Any]]:
     """Label the SAE's features whose added direction moves a measure the way their activation
-    correlates with it (core's :func:`~polysteer.label_effect.label_by_effect` with the
+    correlates with it (core's :func:`~polysteer.workflows.label_effect.label_by_effect` with the
     ``voice-acoustics`` measure; the first candidate of a feature that holds names it); returns
     the evidence per labelled feature and sets ``sae.labels``."""
     with torch.no_grad():

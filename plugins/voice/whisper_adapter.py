@@ -35,11 +35,11 @@ from polysteer import (
     Site,
     SiteTable,
 )
-from polysteer.fileio import atomic_path
-from polysteer.generation import token_lengths
-from polysteer.layout import Layout
+from polysteer.io.fileio import atomic_path
 from polysteer.plugins.voice.measures import as_waveforms
 from polysteer.plugins.voice.whisper_models import SAMPLE_RATE, load_whisper
+from polysteer.steering.generation import token_lengths
+from polysteer.steering.layout import Layout
 
 #: Site kinds per stack, in the order they are computed inside one layer.
 SITE_KINDS: dict[str, tuple[str, ...]] = {

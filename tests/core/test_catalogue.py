@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 import polysteer as ps
-from polysteer.catalogue import Artifact, artifact, artifacts, catalogue, plugin_of
 from polysteer.cli import main
+from polysteer.data.catalogue import Artifact, artifact, artifacts, catalogue, plugin_of
+from polysteer.data.manifest import write_model_manifest
 from polysteer.errors import RegistryError
-from polysteer.manifest import write_model_manifest
 
 
 def _install_toy(folder: Path, force: bool, progress: bool) -> Path:

@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from polysteer.classifier import (
+from polysteer.errors import CorruptFileError, DictionaryMismatchError
+from polysteer.features.classifier import (
     ClassifierError,
     StreamingScore,
     binary_metrics,
@@ -20,9 +21,8 @@ from polysteer.classifier import (
     roc_auc,
     roc_curve,
 )
-from polysteer.concepts import direction_set
-from polysteer.errors import CorruptFileError, DictionaryMismatchError
-from polysteer.fingerprint import ModelFingerprint
+from polysteer.features.concepts import direction_set
+from polysteer.features.fingerprint import ModelFingerprint
 
 SITE = "blocks.0.resid_post"
 

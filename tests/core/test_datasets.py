@@ -20,9 +20,9 @@ from types import MappingProxyType
 
 import pytest
 
-from polysteer import datasets, wheels
 from polysteer.cli import main
-from polysteer.datasets import (
+from polysteer.data import datasets, wheels
+from polysteer.data.datasets import (
     DatasetFetchError,
     dataset_source,
     install_dataset,

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from polysteer import dictionary as dictionary_module
-from polysteer.dictionary import DictionaryInfo, DirectionSet, SparseAutoencoder, load_dictionary
 from polysteer.errors import CorruptFileError, DictionaryMismatchError, SteeringError
-from polysteer.fingerprint import fingerprint
-from polysteer.reference import ReferenceConfig, ReferenceLM
+from polysteer.features import dictionary as dictionary_module
+from polysteer.features.dictionary import DictionaryInfo, DirectionSet, SparseAutoencoder, load_dictionary
+from polysteer.features.fingerprint import fingerprint
+from polysteer.models.reference import ReferenceConfig, ReferenceLM
 
 SITE = "blocks.1.resid_post"
 

@@ -8,10 +8,10 @@ import torch
 
 import polysteer as ps
 from polysteer.builtins import changed_fraction, mean_abs_difference
-from polysteer.demo import build_demo_dictionary, high_token_fraction
-from polysteer.generation import Generation, as_generation, token_lengths
-from polysteer.reference import ReferenceAdapter, reference_prompts
-from polysteer.style import Style
+from polysteer.models.reference import ReferenceAdapter, reference_prompts
+from polysteer.steering.generation import Generation, as_generation, token_lengths
+from polysteer.steering.style import Style
+from polysteer.workflows.demo import build_demo_dictionary, high_token_fraction
 
 ROOT = Path(__file__).resolve().parents[2]
 

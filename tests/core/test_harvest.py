@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from polysteer.errors import CorruptFileError
-from polysteer.harvest import ActivationStore, harvest, skip_first_position
-from polysteer.reference import ReferenceAdapter, reference_prompts
+from polysteer.models.reference import ReferenceAdapter, reference_prompts
+from polysteer.workflows.harvesting import ActivationStore, harvest, skip_first_position
 
 SITES = ["blocks.0.resid_post", "blocks.1.mlp_out"]
 
@@ -130,7 +130,7 @@ def test_harvest_stores_captured_rows_without_position_zero(tmp_path, adapter):
                     shard_tokens=20, progress=False)
     assert store.done and store.items_done == 10 and store.model.matches(adapter.model_fingerprint)
     with torch.no_grad():
-        from polysteer.runtime import steer
+        from polysteer.steering.runtime import steer
         with steer(adapter, None, capture=SITES) as run:
             adapter.logits(reference_prompts(samples=10, length=7, seed=1))
     for site in SITES:

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import polysteer as ps
-from polysteer.concept_builder import ConceptRecipe, build_concept, contrast_concept
 from polysteer.errors import RegistryError
-from polysteer.harvest import (
+from polysteer.models.reference import ReferenceAdapter, reference_prompts
+from polysteer.workflows.concept_builder import ConceptRecipe, build_concept, contrast_concept
+from polysteer.workflows.harvesting import (
     ActivationStore,
     Rendered,
     Rows,
@@ -18,7 +19,6 @@ from polysteer.harvest import (
     row_selector,
     skip_first_position,
 )
-from polysteer.reference import ReferenceAdapter, reference_prompts
 
 SITE = "blocks.1.resid_post"
 
@@ -218,7 +218,7 @@ def test_a_probe_recipe_fits_a_registered_attribute(manager, model):
 
 
 def test_contrast_concept_reads_rows_not_inputs():
-    from polysteer.harvest import Harvested
+    from polysteer.workflows.harvesting import Harvested
 
     def made(rows):
         return Harvested(["s"], len(rows), rows={"s": rows}, example={"s": torch.arange(len(rows))},

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from polysteer.dictionary import DictionaryInfo, DirectionSet, SparseAutoencoder
-from polysteer.interventions import BUILTIN_INTERVENTIONS, make_ablate, make_add, make_clamp, make_scale
+from polysteer.features.dictionary import DictionaryInfo, DirectionSet, SparseAutoencoder
+from polysteer.steering.interventions import (
+    BUILTIN_INTERVENTIONS,
+    make_ablate,
+    make_add,
+    make_clamp,
+    make_scale,
+)
 
 D_IN = 16
 SITE_NORM = 3.5

@@ -9,7 +9,9 @@ import torch
 
 import polysteer as ps
 from polysteer.errors import RegistryError
-from polysteer.label_effect import (
+from polysteer.features.labels import load_labels, set_label
+from polysteer.models.reference import reference_prompts
+from polysteer.workflows.label_effect import (
     Candidate,
     EffectMeasure,
     choose_labels,
@@ -17,8 +19,6 @@ from polysteer.label_effect import (
     measure_effects,
     probe_style,
 )
-from polysteer.labels import load_labels, set_label
-from polysteer.reference import reference_prompts
 
 SITE = "blocks.1.resid_post"
 TOKEN = 7
@@ -158,7 +158,7 @@ def test_a_measure_undefined_everywhere_holds_nothing_and_saves_as_null(model, d
 
 
 def test_correlated_candidates_pick_the_features_that_track_each_measure():
-    from polysteer.label_effect import correlated_candidates
+    from polysteer.workflows.label_effect import correlated_candidates
 
     g = torch.Generator().manual_seed(0)
     codes = torch.rand(100, 4, generator=g)

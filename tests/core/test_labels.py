@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from polysteer.dictionary import DictionaryInfo, DirectionSet, SparseAutoencoder, load_dictionary
 from polysteer.errors import CorruptFileError
-from polysteer.labels import (
+from polysteer.features.dictionary import DictionaryInfo, DirectionSet, SparseAutoencoder, load_dictionary
+from polysteer.features.labels import (
     FeatureReport,
     apply_labels,
     collect_reports,

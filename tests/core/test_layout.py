@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from polysteer.layout import BCHW, BCT, BPC, InTuple, MaybeTuple, layout
+from polysteer.steering.layout import BCHW, BCT, BPC, InTuple, MaybeTuple, layout
 
 
 def _t(*shape: int) -> torch.Tensor:

@@ -14,12 +14,12 @@ import warnings
 import pytest
 import torch
 
-from polysteer.classifier import LinearFit, from_fit
-from polysteer.concepts import direction_set, median_norm
 from polysteer.errors import DictionaryMismatchError, PolysteerError, SteeringError
-from polysteer.reference import ReferenceAdapter, ReferenceConfig, ReferenceLM, reference_prompts
-from polysteer.runtime import SteeringWarning, steer
-from polysteer.style import Component, Realisation, Rule, Style
+from polysteer.features.classifier import LinearFit, from_fit
+from polysteer.features.concepts import direction_set, median_norm
+from polysteer.models.reference import ReferenceAdapter, ReferenceConfig, ReferenceLM, reference_prompts
+from polysteer.steering.runtime import SteeringWarning, steer
+from polysteer.steering.style import Component, Realisation, Rule, Style
 from polysteer.testing.conformance import count_hooks
 
 SITE = "blocks.0.resid_post"
@@ -599,8 +599,8 @@ def test_a_dictionary_made_in_float32_steers_the_same_model_in_bfloat16(adapter,
 
 
 def test_dictionaries_on_another_device_are_copied_not_moved():
-    from polysteer.concepts import direction_set
-    from polysteer.runtime import on_device
+    from polysteer.features.concepts import direction_set
+    from polysteer.steering.runtime import on_device
 
     d = direction_set([torch.ones(4)], ["f"], site="blocks.0.resid_post", site_norm=1.0, model=None,
                       method="test")

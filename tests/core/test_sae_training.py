@@ -8,12 +8,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from polysteer.dictionary import DictionaryInfo, SparseAutoencoder, load_dictionary
-from polysteer.harvest import harvest
-from polysteer.reference import ReferenceAdapter, reference_prompts
-from polysteer.runtime import steer
-from polysteer.sae_training import TrainConfig, evaluate, fold_normalisation, loss_recovered, train_sae
-from polysteer.style import Component, Style
+from polysteer.features.dictionary import DictionaryInfo, SparseAutoencoder, load_dictionary
+from polysteer.models.reference import ReferenceAdapter, reference_prompts
+from polysteer.steering.runtime import steer
+from polysteer.steering.style import Component, Style
+from polysteer.workflows.harvesting import harvest
+from polysteer.workflows.sae_training import (
+    TrainConfig,
+    evaluate,
+    fold_normalisation,
+    loss_recovered,
+    train_sae,
+)
 
 SITE = "blocks.0.resid_post"
 

@@ -8,17 +8,17 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from polysteer.dictionary import DictionaryInfo, SparseAutoencoder
 from polysteer.errors import CorruptFileError, PolysteerError
-from polysteer.fingerprint import fingerprint
-from polysteer.reference import ReferenceLM
-from polysteer.saelens import (
+from polysteer.features.dictionary import DictionaryInfo, SparseAutoencoder
+from polysteer.features.fingerprint import fingerprint
+from polysteer.features.saelens import (
     SAELENS_FORMAT,
     export_saelens,
     hook_from_site,
     load_saelens,
     site_from_hook,
 )
+from polysteer.models.reference import ReferenceLM
 
 D_IN, D_SAE = 8, 12
 
@@ -183,7 +183,7 @@ def test_corrupt_files_are_clear_errors(tmp_path):
 
 
 def test_a_registered_format_resolves_saelens_folders(tmp_path, plugin_manager):
-    from polysteer.runtime import resolve_dictionary
+    from polysteer.steering.runtime import resolve_dictionary
 
     if "saelens" not in plugin_manager.dictionary_formats.names():
         plugin_manager.dictionary_formats.register("saelens", SAELENS_FORMAT, description="SAELens")

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from polysteer.schedules import (
+from polysteer.steering.schedules import (
     BUILTIN_ENVELOPES,
     BUILTIN_MASKS,
     Constant,
@@ -21,7 +21,7 @@ from polysteer.schedules import (
     mask_span,
     piecewise,
 )
-from polysteer.step import Step
+from polysteer.steering.step import Step
 
 CPU = torch.device("cpu")
 NAN, INF = math.nan, math.inf

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from polysteer.dictionary import DictionaryInfo, DirectionSet, SparseAutoencoder
 from polysteer.errors import SteeringError
-from polysteer.search import contrast_features, pool_activations, search_labels, similar_features
+from polysteer.features.dictionary import DictionaryInfo, DirectionSet, SparseAutoencoder
+from polysteer.features.search import contrast_features, pool_activations, search_labels, similar_features
 
 LABELS = ["happy mood", "sad mood", "spam offer", "pirate speech", "formal tone", "money and prizes"]
 INFO = DictionaryInfo(model=None, site="blocks.0.resid_post", site_norm=1.0)

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import polysteer as ps
-from polysteer.reference import ReferenceAdapter
-from polysteer.sites import summarize_sites
+from polysteer.models.reference import ReferenceAdapter
+from polysteer.steering.sites import summarize_sites
 
 
 class TwoLayers(nn.Module):
@@ -159,7 +159,7 @@ def test_did_you_mean_formats_close_names_and_ignores_case() -> None:
 def test_every_lookup_suggests_with_the_same_words(tmp_path, plugin_manager) -> None:
     """Registries, catalogues, configs, styles, feature labels and sites all say it one way."""
     from polysteer.config import compose
-    from polysteer.registry import catalogue_entry
+    from polysteer.plugin.registry import catalogue_entry
 
     errors = []
     for call in (

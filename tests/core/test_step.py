@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import polysteer
-from polysteer.step import PHASES, Phase, RowMap, Step, StepClock
+from polysteer.steering.step import PHASES, Phase, RowMap, Step, StepClock
 
 
 def test_rowmap_plain():
@@ -166,7 +166,7 @@ class _RenderPhasePlugin:
 
 
 def _rendering_adapter():
-    from polysteer.reference import ReferenceAdapter, ReferenceConfig, ReferenceLM
+    from polysteer.models.reference import ReferenceAdapter, ReferenceConfig, ReferenceLM
 
     class Rendering(ReferenceAdapter):
         def run_generation(self, inputs, passes: int = 3):

@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from polysteer.dictionary import DictionaryInfo, DirectionSet
 from polysteer.errors import ConfigError
-from polysteer.style import Component, Style, blend
+from polysteer.features.dictionary import DictionaryInfo, DirectionSet
+from polysteer.steering.style import Component, Style, blend
 
 FULL = {
     "name": "friendly-concise",

@@ -6,7 +6,7 @@ Kept for provenance: it imports functions the unified harvest replaced, so it on
 import torch
 from safetensors.torch import save_file
 import polysteer as ps
-from polysteer.manager import create_plugin_manager  # noqa
+from polysteer.plugin.manager import create_plugin_manager  # noqa
 out = {}
 # text
 from polysteer.plugins.text.testing import tiny_text_adapter

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from polysteer import Generation
-from polysteer.manager import current_plugin_manager
+from polysteer.plugin.manager import current_plugin_manager
 from polysteer.plugins.image.avatars import ATTRIBUTES
 from polysteer.plugins.image.classifier import AttributeClassifier, load_classifier, shipped_classifier
 

@@ -6,7 +6,7 @@ import torch
 pytest.importorskip("diffusers")
 
 import polysteer as ps  # noqa: E402
-from polysteer.paths import configs_dir  # noqa: E402
+from polysteer.io.paths import configs_dir  # noqa: E402
 from polysteer.plugins.image.classifier import shipped_classifier  # noqa: E402
 from polysteer.plugins.image.models import verify  # noqa: E402
 

@@ -11,14 +11,14 @@ import torch
 pytest.importorskip("diffusers")
 
 import polysteer as ps  # noqa: E402
-from polysteer.dictionary import DictionaryInfo, SparseAutoencoder  # noqa: E402
+from polysteer.features.dictionary import DictionaryInfo, SparseAutoencoder  # noqa: E402
+from polysteer.features.search import pool_activations  # noqa: E402
 from polysteer.plugins.image import sae as image_sae  # noqa: E402
 from polysteer.plugins.image.adapter import DiffusersAdapter  # noqa: E402
 from polysteer.plugins.image.avatars import ATTRIBUTES  # noqa: E402
 from polysteer.plugins.image.concepts import measured_concept  # noqa: E402
 from polysteer.plugins.image.measures import brightness  # noqa: E402
 from polysteer.plugins.image.testing import tiny_avatar_pipeline  # noqa: E402
-from polysteer.search import pool_activations  # noqa: E402
 
 SITE = "up.0"  # the tiny pipeline's 16 x 16 x 32 block
 
@@ -199,7 +199,7 @@ def test_the_strongest_shipped_label_holds_on_fresh_seeds(avatars, shipped_sae):
 
 
 def test_core_label_by_effect_with_the_image_measure_labels_a_planted_feature(adapter, brightness_sae):
-    from polysteer.label_effect import Candidate, label_by_effect
+    from polysteer.workflows.label_effect import Candidate, label_by_effect
 
     found = [Candidate(0, "brightness", 0.8), Candidate(1, "brightness", 0.8)]  # 1 darkens: rejected
     result = label_by_effect(adapter, brightness_sae, found, 8, "image-avatar", intensity=4.0,
@@ -215,7 +215,7 @@ def test_core_label_by_effect_with_the_image_measure_labels_a_planted_feature(ad
 def test_the_shipped_labels_hold_through_core_label_by_effect(avatars, shipped_sae):
     """The three strongest shipped labels, measured again by core's workflow with the registered
     ``image-avatar`` measure on fresh seeds, move their measure their way by at least half the floor."""
-    from polysteer.label_effect import Candidate, measure_effects
+    from polysteer.workflows.label_effect import Candidate, measure_effects
 
     evidence = shipped_sae.info.details["labels"]
     strongest = sorted(evidence, key=lambda k: -abs(evidence[k]["change"]) / evidence[k]["floor"])[:3]

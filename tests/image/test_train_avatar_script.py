@@ -10,7 +10,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("python_avatars")
 pytest.importorskip("resvg_py")
 
-from polysteer.fileio import read_tensors  # noqa: E402
+from polysteer.io.fileio import read_tensors  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_avatar_diffusion.py"
 

@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from polysteer.dictionary import DictionaryInfo, SparseAutoencoder
+from polysteer.features.dictionary import DictionaryInfo, SparseAutoencoder
 from polysteer.plugins.text import commands
 from polysteer.plugins.text.inspect import (
     inspect_text,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from polysteer.classifier import StreamingScore
-from polysteer.concepts import direction_set
+from polysteer.features.classifier import StreamingScore
+from polysteer.features.concepts import direction_set
 from polysteer.plugins.text.classify import fit_text_classifier
 from polysteer.plugins.text.testing import tiny_text_adapter
-from polysteer.runtime import steer
-from polysteer.style import Component, Rule, Style
+from polysteer.steering.runtime import steer
+from polysteer.steering.style import Component, Rule, Style
 
 SITE = "blocks.1.resid_post"
 SHORT, LONG = "a dog", "the happy cat sat on the mat by the sea"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from polysteer.cli import main
-from polysteer.concepts import direction_set
+from polysteer.features.concepts import direction_set
 from polysteer.plugins.text.testing import tiny_model, tiny_text_adapter, tiny_tokenizer
 
 SITE = "blocks.1.resid_post"

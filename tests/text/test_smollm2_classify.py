@@ -35,8 +35,8 @@ def adapter():
 
 
 def test_headline_sms_spam_figures_reproduce(adapter):
-    from polysteer.classifier import resolve_classifier
-    from polysteer.datasets import load_dataset
+    from polysteer.data.datasets import load_dataset
+    from polysteer.features.classifier import resolve_classifier
     from polysteer.plugins.text.classify import compare
 
     data = load_dataset("sms-spam")
@@ -54,7 +54,7 @@ def test_headline_sms_spam_figures_reproduce(adapter):
 
 
 def test_shipped_classifier_predicts_and_explains(adapter):
-    from polysteer.classifier import resolve_classifier
+    from polysteer.features.classifier import resolve_classifier
     from polysteer.plugins.text.classify import predict_texts
 
     spam, ham = predict_texts(adapter, resolve_classifier("smollm2-sms-spam"), [SPAM, HAM])
@@ -65,7 +65,7 @@ def test_shipped_classifier_predicts_and_explains(adapter):
 
 def test_classifier_rule_turns_on_cautious_for_spam_only(adapter):
     import polysteer
-    from polysteer.runtime import steer
+    from polysteer.steering.runtime import steer
 
     style = polysteer.load_style("cautious-on-spam")
     for message, should_fire in ((f"I got this text: '{SPAM}' What should I do?", True),

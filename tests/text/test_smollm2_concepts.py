@@ -132,7 +132,7 @@ def style(name: str):
 # -- the shipped files ----------------------------------------------------------------------------
 @pytest.mark.parametrize("name", STEERING + DETECTORS)
 def test_shipped_dictionary_matches_its_spec_and_the_model(adapter, name):
-    from polysteer.runtime import resolve_dictionary
+    from polysteer.steering.runtime import resolve_dictionary
 
     s = spec(name)
     dictionary = resolve_dictionary(f"smollm2-{name}")
@@ -150,7 +150,7 @@ def test_shipped_dictionary_matches_its_spec_and_the_model(adapter, name):
 
 
 def test_ablation_dictionaries_cover_the_style_and_match_the_model(adapter):
-    from polysteer.runtime import resolve_dictionary
+    from polysteer.steering.runtime import resolve_dictionary
 
     components = style("abliterate-positive").components
     assert len(components) >= 10 and {c.intervention for c in components} == {"ablate"}

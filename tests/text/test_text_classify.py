@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from polysteer.cli import main
-from polysteer.concepts import direction_set
 from polysteer.errors import DictionaryMismatchError
+from polysteer.features.concepts import direction_set
 from polysteer.plugins.text.classify import (
     Tfidf,
     binary_labels,
@@ -21,8 +21,8 @@ from polysteer.plugins.text.classify import (
     text_activations,
 )
 from polysteer.plugins.text.testing import tiny_model, tiny_text_adapter, tiny_tokenizer
-from polysteer.runtime import steer
-from polysteer.style import Component, Rule, Style
+from polysteer.steering.runtime import steer
+from polysteer.steering.style import Component, Rule, Style
 
 SITE = "blocks.1.resid_post"
 GOOD = ["the happy cat", "a happy dog", "happy happy day", "good food", "very good friend",

@@ -10,10 +10,10 @@ import math
 import pytest
 import torch
 
-from polysteer.dictionary import DictionaryInfo, DirectionSet, SparseAutoencoder, load_dictionary
 from polysteer.errors import ConfigError
-from polysteer.harvest import ActivationStore
+from polysteer.features.dictionary import DictionaryInfo, DirectionSet, SparseAutoencoder, load_dictionary
 from polysteer.plugins.text.testing import WORDS, tiny_text_adapter
+from polysteer.workflows.harvesting import ActivationStore
 
 pytest.importorskip("transformers")
 
@@ -60,7 +60,7 @@ def test_keep_mask_drops_padding_first_token_and_sinks():
 
 
 def test_text_renderer_rows_match_unpadded_single_texts(adapter):
-    from polysteer.harvest import render_batch
+    from polysteer.workflows.harvesting import render_batch
 
     texts = ["the cat sat on the mat", "a dog", "hello friend the sea is blue and very good"]
     select = text_tokens()
@@ -258,7 +258,7 @@ def smollm2_adapter():
 @smollm2
 def test_shipped_sae_loads_fits_smollm2_and_reconstructs(smollm2_adapter):
     from polysteer import resolve_dictionary
-    from polysteer.harvest import render_batch
+    from polysteer.workflows.harvesting import render_batch
 
     d = resolve_dictionary("smollm2-res-sae")
     assert isinstance(d, SparseAutoencoder) and d.info.site == "blocks.12.resid_post"

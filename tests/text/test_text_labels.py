@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from polysteer.cli import main
-from polysteer.dictionary import DictionaryInfo, DirectionSet, SparseAutoencoder, load_dictionary
-from polysteer.labels import FeatureReport, load_labels, set_label
+from polysteer.features.dictionary import DictionaryInfo, DirectionSet, SparseAutoencoder, load_dictionary
+from polysteer.features.labels import FeatureReport, load_labels, set_label
 from polysteer.plugins.text import labels as text_labels
 from polysteer.plugins.text.labels import (
     auto_label,
@@ -151,7 +151,7 @@ def test_label_dictionary_end_to_end_and_cli(adapter, tmp_path, capsys):
 
 def test_core_label_by_effect_with_the_text_measure_labels_a_planted_feature(adapter, plugin_manager,
                                                                              tmp_path):
-    from polysteer.label_effect import Candidate, label_by_effect
+    from polysteer.workflows.label_effect import Candidate, label_by_effect
 
     cat, dog = _unembedding(adapter, "cat"), _unembedding(adapter, "dog")
     d = _directions(adapter, [cat, dog], ["a", "b"])

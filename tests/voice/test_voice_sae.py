@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from polysteer.features.search import correlations
 from polysteer.plugins.voice.sae import (
     MEASURES,
     frame_measures,
@@ -15,8 +16,7 @@ from polysteer.plugins.voice.sae import (
     label_by_effect,
 )
 from polysteer.plugins.voice.testing import tiny_vits_adapter
-from polysteer.sae_training import TrainConfig, train_sae
-from polysteer.search import correlations
+from polysteer.workflows.sae_training import TrainConfig, train_sae
 
 PHRASES = [{"phonemes": "həlˈoʊ wˈɜːld."}, {"phonemes": "ðɪs ɪz ɐ tˈɛst, ɪzənt ɪt?"}]
 
@@ -58,8 +58,8 @@ def test_harvest_train_and_label_keeps_only_features_whose_effect_agrees():
 
 def test_core_label_by_effect_with_the_voice_measure_labels_a_planted_feature(plugin_manager):
     import polysteer as ps
-    from polysteer.label_effect import Candidate, label_by_effect
     from polysteer.plugins.voice.features import harvest, probe_direction
+    from polysteer.workflows.label_effect import Candidate, label_by_effect
 
     adapter = tiny_vits_adapter()
     site = "duration_predictor.input"
@@ -80,9 +80,9 @@ def test_the_shipped_decoder_sae_labels_hold_through_core_label_by_effect():
     """Every shipped ``joe-decoder-sae`` label, measured again by core's workflow with the registered
     ``voice-acoustics`` measure on the sentences it was built with, holds with the recorded change."""
     import polysteer as ps
-    from polysteer.label_effect import Candidate, measure_effects
     from polysteer.plugins.voice.adapter import VitsAdapter
     from polysteer.plugins.voice.features import HELD_OUT
+    from polysteer.workflows.label_effect import Candidate, measure_effects
 
     torch.set_num_threads(1)
     adapter = VitsAdapter.load("joe")

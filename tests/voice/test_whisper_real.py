@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import polysteer as ps
-from polysteer.fileio import read_json
+from polysteer.io.fileio import read_json
 from polysteer.plugins.voice.wer import word_error_rate
 from polysteer.testing import probe_style
 

@@ -1,5 +1,5 @@
 """Measures of generated frames, registered so ``polysteer run`` experiments and label-by-effect
-(:mod:`polysteer.label_effect`) can use them."""
+(:mod:`polysteer.workflows.label_effect`) can use them."""
 
 from __future__ import annotations
 

@@ -1,0 +1,7 @@
+"""``python -m polysteer ...``: the same as the ``polysteer`` command."""
+
+import sys
+
+from polysteer.cli import main
+
+sys.exit(main())

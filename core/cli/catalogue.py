@@ -1,0 +1,84 @@
+"""``polysteer models``: list, install and verify every artifact of every plugin.
+
+Models, voices, ASR models and data sets come from the artifact catalogue
+(:mod:`polysteer.data.catalogue`), so an artifact a third-party plugin registers is listed, installed
+and verified here like the built-in ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from polysteer.cli import Command
+from polysteer.data.catalogue import KINDS, artifact, catalogue, plugin_of, status
+from polysteer.errors import PolysteerError
+
+
+def _models_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", nargs="?", default="list", choices=("list", "install", "verify"),
+                        help="list the catalogue (default), install an artifact, or re-hash it")
+    parser.add_argument("name", nargs="?", help="an artifact name (install/verify), e.g. smollm2")
+    parser.add_argument("--kind", choices=KINDS, help="list only this kind of artifact")
+    parser.add_argument("--verify", action="store_true",
+                        help="list: re-hash every installed artifact (slow for large models)")
+    parser.add_argument("--force", action="store_true", help="install: convert or fetch again")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _state(row: dict[str, Any]) -> str:
+    if not row["installed"]:
+        return "not installed"
+    if row["verified"] is None:
+        return "installed"
+    return "installed, verified" if row["verified"] else f"DAMAGED: {row['problems'][0]}"
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    header = ("name", "kind", "modality", "plugin", "state", "size", "licence", "package")
+    table = [header] + [(r["name"], r["kind"], r["modality"], r["plugin"], _state(r), r["size"],
+                         r["licence"].split(" (")[0].split(";")[0], r["package"]) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _models_run(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        rows = catalogue(rehash=args.verify, kind=args.kind)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            _print_table(rows)
+        return 0
+    if not args.name:
+        names = ", ".join(row["name"] for row in catalogue())
+        raise PolysteerError(f"`polysteer models {args.action}` needs a NAME; the catalogue has: {names}")
+    item = artifact(args.name)  # unknown names: an error with a did-you-mean
+    if args.action == "install":
+        folder = item.install(force=args.force)
+        if args.json:
+            print(json.dumps(status(item, plugin_of(args.name)), indent=2))
+        else:
+            print(folder)
+        return 0
+    row = status(item, plugin_of(args.name), rehash=True)
+    if not row["installed"]:
+        row["problems"] = item.verify() or [f"{item.name} is not installed; install it with "
+                                            f"`polysteer models install {item.name}`"]
+        row["verified"] = False
+    if args.json:
+        print(json.dumps(row, indent=2))
+    else:
+        for problem in row["problems"]:
+            print(problem, file=sys.stderr)
+        print(f"{item.name}: intact" if row["verified"] else
+              f"{item.name}: {len(row['problems'])} problem(s)")
+    return 0 if row["verified"] else 1
+
+
+MODELS_COMMAND = Command(
+    "list, install and verify every embedded artifact: models, voices, ASR models and data sets",
+    _models_args, _models_run)

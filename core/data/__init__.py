@@ -1,0 +1,1 @@
+"""Data on disk: the embedded-artifact catalogue, model manifests, named corpora and package fetching."""

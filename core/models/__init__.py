@@ -1,0 +1,1 @@
+"""Loading models by name or config, and the tiny built-in reference model."""

@@ -1,0 +1,39 @@
+"""Load a model through the adapter registered for its kind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from polysteer.config import validate_plugin_nodes
+from polysteer.io.paths import configs_dir
+from polysteer.plugin.manager import PluginManager, current_plugin_manager
+from polysteer.steering.adapter import ModelAdapter
+
+
+def load_model(kind: str | dict[str, Any], *, plugins: PluginManager | None = None,
+               **options: Any) -> ModelAdapter:
+    """Load a model, e.g. ``load_model("reference", n_layers=3)`` or ``load_model("smollm2")``.
+
+    ``kind`` is a registered adapter kind, the name of a shipped model config
+    (``configs/model/<name>.yaml``, e.g. ``smollm2``), or a config node ``{"kind": ..., ...}``.
+    Options are checked against the plugin's config schema when it registered one.
+    """
+    from omegaconf import OmegaConf
+
+    plugins = plugins or current_plugin_manager()
+    node = dict(kind) if isinstance(kind, dict) else _named_config(kind, plugins)
+    node.update(options)
+    checked = validate_plugin_nodes(OmegaConf.create({"model": node}), plugins)
+    node = OmegaConf.to_container(checked.model)
+    factory = plugins.adapters.get(node["kind"])
+    return factory(node)
+
+
+def _named_config(name: str, plugins: PluginManager) -> dict[str, Any]:
+    """``{"kind": name}`` for an adapter kind, else the shipped ``configs/model/<name>.yaml``."""
+    path = configs_dir() / "model" / f"{name}.yaml"
+    if name in plugins.adapters or not path.exists():
+        return {"kind": name}
+    return dict(yaml.safe_load(path.read_text()))

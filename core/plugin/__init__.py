@@ -1,0 +1,1 @@
+"""Plugin machinery: registries and the plugin manager (hook specs live in ``polysteer.hookspecs``)."""

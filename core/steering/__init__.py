@@ -1,0 +1,2 @@
+"""The steering runtime: the adapter protocol, step clock, layouts, site tables, generation
+records, interventions, schedules, styles and the ``steer()`` context."""

@@ -1,0 +1,1 @@
+"""Workflows written once for every modality: harvest, SAE training, experiments, the demo."""
