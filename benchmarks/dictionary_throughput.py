@@ -37,7 +37,7 @@ TEXTS = ["The committee will publish its report on the new rail line next month,
 
 def _dictionary(adapter):
     import polysteer as ps
-    from polysteer.features.dictionary import DictionaryInfo, SparseAutoencoder
+    from polysteer.features import DictionaryInfo, SparseAutoencoder
 
     try:
         return ps.resolve_dictionary("smollm2-res-sae"), "smollm2-res-sae"
@@ -87,8 +87,7 @@ def _harvest(args: argparse.Namespace) -> dict:
 
 
 def _train(args: argparse.Namespace) -> dict:
-    from polysteer.workflows.harvesting import ActivationStore
-    from polysteer.workflows.sae_training import TrainConfig, train_sae
+    from polysteer.workflows import ActivationStore, TrainConfig, train_sae
 
     store = ActivationStore.open(args.store)
     cfg = TrainConfig(d_features=args.d_features, k=args.k, batch_size=1024, steps=args.steps,

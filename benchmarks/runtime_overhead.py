@@ -14,7 +14,7 @@ import argparse
 import torch
 from overhead import cases, report, run_cases
 
-from polysteer.models.reference import ReferenceAdapter, ReferenceConfig, ReferenceLM
+from polysteer.models import ReferenceAdapter, ReferenceConfig, ReferenceLM
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ def _data(args: argparse.Namespace) -> torch.Tensor:
 
 
 def _sae(args: argparse.Namespace) -> dict:
-    from polysteer.workflows.sae_training import TrainConfig, train_sae
+    from polysteer.workflows import TrainConfig, train_sae
 
     cfg = TrainConfig(d_features=args.d_features, k=args.k, batch_size=args.batch_size,
                       steps=args.steps, eval_tokens=args.batch_size, log_every=args.steps)
@@ -52,8 +52,8 @@ def _baseline(args: argparse.Namespace) -> dict:
 
 
 def _harvest(args: argparse.Namespace) -> dict:
-    from polysteer.models.reference import ReferenceAdapter, ReferenceConfig, ReferenceLM, reference_prompts
-    from polysteer.workflows.harvesting import harvest
+    from polysteer.models import ReferenceAdapter, ReferenceConfig, ReferenceLM, reference_prompts
+    from polysteer.workflows import harvest
 
     adapter = ReferenceAdapter(ReferenceLM(ReferenceConfig(d_model=256, n_layers=4, n_heads=4)))
     ids = reference_prompts(samples=512, length=64, vocab=64)

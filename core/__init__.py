@@ -12,7 +12,7 @@ Quick tour::
     print(out.generated[0].tolist())                         # the new token ids
 """
 
-from polysteer.cli import Command
+from polysteer.cli.main import Command
 from polysteer.errors import (
     ConfigError,
     CorruptFileError,

@@ -2,6 +2,6 @@
 
 import sys
 
-from polysteer.cli import main
+from polysteer.cli.main import main
 
 sys.exit(main())

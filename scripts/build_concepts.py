@@ -56,8 +56,7 @@ def build_ablation(adapter, spec, model: str, main) -> list[int]:
     """Per-layer dictionaries for ``spec``; returns the kept layers."""
     import torch
 
-    from polysteer.workflows.concept_builder import batched, contrast_concept
-    from polysteer.workflows.harvesting import collect, renderer, row_selector
+    from polysteer.workflows import batched, collect, contrast_concept, renderer, row_selector
 
     layers = sorted({int(s.split(".")[1]) for s in adapter.sites() if s.endswith(".resid_post")})
     sites = [f"blocks.{layer}.resid_post" for layer in layers]

@@ -32,7 +32,7 @@ CLASSIFIER = ROOT / "configs" / "model" / "avatars-classifier"
 
 def _data(count: int, seed: int, start: int, cache: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Rendered avatars, sliced from a cached render of the same seed when one is given."""
-    from polysteer.io.fileio import read_tensors
+    from polysteer.io import read_tensors
     from polysteer.plugins.image.avatars import build_dataset
 
     if cache is not None and cache.exists() and f"seed{seed}" in cache.name:
@@ -43,7 +43,7 @@ def _data(count: int, seed: int, start: int, cache: Path | None) -> tuple[torch.
 
 
 def build_classifier(args: argparse.Namespace) -> None:
-    from polysteer.io.fileio import write_json
+    from polysteer.io import write_json
     from polysteer.plugins.image.avatars import ATTRIBUTES
     from polysteer.plugins.image.classifier import accuracy, train_classifier
 

@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     import polysteer as ps
-    from polysteer.io.paths import configs_dir
+    from polysteer.io import configs_dir
     from polysteer.plugins.image.sae import BuildConfig, build_sae, label_figure
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -22,7 +22,7 @@ def voice_args(description: str, argv: Sequence[str] | None) -> tuple[argparse.N
     ``build_voice_sae.py``)."""
     import torch
 
-    from polysteer.io.paths import configs_dir
+    from polysteer.io import configs_dir
     from polysteer.plugins.voice.adapter import VitsAdapter
 
     parser = argparse.ArgumentParser(description=description)

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from polysteer.io.fileio import read_json, read_tensors, write_folder, write_json, write_tensors
+from polysteer.io import read_json, read_tensors, write_folder, write_json, write_tensors
 from polysteer.plugins.image.avatars import (
     ATTRIBUTES,
     AttributeConditioner,

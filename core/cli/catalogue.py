@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from polysteer.cli import Command
+from polysteer.cli.main import Command
 from polysteer.data.catalogue import KINDS, artifact, catalogue, plugin_of, status
 from polysteer.errors import PolysteerError
 

@@ -10,8 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from polysteer.cli import Command, CommandError, Run, extension_for, load_model_arg, model_node
 from polysteer.cli.catalogue import MODELS_COMMAND
+from polysteer.cli.main import Command, CommandError, Run, extension_for, load_model_arg, model_node
 from polysteer.errors import PolysteerError
 from polysteer.io.console import say
 from polysteer.plugin.manager import current_plugin_manager

@@ -1,1 +1,46 @@
-"""Workflows written once for every modality: harvest, SAE training, experiments, the demo."""
+"""Workflows written once for every modality: harvest, SAE training, experiments, the demo.
+
+The names below are the declared surface plugins import (``from polysteer.workflows import
+...``); the modules inside are core's own business and may change."""
+
+from __future__ import annotations
+
+from polysteer.workflows.concept_builder import (
+    ConceptRecipe,
+    batched,
+    build_concept,
+    contrast_concept,
+    contrast_vector,
+    probe_concept,
+    probe_vector,
+)
+from polysteer.workflows.experiment import new_run_folder, run_experiment
+from polysteer.workflows.harvesting import (
+    ActivationStore,
+    Attribute,
+    Harvested,
+    Rendered,
+    Rows,
+    RowSelector,
+    collect,
+    harvest,
+    renderer,
+    row_selector,
+)
+from polysteer.workflows.label_effect import (
+    Candidate,
+    EffectMeasure,
+    correlated_candidates,
+    label_by_effect,
+    measure_effects,
+    probe_style,
+)
+from polysteer.workflows.sae_training import TrainConfig, loss_recovered, train_sae
+
+__all__ = [
+    "ActivationStore", "Attribute", "Candidate", "ConceptRecipe", "EffectMeasure", "Harvested",
+    "Rendered", "RowSelector", "Rows", "TrainConfig", "batched", "build_concept", "collect",
+    "contrast_concept", "contrast_vector", "correlated_candidates", "harvest", "label_by_effect",
+    "loss_recovered", "measure_effects", "new_run_folder", "probe_concept", "probe_style",
+    "probe_vector", "renderer", "row_selector", "run_experiment", "train_sae",
+]

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from polysteer import Generation, ModelAdapter, RowMap, SiteTable
-from polysteer.io.fileio import atomic_path
+from polysteer.io import atomic_path
 from polysteer.plugins.image.measures import brightness, warmth
 from polysteer.plugins.image.sites import denoiser_of, site_table
 

@@ -272,7 +272,7 @@ def save_avatar_pipeline(folder: Any, unet: Any, conditioner: AttributeCondition
     """
     from pathlib import Path
 
-    from polysteer.io.fileio import sha256_file, write_folder, write_json, write_tensors
+    from polysteer.io import sha256_file, write_folder, write_json, write_tensors
 
     def write(tmp: Path) -> None:
         from diffusers import DDIMScheduler
@@ -301,7 +301,7 @@ def load_avatar_pipeline(folder: Any, dtype: torch.dtype = torch.float32) -> Ava
 
     from diffusers import DDIMScheduler, UNet2DModel
 
-    from polysteer.io.fileio import read_json, read_tensors
+    from polysteer.io import read_json, read_tensors
 
     folder = Path(folder)
     unet = UNet2DModel.from_pretrained(folder / "unet", dtype=dtype).eval()

@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from polysteer.io.fileio import read_json, read_tensors, write_folder, write_json, write_tensors
-from polysteer.io.paths import configs_dir
+from polysteer.io import configs_dir, read_json, read_tensors, write_folder, write_json, write_tensors
 
 SHIPPED = "avatars-classifier"
 

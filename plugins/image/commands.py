@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from polysteer import Command
-from polysteer.cli import CommandError, GenerateExtension, Run
-from polysteer.cli.commands import add_generate_arguments, run_generate
+from polysteer.cli import CommandError, GenerateExtension, Run, add_generate_arguments, run_generate
 
 
 def parse_conditions(pairs: list[str]) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """Image concepts: directions in a denoiser's block activations, built through the core.
 
-Every source is a :class:`~polysteer.workflows.concept_builder.ConceptRecipe` for the core concept builder
-(:func:`polysteer.workflows.concept_builder.build_concept`) with the image plugin's renderers (``image``,
+Every source is a :class:`~polysteer.workflows.ConceptRecipe` for the core concept builder
+(:func:`polysteer.workflows.build_concept`) with the image plugin's renderers (``image``,
 ``image-noised``), row selector ``image-pooled`` and measured attribute ``image-measure`` (see
 :mod:`polysteer.plugins.image.harvest`). Four sources, each giving a one-feature
 :class:`~polysteer.DirectionSet` tied to the model's fingerprint and site (so a style can add it
@@ -37,7 +37,7 @@ import yaml
 from polysteer import DirectionSet
 from polysteer.errors import ConfigError
 from polysteer.plugins.image.harvest import region_cells
-from polysteer.workflows.concept_builder import ConceptRecipe, build_concept
+from polysteer.workflows import ConceptRecipe, build_concept
 
 __all__ = ["METHODS", "ImageConceptSpec", "build_image_concept", "condition_concept", "folder_concept",
            "measured_concept", "per_image_measure", "region_cells", "render_concept"]

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 
 from polysteer.errors import ConfigError
-from polysteer.steering.schedules import mask_region
-from polysteer.workflows.harvesting import Attribute, Rendered, Rows, RowSelector
+from polysteer.steering import mask_region
+from polysteer.workflows import Attribute, Rendered, Rows, RowSelector
 
 
 def window_steps(steps: int, window: Sequence[float]) -> list[int]:

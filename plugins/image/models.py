@@ -16,10 +16,9 @@ from typing import Any
 
 import torch
 
-from polysteer.data.catalogue import Artifact
+from polysteer.data import Artifact
 from polysteer.errors import CorruptFileError, PolysteerError
-from polysteer.io.fileio import read_json, sha256_file
-from polysteer.io.paths import configs_dir
+from polysteer.io import configs_dir, read_json, sha256_file
 
 EMBEDDED = ("avatars",)
 """Names of the pipelines shipped inside the package."""

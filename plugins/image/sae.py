@@ -4,7 +4,7 @@ Cells of one site (default ``up.1``: 16 x 16 cells of 128 channels) are harveste
 steps from unconditional and randomly conditioned samples, together with measures of each final
 image: the attribute classifier's probability of every value (``avatar_<attribute>_<value>``) and
 the image statistics (``brightness``, ``warmth``, ``saturation``, ``contrast``). A TopK SAE is trained
-on the cells with the core trainer (:func:`polysteer.workflows.sae_training.train_sae`). Labels come in two
+on the cells with the core trainer (:func:`polysteer.workflows.train_sae`). Labels come in two
 stages, as for the voice SAE:
 
 1. *candidates*: for each measure, the features whose per-image activation (mean over the cells
@@ -39,9 +39,15 @@ from typing import Any
 import torch
 
 from polysteer import SparseAutoencoder, Style, steer
-from polysteer.workflows.label_effect import Candidate, EffectMeasure, correlated_candidates, label_by_effect
-from polysteer.workflows.label_effect import probe_style as core_probe_style
-from polysteer.workflows.sae_training import TrainConfig, train_sae
+from polysteer.workflows import (
+    Candidate,
+    EffectMeasure,
+    TrainConfig,
+    correlated_candidates,
+    label_by_effect,
+    train_sae,
+)
+from polysteer.workflows import probe_style as core_probe_style
 
 SITE = "up.1"
 STEPS = 20
@@ -104,11 +110,10 @@ def harvest(adapter: Any, site: str = SITE, *, images: int = 256, batch: int = 3
     """Sample ``images`` avatars (half unconditional, half randomly conditioned; batch ``b`` uses seed
     ``seed + b``) capturing ``site`` at the denoising steps nearest to the progress points ``at``.
 
-    The core harvest (:func:`polysteer.workflows.harvesting.collect`) with renderer ``image`` and selector
+    The core harvest (:func:`polysteer.workflows.collect`) with renderer ``image`` and selector
     ``image-cells``; ``measures`` are taken on each batch's final images."""
     from polysteer.plugins.image.harvest import ImageRenderer, image_cells
-    from polysteer.workflows.concept_builder import batched
-    from polysteer.workflows.harvesting import collect
+    from polysteer.workflows import batched, collect
 
     conditions = random_conditions(images, seed)
     got = collect(adapter, batched(conditions, batch), [site],
@@ -221,7 +226,7 @@ def verify(adapter: Any, sae: SparseAutoencoder, found: Sequence[Candidate], flo
            measures: Measures = image_measures, progress: bool = True, tried: list[dict] | None = None
            ) -> dict[str, dict[str, Any]]:
     """Add every candidate on ``count`` held-out seeds and label those whose effect holds
-    (see the module docstring; core's :func:`~polysteer.workflows.label_effect.label_by_effect`); sets
+    (see the module docstring; core's :func:`~polysteer.workflows.label_by_effect`); sets
     ``sae.labels`` and returns the evidence per label. Every candidate's outcome is appended to
     ``tried`` when given."""
     result = label_by_effect(adapter, sae, found, count, image_effect(measures), intensity=intensity,

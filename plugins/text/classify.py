@@ -31,25 +31,24 @@ from typing import Any
 
 import torch
 
-from polysteer.features.classifier import (
+from polysteer.features import (
     OUTLIER_FACTOR,
     POOLS,
     ClassifierError,
     Driver,
     FeatureClassifier,
+    FeatureDictionary,
     binary_metrics,
     fit_linear,
     from_fit,
     pooled_features,
     roc_curve,
 )
-from polysteer.features.dictionary import FeatureDictionary
-from polysteer.io.plots import pyplot, save_png
+from polysteer.io import pyplot, save_png
 from polysteer.plugins.text.dictionary import DEFAULT_MAX_TOKENS
 from polysteer.plugins.text.harvest import TextRenderer, text_tokens
-from polysteer.steering.runtime import resolve_dictionary
-from polysteer.workflows.concept_builder import batched
-from polysteer.workflows.harvesting import collect
+from polysteer.steering import resolve_dictionary
+from polysteer.workflows import batched, collect
 
 # -- reading texts -------------------------------------------------------------------------------
 

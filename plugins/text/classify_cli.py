@@ -88,11 +88,10 @@ def _features(text: str | None) -> list[int | str] | None:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from polysteer.data.datasets import load_dataset
-    from polysteer.io.fileio import atomic_path, write_json
-    from polysteer.io.paths import home
+    from polysteer.data import load_dataset
+    from polysteer.io import atomic_path, home, write_json
     from polysteer.plugins.text.classify import compare, plot_roc
-    from polysteer.workflows.experiment import new_run_folder
+    from polysteer.workflows import new_run_folder
 
     data = load_dataset(args.data, text_column=args.text_column, label_column=args.label_column)
     if args.limit is not None:
@@ -133,8 +132,8 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from polysteer.data.datasets import load_dataset
-    from polysteer.features.classifier import resolve_classifier
+    from polysteer.data import load_dataset
+    from polysteer.features import resolve_classifier
     from polysteer.plugins.text.classify import predict_texts
 
     texts = list(args.texts)

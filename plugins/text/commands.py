@@ -12,9 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from polysteer import Command
-from polysteer.cli import CommandError, GenerateExtension, load_model_arg, side_by_side
-from polysteer.cli.commands import add_generate_arguments, run_generate
-from polysteer.io.paths import configs_dir
+from polysteer.cli import (
+    CommandError,
+    GenerateExtension,
+    add_generate_arguments,
+    load_model_arg,
+    run_generate,
+    side_by_side,
+)
+from polysteer.io import configs_dir
 from polysteer.plugins.text.classify_cli import CLASSIFY
 from polysteer.plugins.text.search_cli import SEARCH
 
@@ -141,7 +147,7 @@ def _concept_args(p: argparse.ArgumentParser) -> None:
 
 
 def _concept_run(args: argparse.Namespace) -> int:
-    from polysteer.io.paths import home
+    from polysteer.io import home
     from polysteer.plugins.text.concepts import ConceptSpec, build_concept
 
     spec_path = Path(args.spec)
@@ -241,7 +247,7 @@ def _labels_args(p: argparse.ArgumentParser) -> None:
 
 
 def _labels_run(args: argparse.Namespace) -> int:
-    from polysteer.features.labels import label_table, labels_path, load_labels, set_label
+    from polysteer.features import label_table, labels_path, load_labels, set_label
     from polysteer.plugins.text.labels import dictionary_folder, feature_card
 
     if args.action == "set":
@@ -269,7 +275,7 @@ def _labels_run(args: argparse.Namespace) -> int:
 
 
 def _labels_build(args: argparse.Namespace) -> int:
-    from polysteer.features.labels import apply_labels, keep_user_labels, label_table, labels_path
+    from polysteer.features import apply_labels, keep_user_labels, label_table, labels_path
     from polysteer.plugins.text.labels import (
         auto_label,
         collect_text_reports,
@@ -277,7 +283,7 @@ def _labels_build(args: argparse.Namespace) -> int:
         dictionary_folder,
         verify_labels,
     )
-    from polysteer.steering.runtime import resolve_dictionary
+    from polysteer.steering import resolve_dictionary
 
     folder = dictionary_folder(args.dictionary)
     adapter = load_text_model(args.model)

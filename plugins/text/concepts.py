@@ -12,7 +12,7 @@ a template), the site, and the recommended intensity::
     negative: ["sure, happy to help lol", ...]
 
 ``build_concept`` turns it into a one-feature :class:`~polysteer.DirectionSet` tied to the model's
-fingerprint and site through the core concept builder (:func:`polysteer.workflows.concept_builder.build_concept`,
+fingerprint and site through the core concept builder (:func:`polysteer.workflows.build_concept`,
 with the text plugin's renderer ``text`` and row selector ``text-tokens``); activations of every
 real token are used except attention sinks (the first token, and any token whose norm is far above
 the site's median: see :func:`~polysteer.plugins.text.harvest.keep_mask`).
@@ -31,9 +31,8 @@ import yaml
 from polysteer import DirectionSet
 from polysteer.errors import ConfigError
 from polysteer.plugins.text.harvest import OUTLIER_FACTOR, TextRenderer, keep_mask, text_tokens
-from polysteer.workflows.concept_builder import ConceptRecipe, batched
-from polysteer.workflows.concept_builder import build_concept as core_build_concept
-from polysteer.workflows.harvesting import collect
+from polysteer.workflows import ConceptRecipe, batched, collect
+from polysteer.workflows import build_concept as core_build_concept
 
 METHODS = ("mean-diff", "pca")
 __all__ = ["METHODS", "OUTLIER_FACTOR", "ConceptSpec", "build_concept", "harvest_tokens", "keep_mask",
@@ -76,7 +75,7 @@ class ConceptSpec:
         return ConceptSpec(**data, extra=extra)
 
     def recipe(self) -> ConceptRecipe:
-        """The core :class:`~polysteer.workflows.concept_builder.ConceptRecipe` this spec builds: renderer ``text``
+        """The core :class:`~polysteer.workflows.ConceptRecipe` this spec builds: renderer ``text``
         (left padding, no truncation), selector ``text-tokens``, 8 texts per batch, the site norm
         the median over positive and negative tokens; ``pca`` stretched to the mean difference."""
         positive, negative = self.texts()
@@ -97,7 +96,7 @@ def harvest_tokens(adapter: Any, texts: list[str], sites: list[str], batch_size:
                    ) -> dict[str, list[torch.Tensor]]:
     """Per site, per text, the ``(tokens, channels)`` activations, all sites in one pass each batch.
 
-    The core harvest (:func:`polysteer.workflows.harvesting.collect`) with renderer ``text`` (left padding, no
+    The core harvest (:func:`polysteer.workflows.collect`) with renderer ``text`` (left padding, no
     truncation) and selector ``text-tokens``: no padding, no first token, no attention sinks.
     """
     got = collect(adapter, batched(list(texts), batch_size), sites, renderer=TextRenderer(),

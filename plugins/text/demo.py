@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from polysteer import Style, load_model, steer
-from polysteer.io.paths import configs_dir
+from polysteer.io import configs_dir
 
 DEMO_STYLES = ("positive", "formal", "concise", "golden-gate", "pirate")
 DEMO_PROMPT = "Describe your morning in two sentences."

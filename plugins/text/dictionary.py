@@ -2,7 +2,7 @@
 
 The pieces:
 
-* :func:`harvest_texts`: texts -> :class:`~polysteer.workflows.harvesting.ActivationStore` (resumable), through
+* :func:`harvest_texts`: texts -> :class:`~polysteer.workflows.ActivationStore` (resumable), through
   the core harvest with the text plugin's renderer ``text`` (:func:`dictionary_renderer`: plain
   texts, no chat template, right padding, truncated to ``max_tokens``) and row selector
   ``text-tokens``, which drops padding, each text's first token and attention sinks (tokens
@@ -30,7 +30,7 @@ import yaml
 
 from polysteer.errors import ConfigError
 from polysteer.plugins.text.harvest import OUTLIER_FACTOR, TextRenderer, keep_mask, text_tokens
-from polysteer.workflows.sae_training import TrainConfig
+from polysteer.workflows import TrainConfig
 
 DEFAULT_MAX_TOKENS = 128
 
@@ -70,7 +70,7 @@ def harvest_texts(adapter: Any, texts: Sequence[str], sites: Sequence[str], fold
     Resumes an unfinished store in ``folder`` (same texts, order and settings give the same rows);
     the forward pass stops after the deepest site.
     """
-    from polysteer.workflows.harvesting import harvest
+    from polysteer.workflows import harvest
 
     batches = text_batches(texts, batch_size, seed)
     info = {"max_tokens": max_tokens, "texts": len(texts), "seed": seed, **(details or {})}
@@ -82,7 +82,7 @@ def harvest_texts(adapter: Any, texts: Sequence[str], sites: Sequence[str], fold
 # -- loss recovered ------------------------------------------------------------------------------
 def next_token_loss(adapter: Any, max_tokens: int = DEFAULT_MAX_TOKENS):
     """``loss_fn(texts)``: mean next-token cross-entropy over real tokens (right padding, so
-    position 0 is every text's first token: what :func:`~polysteer.workflows.sae_training.splice` skips)."""
+    position 0 is every text's first token: what :func:`~polysteer.workflows.splice` skips)."""
     def loss_fn(texts: Sequence[str]) -> torch.Tensor:
         encoded = adapter.encode(list(texts), chat=False, max_tokens=max_tokens, padding_side="right")
         ids, mask = encoded["input_ids"], encoded["attention_mask"].bool()
@@ -96,7 +96,7 @@ def next_token_loss(adapter: Any, max_tokens: int = DEFAULT_MAX_TOKENS):
 def text_loss_recovered(adapter: Any, sae: Any, site: str, texts: Sequence[str],
                         max_tokens: int = DEFAULT_MAX_TOKENS, batch_size: int = 8) -> dict[str, float]:
     """Clean / zero-ablated / spliced next-token loss on ``texts`` and the loss recovered."""
-    from polysteer.workflows.sae_training import loss_recovered
+    from polysteer.workflows import loss_recovered
 
     batches = [list(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
     with torch.no_grad():
@@ -142,7 +142,7 @@ class DictionaryConfig:
     description: str = ""
 
     def store_folder(self) -> Path:
-        from polysteer.io.paths import home
+        from polysteer.io import home
 
         if self.harvest.folder:
             return Path(self.harvest.folder).expanduser()
@@ -150,7 +150,7 @@ class DictionaryConfig:
         return home() / "activations" / f"{model}-{self.name}-{self.site}"
 
     def output_folder(self) -> Path:
-        from polysteer.io.paths import home
+        from polysteer.io import home
 
         return Path(self.output).expanduser() if self.output else home() / "dictionaries" / self.name
 
@@ -212,7 +212,7 @@ def parse_config(data: Any, overrides: Sequence[str] = (), where: str = "config"
 
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> DictionaryConfig:
     """Read a dictionary config YAML (a path, or a name under configs/dictionary/)."""
-    from polysteer.io.paths import configs_dir
+    from polysteer.io import configs_dir
 
     p = Path(path)
     if not p.exists():
@@ -231,7 +231,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Dicti
 # -- the pipeline --------------------------------------------------------------------------------
 def load_texts(cfg: DataConfig, progress: bool = True) -> tuple[list[str], list[str]]:
     """(train texts, held-out texts) from every dataset in ``cfg``, deterministic."""
-    from polysteer.data.datasets import load_dataset
+    from polysteer.data import load_dataset
 
     train, held = [], []
     for name in cfg.datasets:
@@ -266,7 +266,8 @@ def harvest_from_config(cfg: DictionaryConfig, adapter: Any, progress: bool = Tr
 def _check_store_matches(folder: Path, details: dict) -> None:
     """An existing store in ``folder`` must come from the same texts and settings (else resuming
     or reusing it would mix corpora): a clear error naming what differs."""
-    from polysteer.workflows.harvesting import MANIFEST, ActivationStore
+    from polysteer.data import MANIFEST
+    from polysteer.workflows import ActivationStore
 
     if not (folder / MANIFEST).exists():
         return
@@ -281,7 +282,7 @@ def _check_store_matches(folder: Path, details: dict) -> None:
 def train_from_config(cfg: DictionaryConfig, adapter: Any, progress: bool = True,
                       output: str | os.PathLike | None = None):
     """Harvest if needed, train, measure loss recovered, save; returns ``(sae, metrics, folder)``."""
-    from polysteer.workflows.sae_training import train_sae
+    from polysteer.workflows import train_sae
 
     store = harvest_from_config(cfg, adapter, progress)
     _, held = load_texts(cfg.data, progress=False)

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from polysteer.workflows.harvesting import Rendered, Rows, RowSelector
+from polysteer.workflows import Rendered, Rows, RowSelector
 
 OUTLIER_FACTOR = 10.0
 

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from polysteer import FeatureDictionary, resolve_dictionary, steer
-from polysteer.io.fileio import atomic_path
-from polysteer.steering.runtime import OUTLIER_FACTOR
+from polysteer.features import OUTLIER_FACTOR
+from polysteer.io import atomic_path
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Labels for text features: top contexts, promoted tokens, a rule-made label, verified by effect.
 
 * :func:`collect_text_reports` runs the model over texts and streams the dictionary's feature
-  values into :class:`~polysteer.features.labels.FeatureReport` s, then adds each feature's top contexts
+  values into :class:`~polysteer.features.FeatureReport` s, then adds each feature's top contexts
   with the firing token highlighted (``…the «cat» sat…``) and the tokens it promotes through the
   unembedding (decoder direction, times the final norm's weight, through ``lm_head``).
 * :func:`auto_label` names each feature by rule: its most frequent firing token if that dominates
@@ -26,16 +26,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from polysteer.features.dictionary import FeatureDictionary
-from polysteer.features.labels import (
+from polysteer.features import (
+    FeatureDictionary,
     FeatureReport,
     ReportCollector,
     apply_labels,
     keep_user_labels,
 )
-from polysteer.steering.runtime import dictionary_search_path, resolve_dictionary, steer
-from polysteer.steering.style import Style
-from polysteer.workflows.label_effect import Candidate, EffectMeasure, measure_effects
+from polysteer.steering import Style, dictionary_search_path, resolve_dictionary, steer
+from polysteer.workflows import Candidate, EffectMeasure, measure_effects
 
 NEUTRAL_PROMPTS = (
     "The weather today is",
@@ -344,7 +343,7 @@ def verify_labels(adapter: Any, dictionary: FeatureDictionary | str, reports: Se
     For each feature (all, or ``features``) with label tokens, steer with it (``add`` at
     ``intensity`` site norms) over ``prompts`` and score the mean log-probability of its label
     tokens in the next-token distribution, steered minus unsteered, over every prompt position
-    (core's :func:`~polysteer.workflows.label_effect.measure_effects` with the ``text-logprob`` measure).
+    (core's :func:`~polysteer.workflows.measure_effects` with the ``text-logprob`` measure).
     A score not above ``threshold`` flags the label. Returns a row per verified feature:
     ``{"feature", "label", "score", "flagged", "tokens"}``.
     """
@@ -427,7 +426,7 @@ def dictionary_folder(ref: str) -> Path:
 
 def corpus_texts(datasets: Sequence[str], limit: int, seed: int = 0) -> list[str]:
     """Up to ``limit`` texts of each dataset (a stratified sample where it has more), in order."""
-    from polysteer.data.datasets import load_dataset
+    from polysteer.data import load_dataset
 
     texts: list[str] = []
     for name in datasets:

@@ -20,17 +20,21 @@ from typing import Any
 
 import torch
 
-from polysteer.data.catalogue import Artifact, verify_folder
-from polysteer.data.manifest import MODEL_MANIFEST, folder_problems, is_complete, write_model_manifest
+from polysteer.data import (
+    MODEL_MANIFEST,
+    Artifact,
+    folder_problems,
+    is_complete,
+    verify_folder,
+    write_model_manifest,
+)
 from polysteer.errors import (
     CorruptFileError,
     MissingDependencyError,
     PolysteerError,
 )
-from polysteer.io.console import say
-from polysteer.io.fileio import sha256_file, staged_folder
-from polysteer.io.paths import home
-from polysteer.plugin.registry import catalogue_entry
+from polysteer.io import home, say, sha256_file, staged_folder
+from polysteer.plugin import catalogue_entry
 
 MANIFEST = MODEL_MANIFEST
 _TRANSFORMERS_PIP = "pip install 'transformers>=4.46'"

@@ -34,8 +34,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 
 def _search_run(args: argparse.Namespace) -> int:
-    from polysteer.features.search import search_labels, similar_features
-    from polysteer.steering.runtime import resolve_dictionary
+    from polysteer.features import search_labels, similar_features
+    from polysteer.steering import resolve_dictionary
 
     modes = [bool(args.query), bool(args.like), bool(args.positive or args.negative or args.data)]
     if sum(modes) != 1:
@@ -62,7 +62,7 @@ def _search_run(args: argparse.Namespace) -> int:
 
 def _texts(items: list[str]) -> list[str]:
     """Example texts: literal strings, or the texts of files among them."""
-    from polysteer.data.datasets import load_dataset
+    from polysteer.data import load_dataset
 
     out: list[str] = []
     for item in items:
@@ -72,11 +72,11 @@ def _texts(items: list[str]) -> list[str]:
 
 
 def _contrast(args: argparse.Namespace, dictionary) -> list[tuple[int, str, str]]:
-    from polysteer.features.search import contrast_features
+    from polysteer.features import contrast_features
     from polysteer.plugins.text.classify import drop_sinks, text_activations
 
     if args.data:
-        from polysteer.data.datasets import load_dataset
+        from polysteer.data import load_dataset
 
         if not args.label:
             raise PolysteerError("--data needs --label: which label's texts are the positive examples")

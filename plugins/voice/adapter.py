@@ -42,7 +42,7 @@ from polysteer import (
     Site,
     SiteTable,
 )
-from polysteer.io.fileio import atomic_path
+from polysteer.io import atomic_path
 from polysteer.plugins.voice.phonemes import phonemes_to_ids, phonemize
 from polysteer.plugins.voice.vits import load_vits_folder, synthesize
 

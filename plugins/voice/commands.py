@@ -12,8 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from polysteer import Command, load_style, steer
-from polysteer.cli import CommandError, GenerateExtension, Run, load_model_arg, output_stem
-from polysteer.cli.commands import add_generate_arguments, run_generate
+from polysteer.cli import (
+    CommandError,
+    GenerateExtension,
+    Run,
+    add_generate_arguments,
+    load_model_arg,
+    output_stem,
+    run_generate,
+)
 from polysteer.errors import MissingDependencyError
 
 
@@ -57,7 +64,7 @@ def spectrogram_png(path: Path, waves: list[tuple[str, Any]], sample_rate: int) 
     import torch
     import torchaudio
 
-    from polysteer.io.plots import pyplot, save_png
+    from polysteer.io import pyplot, save_png
 
     plt = pyplot()
     if plt is None:

@@ -1,9 +1,9 @@
 """Voice features built through the core: probes on measured attributes and contrastive pairs.
 
-Everything here is the core harvest (:func:`polysteer.workflows.harvesting.collect` with the voice plugin's
+Everything here is the core harvest (:func:`polysteer.workflows.collect` with the voice plugin's
 renderer ``speech``, selector ``voice-positions`` and attribute ``phoneme-measure``, see
 :mod:`polysteer.plugins.voice.harvest`) plus the core concept builders
-(:func:`polysteer.workflows.concept_builder.probe_concept`, :func:`polysteer.workflows.concept_builder.contrast_vector`,
+(:func:`polysteer.workflows.probe_concept`, :func:`polysteer.workflows.contrast_vector`,
 :func:`polysteer.direction_set`); nothing is voice-specific in the dictionaries themselves.
 
 * **Measured attributes.** Sentences are synthesised (fixed seed) while a site is captured; the
@@ -34,10 +34,8 @@ from typing import Any
 import torch
 
 from polysteer import DirectionSet, Style, direction_set
-from polysteer.steering.runtime import steer
-from polysteer.workflows.concept_builder import batched, contrast_vector, probe_concept, probe_vector
-from polysteer.workflows.harvesting import Harvested
-from polysteer.workflows.label_effect import probe_style
+from polysteer.steering import steer
+from polysteer.workflows import Harvested, batched, contrast_vector, probe_concept, probe_style, probe_vector
 
 PROBE_SITE = "text_encoder.layers.5"
 PITCH_SITE = "text_encoder.project"  # after the split: moves pitch, leaves durations alone
@@ -115,7 +113,7 @@ def _collect(adapter: Any, sentences: Sequence[Any], sites: Sequence[str], *, se
     ``voice-positions``), with the phoneme measures as per-row values (pitch and centroid only
     with ``measure``)."""
     from polysteer.plugins.voice.harvest import SpeechRenderer, phoneme_measure, voice_positions
-    from polysteer.workflows.harvesting import collect
+    from polysteer.workflows import collect
 
     names = ("log_duration", "pitch", "centroid") if measure else ("log_duration",)
     return collect(adapter, batched(list(sentences), 1), list(sites),
@@ -141,7 +139,7 @@ def harvest(adapter: Any, sentences: Sequence[Any], sites: Sequence[str], *, see
 def probe_direction(acts: list[torch.Tensor], values: list[torch.Tensor],
                     ridge: float = 0.1) -> tuple[torch.Tensor, float]:
     """A ridge probe from phoneme activations to a measured value (NaN rows left out), and its
-    correlation with the value on the training rows (:func:`polysteer.workflows.concept_builder.probe_vector`)."""
+    correlation with the value on the training rows (:func:`polysteer.workflows.probe_vector`)."""
     rows = torch.cat(acts)
     got = Harvested(["x"], len(acts), rows={"x": rows},
                     example={"x": torch.zeros(len(rows), dtype=torch.long)},
@@ -187,7 +185,7 @@ def measure_effect(adapter: Any, dictionary: DirectionSet, feature: str,
 
 def one_feature_style(dictionary: DirectionSet, feature: str, **component: Any) -> Style:
     """A one-component ``add`` style over an in-memory dictionary (core's
-    :func:`~polysteer.workflows.label_effect.probe_style`, named after the feature)."""
+    :func:`~polysteer.workflows.probe_style`, named after the feature)."""
     return probe_style(dictionary, feature, name=feature, **component)
 
 
@@ -196,7 +194,7 @@ def build_voice_dictionaries(adapter: Any, *, prefix: str = "joe", progress: boo
     """Every shipped voice dictionary of ``adapter``'s voice, by name (``<prefix>-pitch``, ...).
 
     One core harvest of the training sentences gives the probes (:func:`polysteer.probe_concept`)
-    and the statements the intonation contrasts (:func:`polysteer.workflows.concept_builder.contrast_vector`) start
+    and the statements the intonation contrasts (:func:`polysteer.workflows.contrast_vector`) start
     from; each dictionary's site norm is the median norm of the statements' phoneme rows at its site.
     Rebuilt on joe, the vectors and scales equal the shipped files'; the site norm of ``joe-pitch``
     is 0.02% lower (11.1923 vs 11.1940): the builder before the core one dropped the first

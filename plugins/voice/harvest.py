@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from polysteer.workflows.harvesting import Attribute, Rendered, Rows, RowSelector
+from polysteer.workflows import Attribute, Rendered, Rows, RowSelector
 
 PHONEME_MEASURES = ("pitch", "centroid", "log_duration")
 FRAME_MEASURES = ("pitch", "centroid", "level", "flatness")

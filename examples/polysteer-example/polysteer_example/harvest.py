@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from polysteer.workflows.harvesting import Rendered, Rows
+from polysteer.workflows import Rendered, Rows
 
 
 class FramePrompts:

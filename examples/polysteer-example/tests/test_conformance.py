@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from polysteer.steering.runtime import steer
+from polysteer.steering import steer
 from polysteer.testing import AdapterConformance
 
 from polysteer_example import ExampleConvAdapter, TinyWaveNet, WaveNetConfig, example_frames

@@ -105,7 +105,7 @@ def test_centroid_shift_measure(register_plugin, plugin_manager) -> None:
 
 def test_label_by_effect_names_a_feature_by_what_it_does_to_the_centroid(register_plugin) -> None:
     from polysteer import direction_set
-    from polysteer.workflows.label_effect import Candidate, label_by_effect
+    from polysteer.workflows import Candidate, label_by_effect
 
     register_plugin(polysteer_example, "example")
     adapter = load_model("example-conv")
