@@ -7,6 +7,7 @@ It uses exactly the public registration hooks a third-party plugin uses.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +21,9 @@ from polysteer.steering.interventions import BUILTIN_INTERVENTIONS
 from polysteer.steering.schedules import BUILTIN_ENVELOPES, BUILTIN_MASKS
 from polysteer.steering.step import BUILTIN_PHASES
 from polysteer.workflows.demo import high_token_fraction
+
+SHIPPED = Path(__file__).parent / "shipped"
+"""Files core ships (``dictionary/reference-high-tokens``)."""
 
 
 @dataclass
@@ -97,6 +101,11 @@ def polysteer_register_schedules(registry):
 def polysteer_register_position_masks(registry):
     for name, factory in BUILTIN_MASKS.items():
         registry.register(name, factory)
+
+
+@hookimpl
+def polysteer_register_shipped_folders(registry):
+    registry.register("core", SHIPPED, description="the reference model's demo dictionary")
 
 
 @hookimpl

@@ -45,6 +45,11 @@ def polysteer_register_step_phases(registry: Any) -> None:
 
 
 @hookspec
+def polysteer_register_shipped_folders(registry: Any) -> None:
+    """Register a folder of shipped files: ``registry.register(name, folder)``, ``folder/dictionary/``..."""
+
+
+@hookspec
 def polysteer_register_measures(registry: Any) -> None:
     """Register measures: ``registry.register(name, measure(generation, baseline) -> float)``."""
 

@@ -3,14 +3,14 @@
 import torch
 
 from polysteer import load_dictionary
-from polysteer.io.paths import configs_dir
+from polysteer.builtins import SHIPPED
 from polysteer.models.reference import ReferenceAdapter
 from polysteer.workflows.demo import build_demo_dictionary, high_token_fraction
 
 
 def test_shipped_dictionary_is_reproducible():
     adapter = ReferenceAdapter()
-    shipped = load_dictionary(configs_dir() / "dictionary" / "reference-high-tokens")
+    shipped = load_dictionary(SHIPPED / "dictionary" / "reference-high-tokens")
     rebuilt = build_demo_dictionary(adapter)
     assert torch.allclose(shipped.directions, rebuilt.directions, atol=1e-6)
     assert abs(shipped.info.site_norm - rebuilt.info.site_norm) < 1e-4

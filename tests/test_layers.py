@@ -4,11 +4,11 @@ declared surface (each sub-package's ``__init__``, never its inner modules)."""
 from __future__ import annotations
 
 import ast
-import tomllib
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "core"

@@ -37,12 +37,26 @@ def test_every_package_directory_is_in_the_wheel(wheel):
             assert f"{package}/{module.name}" in names, f"{package}/{module.name} missing from the wheel"
 
 
-def test_shipped_configs_and_dictionaries_are_in_the_wheel(wheel):
+def test_configs_hold_yaml_only():
+    other = [p for p in (ROOT / "configs").rglob("*") if p.is_file() and p.suffix not in (".yaml", ".py")
+             and "__pycache__" not in p.parts]
+    assert not other, f"configs/ is for YAML; ship weights in a plugin's shipped/ folder: {other}"
+
+
+SHIPPED = {"core/shipped": "polysteer/shipped", "plugins/text/shipped": "polysteer/plugins/text/shipped",
+           "plugins/image/shipped": "polysteer/plugins/image/shipped",
+           "plugins/voice/shipped": "polysteer/plugins/voice/shipped", "configs": "polysteer/configs"}
+
+
+def test_shipped_configs_weights_and_dictionaries_are_in_the_wheel(wheel):
     names = set(wheel.namelist())
-    for path in (ROOT / "configs").rglob("*"):
-        if path.is_file() and path.suffix in (".yaml", ".json", ".safetensors"):
-            rel = path.relative_to(ROOT / "configs").as_posix()
-            assert f"polysteer/configs/{rel}" in names, f"configs/{rel} missing from the wheel"
+    for source, target in SHIPPED.items():
+        files = [p for p in (ROOT / source).rglob("*")
+                 if p.is_file() and p.suffix in (".yaml", ".json", ".safetensors")]
+        assert files, f"nothing shipped under {source}"
+        for path in files:
+            rel = path.relative_to(ROOT / source).as_posix()
+            assert f"{target}/{rel}" in names, f"{source}/{rel} missing from the wheel"
 
 
 def test_console_script_and_pytest_plugin_entry_points(wheel):

@@ -498,10 +498,11 @@ def load_classifier(path: str | os.PathLike, plugins: Any = None) -> FeatureClas
 
 def classifier_search_path(base_dir: Path | None = None) -> list[Path]:
     """Folders a classifier name is looked up in, in order."""
-    from polysteer.io.paths import configs_dir, home
+    from polysteer.io.paths import home
+    from polysteer.plugin.manager import current_plugin_manager
 
     return [*([base_dir] if base_dir else []), Path.cwd(), home() / "classifiers",
-            configs_dir() / "classifier"]
+            *current_plugin_manager().shipped_folders("classifier")]
 
 
 def resolve_classifier(ref: str | os.PathLike | FeatureClassifier, base_dir: Path | None = None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from torch import nn
 from polysteer.errors import CorruptFileError, DictionaryMismatchError, SteeringError, did_you_mean
 from polysteer.features.fingerprint import ModelFingerprint
 from polysteer.io.fileio import read_json, read_tensors, write_folder, write_json, write_tensors
+from polysteer.io.paths import home
+from polysteer.plugin.manager import PluginManager, current_plugin_manager
 
 FORMAT_VERSION = 1
 SAE_ACTIVATIONS = ("topk", "jumprelu", "relu")
@@ -333,3 +336,45 @@ def _is_native(path: Path) -> bool:
 NATIVE_FORMAT = DictionaryFormat(detect=_is_native, load=load_dictionary,
                                  save=lambda d, path: d.save(path))
 """polysteer's own format: ``dictionary.json`` + ``dictionary.safetensors``."""
+
+
+# -- finding dictionaries by name ----------------------------------------------------------------
+def dictionary_search_path(base_dir: Path | None = None,
+                           plugins: PluginManager | None = None) -> list[Path]:
+    """Folders a dictionary name is looked up in, in order: ``base_dir``, the working folder, the
+    cache (``$POLYSTEER_HOME/dictionaries``), then the ``dictionary`` folder every plugin ships."""
+    folders = [base_dir] if base_dir else []
+    shipped = (plugins or current_plugin_manager()).shipped_folders("dictionary")
+    return [*folders, Path.cwd(), home() / "dictionaries", *shipped]
+
+
+@lru_cache(maxsize=32)
+def _load_cached(path: str, mtime_ns: int, manager: PluginManager) -> FeatureDictionary:
+    for entry in manager.dictionary_formats:
+        fmt = entry.value
+        if fmt.detect(Path(path)):
+            return manager.dictionary_formats.get(entry.name).load(Path(path))
+    return load_dictionary(path)
+
+
+def resolve_dictionary(ref: Any, base_dir: Path | None = None,
+                       plugins: PluginManager | None = None) -> FeatureDictionary:
+    """A loaded dictionary from a :class:`FeatureDictionary`, a folder path, or a name.
+
+    Names are looked up in :func:`dictionary_search_path`; the folder is read by the first
+    registered dictionary format that recognises it (loads are cached while the folder is
+    unchanged).
+    """
+    if isinstance(ref, FeatureDictionary):
+        return ref
+    if not isinstance(ref, str | Path):
+        raise SteeringError(f"dictionary must be a path or a name, got {type(ref).__name__}")
+    for folder in dictionary_search_path(base_dir, plugins):
+        candidate = folder / ref
+        if candidate.is_dir():
+            stat = candidate.stat()
+            return _load_cached(str(candidate.resolve()), stat.st_mtime_ns,
+                                plugins or current_plugin_manager())
+    searched = ", ".join(str(f) for f in dictionary_search_path(base_dir, plugins))
+    raise FileNotFoundError(f"dictionary {str(ref)!r} not found; looked in: {searched}. Build it "
+                            "(e.g. polysteer concept build) or give a folder path")

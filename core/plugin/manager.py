@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -44,6 +45,7 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "schedules": ("polysteer_register_schedules", "schedule"),
     "position_masks": ("polysteer_register_position_masks", "position mask"),
     "step_phases": ("polysteer_register_step_phases", "step phase"),
+    "shipped": ("polysteer_register_shipped_folders", "shipped folder"),
     "measures": ("polysteer_register_measures", "measure"),
     "renderers": ("polysteer_register_renderers", "renderer"),
     "row_selectors": ("polysteer_register_row_selectors", "row selector"),
@@ -108,6 +110,7 @@ class PluginManager:
         self.schedules = Registry("schedule")
         self.position_masks = Registry("position mask")
         self.step_phases = Registry("step phase")
+        self.shipped = Registry("shipped folder")
         self.measures = Registry("measure")
         self.renderers = Registry("renderer")
         self.row_selectors = Registry("row selector")
@@ -134,6 +137,10 @@ class PluginManager:
     def phases(self) -> dict[str, Any]:
         """Every registered step phase (:class:`~polysteer.steering.step.Phase`), by name."""
         return {entry.name: entry.value for entry in self.step_phases}
+    def shipped_folders(self, kind: str) -> list[Path]:
+        """The ``kind`` sub-folder (``dictionary``, ``classifier``...) of every folder plugins ship, in
+        registration order (built-ins first), where it exists."""
+        return [Path(e.value) / kind for e in self.shipped if (Path(e.value) / kind).is_dir()]
 
     def register(self, plugin: Any, name: str, *, version: str | None = None,
                  builtin: bool = False) -> bool:

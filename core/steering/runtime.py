@@ -19,7 +19,6 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,7 @@ import torch
 
 from polysteer.errors import ConfigError, PolysteerError, RegistryError, SteeringError
 from polysteer.features.classifier import StreamingScore, resolve_classifier
-from polysteer.features.dictionary import FeatureDictionary
-from polysteer.io.paths import configs_dir, home
+from polysteer.features.dictionary import FeatureDictionary, resolve_dictionary
 from polysteer.plugin.manager import PluginManager, current_plugin_manager
 from polysteer.steering.adapter import ModelAdapter, SiteBinding
 from polysteer.steering.step import RowMap, Step, StepClock
@@ -46,45 +44,6 @@ Intensity = float | Sequence[float]
 """One intensity for every sample, or one per logical sample of the batch."""
 
 
-# -- dictionaries --------------------------------------------------------------------------------
-def dictionary_search_path(base_dir: Path | None = None) -> list[Path]:
-    """Folders a dictionary name is looked up in, in order."""
-    folders = [base_dir] if base_dir else []
-    return [*folders, Path.cwd(), home() / "dictionaries", configs_dir() / "dictionary"]
-
-
-@lru_cache(maxsize=32)
-def _load_cached(path: str, mtime_ns: int, manager: PluginManager) -> FeatureDictionary:
-    from polysteer.features.dictionary import load_dictionary
-
-    for entry in manager.dictionary_formats:
-        fmt = entry.value
-        if fmt.detect(Path(path)):
-            return manager.dictionary_formats.get(entry.name).load(Path(path))
-    return load_dictionary(path)
-
-
-def resolve_dictionary(ref: Any, base_dir: Path | None = None,
-                       plugins: PluginManager | None = None) -> FeatureDictionary:
-    """A loaded dictionary from a :class:`FeatureDictionary`, a folder path, or a name.
-
-    Names are looked up in :func:`dictionary_search_path`; the folder is read by the first
-    registered dictionary format that recognises it (loads are cached while the folder is
-    unchanged).
-    """
-    if isinstance(ref, FeatureDictionary):
-        return ref
-    if not isinstance(ref, str | Path):
-        raise SteeringError(f"dictionary must be a path or a name, got {type(ref).__name__}")
-    for folder in dictionary_search_path(base_dir):
-        candidate = folder / ref
-        if candidate.is_dir():
-            stat = candidate.stat()
-            return _load_cached(str(candidate.resolve()), stat.st_mtime_ns,
-                                plugins or current_plugin_manager())
-    searched = ", ".join(str(f) for f in dictionary_search_path(base_dir))
-    raise FileNotFoundError(f"dictionary {str(ref)!r} not found; looked in: {searched}. Build it "
-                            "(e.g. polysteer concept build) or give a folder path")
 
 
 # -- compiled pieces -----------------------------------------------------------------------------

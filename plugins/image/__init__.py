@@ -15,6 +15,7 @@ Everything that imports diffusers is imported lazily.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from polysteer import Requirement, hookimpl
@@ -40,6 +41,15 @@ def load_diffusers(node: dict[str, Any]):
 
     return DiffusersAdapter.load(node.get("name", "avatars"), node.get("dtype", "float32"),
                                  node.get("device", "cpu"))
+
+SHIPPED = Path(__file__).parent / "shipped"
+"""Files this plugin ships: the avatars model, its attribute classifier and its dictionaries."""
+
+
+@hookimpl
+def polysteer_register_shipped_folders(registry):
+    registry.register("image", SHIPPED,
+                      description="the avatars model, its attribute classifier and its dictionaries")
 
 
 @hookimpl

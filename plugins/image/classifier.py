@@ -3,7 +3,7 @@
 One convolutional trunk (about 20k parameters) with a softmax head per attribute of
 :data:`~polysteer.plugins.image.avatars.ATTRIBUTES`, trained on rendered avatars (with blur and
 noise so it also reads the softer images the diffusion model draws). Shipped next to the model as
-``configs/model/avatars-classifier`` and exposed as measures ``avatar_<attribute>_<value>``
+``plugins/image/shipped/model/avatars-classifier`` and exposed as measures ``avatar_<attribute>_<value>``
 (the probability of that value, one number per image).
 """
 
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from polysteer.io import configs_dir, read_json, read_tensors, write_folder, write_json, write_tensors
+from polysteer.io import read_json, read_tensors, write_folder, write_json, write_tensors
 
 SHIPPED = "avatars-classifier"
 
@@ -63,7 +63,9 @@ class AttributeClassifier(nn.Module):
 
 def load_classifier(folder: str | Path | None = None) -> AttributeClassifier:
     """The shipped avatar classifier, or one saved in ``folder``."""
-    folder = Path(folder) if folder is not None else configs_dir() / "model" / SHIPPED
+    from polysteer.plugins.image import SHIPPED as shipped_dir
+
+    folder = Path(folder) if folder is not None else shipped_dir / "model" / SHIPPED
     cfg = read_json(folder / "config.json")
     model = AttributeClassifier(dict(cfg["attributes"]), cfg["width"])
     model.load_state_dict(read_tensors(folder / "model.safetensors"))

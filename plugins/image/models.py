@@ -18,7 +18,7 @@ import torch
 
 from polysteer.data import Artifact
 from polysteer.errors import CorruptFileError, PolysteerError
-from polysteer.io import configs_dir, read_json, sha256_file
+from polysteer.io import read_json, sha256_file
 
 EMBEDDED = ("avatars",)
 """Names of the pipelines shipped inside the package."""
@@ -26,7 +26,9 @@ EMBEDDED = ("avatars",)
 
 def embedded_folder(name: str) -> Path:
     """Where the shipped pipeline ``name`` lives (inside the installed package)."""
-    return configs_dir() / "model" / name
+    from polysteer.plugins.image import SHIPPED
+
+    return SHIPPED / "model" / name
 
 
 def pipeline_folder(name_or_path: str | Path) -> Path:

@@ -8,6 +8,7 @@ Everything that imports transformers is imported lazily, so polysteer starts wit
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from polysteer import Requirement, hookimpl
@@ -33,6 +34,15 @@ def load_transformers(node: dict[str, Any]):
 
     return TransformersAdapter.load(node.get("name", "smollm2"), node.get("dtype", "float32"),
                                     node.get("device", "cpu"))
+
+SHIPPED = Path(__file__).parent / "shipped"
+"""Files this plugin ships: SmolLM2 concept dictionaries, the residual SAE and the SMS-spam classifier."""
+
+
+@hookimpl
+def polysteer_register_shipped_folders(registry):
+    registry.register("text", SHIPPED, description="SmolLM2 concept dictionaries, the residual SAE "
+                                                   "and the SMS-spam classifier")
 
 
 @hookimpl

@@ -129,7 +129,7 @@ class HarvestConfig:
 
 @dataclass
 class DictionaryConfig:
-    """A whole ``polysteer dictionary`` run; see ``configs/dictionary/smollm2-res-sae.yaml``."""
+    """A whole ``polysteer dictionary`` run; see ``plugins/text/shipped/dictionary/smollm2-res-sae.yaml``."""
 
     name: str
     site: str

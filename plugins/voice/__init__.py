@@ -13,10 +13,20 @@ registers (and ``polysteer plugins`` lists the install that fixes it) without th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from polysteer import hookimpl
 from polysteer.plugins.voice import whisper
 from polysteer.plugins.voice.measures import VOICE_MEASURES
 from polysteer.plugins.voice.requirements import MEASURES_REQUIRE
+
+SHIPPED = Path(__file__).parent / "shipped"
+"""Files this plugin ships: the joe voice's probe and SAE dictionaries."""
+
+
+@hookimpl
+def polysteer_register_shipped_folders(registry):
+    registry.register("voice", SHIPPED, description="the joe voice's probe and SAE dictionaries")
 
 
 @hookimpl

@@ -6,7 +6,7 @@ import torch
 pytest.importorskip("diffusers")
 
 import polysteer as ps  # noqa: E402
-from polysteer.io.paths import configs_dir  # noqa: E402
+from polysteer.plugins.image import SHIPPED  # noqa: E402
 from polysteer.plugins.image.classifier import shipped_classifier  # noqa: E402
 from polysteer.plugins.image.models import verify  # noqa: E402
 
@@ -35,7 +35,7 @@ def distributions(images: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def test_shipped_model_is_small_fp16_and_verified(avatars):
-    folder = configs_dir() / "model" / "avatars"
+    folder = SHIPPED / "model" / "avatars"
     verify(folder)
     weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
     assert weights.stat().st_size < 12_000_000
