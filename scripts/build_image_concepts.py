@@ -5,10 +5,10 @@
     python scripts/build_image_concepts.py --classifier     # retrain the classifier too
     python scripts/build_image_concepts.py avatars-smile    # only these concepts
 
-Classifier (``plugins/image/shipped/model/avatars-classifier``): trained on avatars
-``0 .. --train-images - 1`` of the seed-0 render set (the diffusion model's training set; ``--data``
-reuses its cached render), evaluated on the held-out avatars ``28000 .. 29999`` (seed 0) and on 2000 fresh ones (seed 1);
-accuracies go to ``metrics.json`` beside the weights.
+Classifier (``plugins/image/shipped/model/avatars-classifier``): trained on avatars ``0 .. --train-
+images - 1`` of the seed-0 render set (the diffusion model's training set; ``--data`` reuses its
+cached render), evaluated on the held-out avatars ``28000 .. 29999`` (seed 0) and on 2000 fresh ones
+(seed 1); accuracies go to ``metrics.json`` beside the weights.
 
 Concepts: every ``configs/image-concepts/avatars-*.yaml`` (:class:`ImageConceptSpec`) becomes
 ``configs/dictionary/<name>`` built on the shipped ``avatars`` model by
