@@ -34,7 +34,8 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
         if isinstance(node, ast.Import):
             found.extend((a.name, top) for a in node.names if a.name.startswith("polysteer"))
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("polysteer"):
-            submodules = [f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in MODULES]
+            submodules = [f"{node.module}.{a.name}" for a in node.names
+                          if f"{node.module}.{a.name}" in MODULES]
             found.extend((m, top) for m in submodules or [node.module])
         for child in ast.iter_child_nodes(node):
             nested = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)

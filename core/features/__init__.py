@@ -2,6 +2,12 @@
 concept math, labels, feature search and feature classifiers.
 
 The names below are the declared surface plugins import (``from polysteer.features import
+...``); the modules inside are core's own business and may change.
+
+The names below are the declared surface plugins import (``from polysteer.features import
+...``); the modules inside are core's own business and may change.
+
+The names below are the declared surface plugins import (``from polysteer.features import
 ...``); the modules inside are core's own business and may change."""
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ from polysteer.features.dictionary import (
     DirectionSet,
     FeatureDictionary,
     SparseAutoencoder,
+    dictionary_search_path,
     load_dictionary,
+    resolve_dictionary,
 )
 from polysteer.features.fingerprint import ModelFingerprint, fingerprint
 from polysteer.features.labels import (
@@ -52,8 +60,9 @@ __all__ = [
     "ClassifierError", "DictionaryFormat", "DictionaryInfo", "DirectionSet", "Driver",
     "FeatureClassifier", "FeatureDictionary", "FeatureReport", "ModelFingerprint", "OUTLIER_FACTOR",
     "POOLS", "ReportCollector", "SparseAutoencoder", "apply_labels", "binary_metrics",
-    "contrast_features", "difference_of_means", "direction_set", "fingerprint", "fit_linear",
-    "from_fit", "keep_user_labels", "label_table", "labels_path", "linear_probe", "load_classifier",
-    "load_dictionary", "load_labels", "median_norm", "pca_of_differences", "pooled_features",
-    "resolve_classifier", "roc_curve", "search_labels", "set_label", "similar_features",
+    "contrast_features", "dictionary_search_path", "difference_of_means", "direction_set",
+    "fingerprint", "fit_linear", "from_fit", "keep_user_labels", "label_table", "labels_path",
+    "linear_probe", "load_classifier", "load_dictionary", "load_labels", "median_norm",
+    "pca_of_differences", "pooled_features", "resolve_classifier", "resolve_dictionary",
+    "roc_curve", "search_labels", "set_label", "similar_features",
 ]

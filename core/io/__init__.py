@@ -1,6 +1,12 @@
 """Files and output: atomic writes, safetensors/JSON I/O, cache paths, console messages and figures.
 
 The names below are the declared surface plugins import (``from polysteer.io import
+...``); the modules inside are core's own business and may change.
+
+The names below are the declared surface plugins import (``from polysteer.io import
+...``); the modules inside are core's own business and may change.
+
+The names below are the declared surface plugins import (``from polysteer.io import
 ...``); the modules inside are core's own business and may change."""
 
 from __future__ import annotations

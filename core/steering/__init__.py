@@ -2,20 +2,20 @@
 records, interventions, schedules, styles and the ``steer()`` context.
 
 The names below are the declared surface plugins import (``from polysteer.steering import
+...``); the modules inside are core's own business and may change.
+
+The names below are the declared surface plugins import (``from polysteer.steering import
+...``); the modules inside are core's own business and may change.
+
+The names below are the declared surface plugins import (``from polysteer.steering import
 ...``); the modules inside are core's own business and may change."""
 
 from __future__ import annotations
 
 from polysteer.steering.adapter import ModelAdapter
 from polysteer.steering.generation import Generation, token_lengths
-from polysteer.steering.layout import BCHW, BCT, BPC, InTuple, Layout, MaybeTuple, layout
-from polysteer.steering.runtime import (
-    Steering,
-    SteeringWarning,
-    dictionary_search_path,
-    resolve_dictionary,
-    steer,
-)
+from polysteer.steering.layout import BCHW, BCT, BPC, InTuple, Layout, MaybeTuple, layout_named
+from polysteer.steering.runtime import Steering, SteeringWarning, steer
 from polysteer.steering.schedules import mask_region
 from polysteer.steering.sites import Site, SiteBinding, SiteTable, UnknownSiteError
 from polysteer.steering.step import Phase, RowMap, Step, StepClock
@@ -24,7 +24,6 @@ from polysteer.steering.style import Component, Rule, Style, blend, load_style
 __all__ = [
     "BCHW", "BCT", "BPC", "Component", "Generation", "InTuple", "Layout", "MaybeTuple",
     "ModelAdapter", "Phase", "RowMap", "Rule", "Site", "SiteBinding", "SiteTable", "Steering",
-    "SteeringWarning", "Step", "StepClock", "Style", "UnknownSiteError", "blend",
-    "dictionary_search_path", "layout", "load_style", "mask_region", "resolve_dictionary", "steer",
-    "token_lengths",
+    "SteeringWarning", "Step", "StepClock", "Style", "UnknownSiteError", "blend", "layout_named",
+    "load_style", "mask_region", "steer", "token_lengths",
 ]

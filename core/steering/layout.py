@@ -109,7 +109,7 @@ class MaybeTuple:
 _NAMED: dict[str, Layout] = {"bpc": BPC(), "bct": BCT(), "bchw": BCHW()}
 
 
-def layout(name: str) -> Layout:
+def layout_named(name: str) -> Layout:
     """A layout by name: ``bpc``, ``bct``, ``bchw``; prefix ``tuple:`` for item 0 of a tuple."""
     base = name.removeprefix("tuple:")
     if base not in _NAMED:

@@ -42,12 +42,12 @@ from polysteer.features import (
     fit_linear,
     from_fit,
     pooled_features,
+    resolve_dictionary,
     roc_curve,
 )
 from polysteer.io import pyplot, save_png
 from polysteer.plugins.text.dictionary import DEFAULT_MAX_TOKENS
 from polysteer.plugins.text.harvest import TextRenderer, text_tokens
-from polysteer.steering import resolve_dictionary
 from polysteer.workflows import batched, collect
 
 # -- reading texts -------------------------------------------------------------------------------

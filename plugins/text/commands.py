@@ -275,7 +275,13 @@ def _labels_run(args: argparse.Namespace) -> int:
 
 
 def _labels_build(args: argparse.Namespace) -> int:
-    from polysteer.features import apply_labels, keep_user_labels, label_table, labels_path
+    from polysteer.features import (
+        apply_labels,
+        keep_user_labels,
+        label_table,
+        labels_path,
+        resolve_dictionary,
+    )
     from polysteer.plugins.text.labels import (
         auto_label,
         collect_text_reports,
@@ -283,7 +289,6 @@ def _labels_build(args: argparse.Namespace) -> int:
         dictionary_folder,
         verify_labels,
     )
-    from polysteer.steering import resolve_dictionary
 
     folder = dictionary_folder(args.dictionary)
     adapter = load_text_model(args.model)

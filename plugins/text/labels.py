@@ -31,9 +31,11 @@ from polysteer.features import (
     FeatureReport,
     ReportCollector,
     apply_labels,
+    dictionary_search_path,
     keep_user_labels,
+    resolve_dictionary,
 )
-from polysteer.steering import Style, dictionary_search_path, resolve_dictionary, steer
+from polysteer.steering import Style, steer
 from polysteer.workflows import Candidate, EffectMeasure, measure_effects
 
 NEUTRAL_PROMPTS = (

@@ -34,8 +34,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 
 def _search_run(args: argparse.Namespace) -> int:
-    from polysteer.features import search_labels, similar_features
-    from polysteer.steering import resolve_dictionary
+    from polysteer.features import resolve_dictionary, search_labels, similar_features
 
     modes = [bool(args.query), bool(args.like), bool(args.positive or args.negative or args.data)]
     if sum(modes) != 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from polysteer.steering.layout import BCHW, BCT, BPC, InTuple, MaybeTuple, layout
+from polysteer.steering.layout import BCHW, BCT, BPC, InTuple, MaybeTuple, layout_named
 
 
 def _t(*shape: int) -> torch.Tensor:
@@ -106,10 +106,10 @@ def test_maybe_tuple_handles_tensor_and_tuple():
 
 
 def test_layout_by_name():
-    assert isinstance(layout("bpc"), BPC)
-    assert isinstance(layout("bct"), BCT)
-    assert isinstance(layout("bchw"), BCHW)
-    lay = layout("tuple:bchw")
+    assert isinstance(layout_named("bpc"), BPC)
+    assert isinstance(layout_named("bct"), BCT)
+    assert isinstance(layout_named("bchw"), BCHW)
+    lay = layout_named("tuple:bchw")
     assert isinstance(lay, InTuple) and isinstance(lay.inner, BCHW) and lay.index == 0
     native = (_t(2, 3, 4, 4), None)
     assert lay.read(native).shape == (2, 16, 3)
@@ -119,5 +119,5 @@ def test_layout_by_name():
 @pytest.mark.parametrize("name", ["bhwc", "BPC", "tuple:", "tuple:nope", "", "bpc:tuple"])
 def test_bad_layout_names_error_with_choices(name):
     with pytest.raises(ValueError, match="bchw") as info:
-        layout(name)
+        layout_named(name)
     assert repr(name) in str(info.value)
