@@ -76,7 +76,9 @@ def test_argparse_usage_errors_stay_argparse(plugin_manager, capsys):
 
 
 def _cli_module(path: Path) -> bool:
-    return path.name in ("cli.py", "commands.py") or path.name.endswith("_cli.py")
+    """Core's CLI package, and a plugin's ``commands.py`` / ``*_cli.py``."""
+    return (path.parent.name == "cli" and path.parent.parent.name == "core"
+            or path.name in ("cli.py", "commands.py") or path.name.endswith("_cli.py"))
 
 
 @pytest.mark.parametrize("folder", ["core", "plugins"])

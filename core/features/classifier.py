@@ -470,7 +470,7 @@ def from_fit(fit: LinearFit, *, name: str, classes: tuple[str, str], site: str, 
 
 def load_classifier(path: str | os.PathLike, plugins: Any = None) -> FeatureClassifier:
     """Load a classifier folder; its dictionary is resolved by name and checked by digest."""
-    from polysteer.steering.runtime import resolve_dictionary
+    from polysteer.features.dictionary import resolve_dictionary
 
     path = Path(path)
     meta_path = path / "classifier.json"

@@ -18,9 +18,8 @@ from typing import NamedTuple
 
 import torch
 
+from polysteer.features.classifier import POOLS
 from polysteer.features.dictionary import FeatureDictionary
-
-POOLS = ("max", "mean")
 
 
 class LabelMatch(NamedTuple):

@@ -7,6 +7,9 @@ The names below are the declared surface plugins import (``from polysteer.models
 ...``); the modules inside are core's own business and may change.
 
 The names below are the declared surface plugins import (``from polysteer.models import
+...``); the modules inside are core's own business and may change.
+
+The names below are the declared surface plugins import (``from polysteer.models import
 ...``); the modules inside are core's own business and may change."""
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ The names below are the declared surface plugins import (``from polysteer.steeri
 ...``); the modules inside are core's own business and may change.
 
 The names below are the declared surface plugins import (``from polysteer.steering import
+...``); the modules inside are core's own business and may change.
+
+The names below are the declared surface plugins import (``from polysteer.steering import
 ...``); the modules inside are core's own business and may change."""
 
 from __future__ import annotations

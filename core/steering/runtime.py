@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from polysteer.errors import ConfigError, PolysteerError, RegistryError, SteeringError
-from polysteer.features.classifier import StreamingScore, resolve_classifier
+from polysteer.features.classifier import OUTLIER_FACTOR, StreamingScore, resolve_classifier
 from polysteer.features.dictionary import FeatureDictionary, resolve_dictionary
 from polysteer.plugin.manager import PluginManager, current_plugin_manager
 from polysteer.steering.adapter import ModelAdapter, SiteBinding
@@ -36,9 +36,6 @@ from polysteer.steering.style import Component, Rule, Style, load_style
 class SteeringWarning(UserWarning):
     """Some components of a style did not apply to this model."""
 
-
-OUTLIER_FACTOR = 10.0
-"""Rule read-outs skip tokens whose norm exceeds this many site norms (attention sinks)."""
 
 Intensity = float | Sequence[float]
 """One intensity for every sample, or one per logical sample of the batch."""

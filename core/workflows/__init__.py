@@ -7,6 +7,9 @@ The names below are the declared surface plugins import (``from polysteer.workfl
 ...``); the modules inside are core's own business and may change.
 
 The names below are the declared surface plugins import (``from polysteer.workflows import
+...``); the modules inside are core's own business and may change.
+
+The names below are the declared surface plugins import (``from polysteer.workflows import
 ...``); the modules inside are core's own business and may change."""
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from polysteer.workflows.concept_builder import (
 )
 from polysteer.workflows.experiment import new_run_folder, run_experiment
 from polysteer.workflows.harvesting import (
+    STORE_MANIFEST,
     ActivationStore,
     Attribute,
     Harvested,
@@ -45,8 +49,8 @@ from polysteer.workflows.sae_training import TrainConfig, loss_recovered, train_
 
 __all__ = [
     "ActivationStore", "Attribute", "Candidate", "ConceptRecipe", "EffectMeasure", "Harvested",
-    "Rendered", "RowSelector", "Rows", "TrainConfig", "batched", "build_concept", "collect",
-    "contrast_concept", "contrast_vector", "correlated_candidates", "harvest", "label_by_effect",
-    "loss_recovered", "measure_effects", "new_run_folder", "probe_concept", "probe_style",
-    "probe_vector", "renderer", "row_selector", "run_experiment", "train_sae",
+    "Rendered", "RowSelector", "Rows", "STORE_MANIFEST", "TrainConfig", "batched", "build_concept",
+    "collect", "contrast_concept", "contrast_vector", "correlated_candidates", "harvest",
+    "label_by_effect", "loss_recovered", "measure_effects", "new_run_folder", "probe_concept",
+    "probe_style", "probe_vector", "renderer", "row_selector", "run_experiment", "train_sae",
 ]

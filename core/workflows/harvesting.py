@@ -49,7 +49,7 @@ from polysteer.io.fileio import read_json, write_json, write_tensors
 
 FORMAT = "polysteer-activations"
 VERSION = 1
-MANIFEST = "manifest.json"
+STORE_MANIFEST = "manifest.json"
 DEFAULT_SHARD_TOKENS = 65_536
 
 RowFilter = Callable[[torch.Tensor, Any], torch.Tensor]
@@ -185,7 +185,7 @@ class ActivationStore:
                details: dict | None = None) -> ActivationStore:
         """Start an empty store in ``folder``; an existing store there is an error (use :meth:`open`)."""
         folder = Path(folder)
-        if (folder / MANIFEST).exists():
+        if (folder / STORE_MANIFEST).exists():
             raise FileExistsError(f"{folder} already holds an activation store: open it with "
                                   "ActivationStore.open (to resume) or choose another folder")
         if not sites or len(set(sites)) != len(sites):
@@ -204,7 +204,7 @@ class ActivationStore:
     def open(folder: str | os.PathLike) -> ActivationStore:
         """Open an existing store; a damaged manifest or shard list is a :class:`CorruptFileError`."""
         folder = Path(folder)
-        manifest = read_json(folder / MANIFEST)
+        manifest = read_json(folder / STORE_MANIFEST)
         _validate_manifest(manifest, folder)
         return ActivationStore(folder, manifest)
 
@@ -344,7 +344,7 @@ class ActivationStore:
             raise KeyError(f"site {site!r} is not in this store (sites: {self.sites})")
 
     def _write_manifest(self) -> None:
-        write_json(self.folder / MANIFEST, self.manifest)
+        write_json(self.folder / STORE_MANIFEST, self.manifest)
 
 
 def _validate_manifest(manifest: Any, folder: Path) -> None:
@@ -362,7 +362,7 @@ def _validate_manifest(manifest: Any, folder: Path) -> None:
             if any(int(n) < 0 for n in shard["tokens"].values()):
                 raise ValueError(f"negative token count in {shard}")
     except (KeyError, TypeError, ValueError) as err:
-        raise CorruptFileError(f"{folder / MANIFEST} is not a valid activation manifest ({err}); "
+        raise CorruptFileError(f"{folder / STORE_MANIFEST} is not a valid activation manifest ({err}); "
                                "harvest again into a new folder") from err
 
 
@@ -599,7 +599,7 @@ def _open_or_create(adapter: Any, sites: Sequence[str], folder: str | os.PathLik
     """Resume the store in ``folder`` if it matches, else start one; a mismatch is an error."""
     folder = Path(folder)
     model = adapter.model_fingerprint
-    if not (folder / MANIFEST).exists():
+    if not (folder / STORE_MANIFEST).exists():
         d_in = {adapter.bind(s).channels for s in sites}
         if len(d_in) != 1:
             raise ValueError(f"sites {list(sites)} have different widths {sorted(d_in)}: harvest "

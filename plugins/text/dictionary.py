@@ -266,10 +266,9 @@ def harvest_from_config(cfg: DictionaryConfig, adapter: Any, progress: bool = Tr
 def _check_store_matches(folder: Path, details: dict) -> None:
     """An existing store in ``folder`` must come from the same texts and settings (else resuming
     or reusing it would mix corpora): a clear error naming what differs."""
-    from polysteer.data import MANIFEST
-    from polysteer.workflows import ActivationStore
+    from polysteer.workflows import STORE_MANIFEST, ActivationStore
 
-    if not (folder / MANIFEST).exists():
+    if not (folder / STORE_MANIFEST).exists():
         return
     stored = ActivationStore.open(folder).manifest.get("details", {})
     differ = {k: (stored.get(k), v) for k, v in details.items() if stored.get(k) != v}
