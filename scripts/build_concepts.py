@@ -5,9 +5,10 @@
     python scripts/build_concepts.py formal pirate   # only these concepts (and their ablations, if any)
     python scripts/build_concepts.py --no-ablation   # skip the per-layer ablation dictionaries
 
-Each spec ``configs/concepts/NAME.yaml`` becomes ``configs/dictionary/MODEL-NAME`` exactly as
-``polysteer concept build configs/concepts/NAME.yaml -o configs/dictionary/MODEL-NAME`` would build
-it (the same ``build_concept``; the model is loaded once here).
+Each spec ``configs/concepts/NAME.yaml`` becomes ``plugins/text/shipped/dictionary/MODEL-NAME``
+exactly as ``polysteer concept build configs/concepts/NAME.yaml -o
+plugins/text/shipped/dictionary/MODEL-NAME`` would build it (the same ``build_concept``; the model
+is loaded once here).
 
 Ablation ("abliteration"): for each concept in ``ABLATIONS`` the same difference of means is taken
 at every layer's ``resid_post`` (one harvest pass captures all layers). Projecting a direction out
@@ -15,7 +16,7 @@ sets its read-out to zero, which erases the concept only where ordinary text sit
 at layers where neutral text has a large offset along the direction, projecting it out *moves*
 every token (it injects the concept, or breaks the model). So a layer is kept when the mean read-out
 of neutral text is within ``MAX_NEUTRAL_LEVEL`` of zero (in units of the concept's scale, the
-positive-minus-negative distance). Kept layers are saved as ``configs/dictionary/MODEL-NAME-LNN``
+positive-minus-negative distance). Kept layers are saved as ``plugins/text/shipped/dictionary/MODEL-NAME-LNN``
 and listed in the generated style ``configs/style/abliterate-NAME.yaml`` (one ``ablate`` component
 per layer).
 
@@ -32,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCEPTS = ROOT / "configs" / "concepts"
-DICTIONARIES = ROOT / "configs" / "dictionary"
+DICTIONARIES = ROOT / "plugins" / "text" / "shipped" / "dictionary"
 STYLES = ROOT / "configs" / "style"
 
 # Concepts that get per-layer ablation dictionaries and an abliterate-NAME style.

@@ -11,7 +11,7 @@ cached render), evaluated on the held-out avatars ``28000 .. 29999`` (seed 0) an
 (seed 1); accuracies go to ``metrics.json`` beside the weights.
 
 Concepts: every ``configs/image-concepts/avatars-*.yaml`` (:class:`ImageConceptSpec`) becomes
-``configs/dictionary/<name>`` built on the shipped ``avatars`` model by
+``plugins/image/shipped/dictionary/<name>`` built on the shipped ``avatars`` model by
 :func:`~polysteer.plugins.image.concepts.build_image_concept`. Nothing here is needed at run time.
 """
 
@@ -26,8 +26,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCEPTS = ROOT / "configs" / "image-concepts"
-DICTIONARIES = ROOT / "configs" / "dictionary"
-CLASSIFIER = ROOT / "configs" / "model" / "avatars-classifier"
+DICTIONARIES = ROOT / "plugins" / "image" / "shipped" / "dictionary"
+CLASSIFIER = ROOT / "plugins" / "image" / "shipped" / "model" / "avatars-classifier"
 
 
 def _data(count: int, seed: int, start: int, cache: Path | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,11 +24,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     import polysteer as ps
-    from polysteer.io import configs_dir
+    from polysteer.plugins.image import SHIPPED
     from polysteer.plugins.image.sae import BuildConfig, build_sae, label_figure
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=configs_dir() / "dictionary",
+    parser.add_argument("--out", type=Path, default=SHIPPED / "dictionary",
                         help="folder the dictionary is written to (default: the shipped ones)")
     parser.add_argument("--model", default="avatars", help="shipped name or avatar pipeline folder")
     parser.add_argument("--figure", type=Path, help="also draw the labelled features into this PNG")

@@ -22,11 +22,11 @@ def voice_args(description: str, argv: Sequence[str] | None) -> tuple[argparse.N
     ``build_voice_sae.py``)."""
     import torch
 
-    from polysteer.io import configs_dir
+    from polysteer.plugins.voice import SHIPPED
     from polysteer.plugins.voice.adapter import VitsAdapter
 
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--out", type=Path, default=configs_dir() / "dictionary",
+    parser.add_argument("--out", type=Path, default=SHIPPED / "dictionary",
                         help="folder the dictionaries are written to (default: the shipped ones)")
     parser.add_argument("--voice", default="joe", help="embedded voice (default joe) or a VITS folder")
     args = parser.parse_args(argv)

@@ -23,7 +23,7 @@ stages, as for the voice SAE:
 
 The evidence of every labelled feature (correlation, where and how hard it was added, the change of
 its measure and the largest changes of the other measures: side effects) is kept in
-``sae.info.details["labels"]``. ``python scripts/build_image_sae.py [--out configs/dictionary]``
+``sae.info.details["labels"]``. ``python scripts/build_image_sae.py [--out plugins/image/shipped/dictionary]``
 rebuilds the shipped ``avatars-up.1-sae``.
 """
 

@@ -19,7 +19,7 @@ renderer ``speech``, selector ``voice-positions`` and attribute ``phoneme-measur
 Each feature is then checked by effect: held-out sentences are synthesised at a few intensities and
 the measured pitch, centroid, speaking rate and Whisper word error rate are stored in the
 dictionary's details (``details.effect``).
-``python scripts/build_voice_dictionaries.py [--out configs/dictionary]`` rebuilds the shipped
+``python scripts/build_voice_dictionaries.py [--out plugins/voice/shipped/dictionary]`` rebuilds the shipped
 dictionaries of the embedded voice (``joe-pitch``, ``joe-brightness``, ``joe-rate``,
 ``joe-intonation``) in a few minutes on one CPU thread.
 """

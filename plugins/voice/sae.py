@@ -13,7 +13,7 @@ centroid, level, spectral flatness). A TopK SAE is trained on the frames with th
    its correlation is labelled ``<measure>+`` (or ``-``) with the measured change recorded in
    ``info.details["labels"]``. Other features keep ``feature N``.
 
-``python scripts/build_voice_sae.py [--out configs/dictionary]`` rebuilds the shipped
+``python scripts/build_voice_sae.py [--out plugins/voice/shipped/dictionary]`` rebuilds the shipped
 ``joe-decoder-sae``.
 """
 
