@@ -104,3 +104,20 @@ def test_unknown_names_get_a_did_you_mean_and_exit_2(toy, capsys):
 def test_artifact_kinds_are_checked():
     with pytest.raises(ValueError, match="kind 'weights'"):
         Artifact("x", "weights", "text", "", "", "", "", locate=Path, installer=lambda f, p: Path())
+
+
+def test_models_verify_takes_a_local_folder_polysteer_converted(toy, tmp_path, capsys):
+    folder = toy.install()
+    copy = tmp_path / "my-copy"
+    copy.mkdir()
+    for item in folder.iterdir():
+        (copy / item.name).write_bytes(item.read_bytes())
+    assert main(["models", "verify", str(copy)]) == 0
+    assert f"{copy}: intact" in capsys.readouterr().out
+    (copy / "weights.bin").write_bytes(b"\x01" * 64)  # same size, other bytes
+    assert main(["models", "verify", str(copy), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["verified"] is False
+    plain = tmp_path / "not-converted"
+    plain.mkdir()
+    assert main(["models", "verify", str(plain)]) == 2
+    assert "has no polysteer-model.json" in capsys.readouterr().err
