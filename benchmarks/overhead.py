@@ -144,6 +144,19 @@ def run_cases(adapter, styles: dict[str, ps.Style], generate: Callable[[Any], An
     return results
 
 
+def record_case(raw: Callable[[], Any], plain: Callable[[], Any], tokens: int, repeats: int,
+                key: str) -> dict[str, float]:
+    """The cost of an unsteered ``adapter.generate`` (its step clock and generation record) against
+    the model called directly: ``<key>_ratio``, ``<key>_hook_ratio`` and per-step costs."""
+    timing = interleaved(raw, plain, repeats)
+    hooks = hook_seconds(plain, max(3, repeats // 3))
+    return {f"{key}_ratio": round(timing["ratio"], 4),
+            f"{key}_hook_ratio": round((timing["plain_s"] + hooks) / timing["plain_s"], 4),
+            f"{key}_plain_ms_per_step": round(timing["plain_s"] / tokens * 1e3, 3),
+            f"{key}_overhead_us_per_step": round((timing["steered_s"] - timing["plain_s"]) / tokens * 1e6, 1),
+            f"{key}_hook_us_per_step": round(hooks / tokens * 1e6, 1)}
+
+
 def report(title: str, results: dict[str, float], as_json: bool) -> None:
     """Print the results as one JSON object or as a table."""
     if as_json:

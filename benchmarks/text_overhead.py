@@ -3,6 +3,8 @@
 64 new tokens (forced: ``min_new_tokens`` = ``max_new_tokens``, so both sides do the same work),
 greedy, batch 1 and 8, for one direction, a 3-component style and a reactive rule reading a
 feature every step. Targets: ratio <= 1.02 (one direction) and <= 1.05 (the others).
+``unsteered_record`` compares an unsteered ``adapter.generate`` (step clock and generation record)
+with the transformers model's own ``generate``.
 
     python benchmarks/text_overhead.py [--model smollm2] [--tokens 64] [--repeats 3] [--json]
 """
@@ -11,7 +13,8 @@ from __future__ import annotations
 
 import argparse
 
-from overhead import cases, report, run_cases
+import torch
+from overhead import cases, record_case, report, run_cases
 
 import polysteer as ps
 
@@ -36,6 +39,12 @@ def main() -> None:
         return adapter.generate(encoded, max_new_tokens=args.tokens, min_new_tokens=args.tokens)
 
     results = run_cases(adapter, styles, generate, batches, args.tokens, args.repeats)
+    for batch, encoded in batches.items():  # the record and step clock of an unsteered generate
+        def raw(encoded=encoded):
+            with torch.no_grad():
+                adapter.model.generate(**encoded, max_new_tokens=args.tokens, min_new_tokens=args.tokens)
+        results.update(record_case(raw, lambda encoded=encoded: generate(encoded), args.tokens,
+                                   args.repeats, f"unsteered_record_batch{batch}"))
     report(f"{args.model}, {args.tokens} new tokens, greedy, median of {args.repeats} interleaved pairs",
            results, args.json)
 
