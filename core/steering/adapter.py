@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -28,6 +30,11 @@ from polysteer.steering.step import RowMap, StepClock
 
 if TYPE_CHECKING:
     from polysteer.steering.runtime import Steering
+
+
+_ATTACHED: ContextVar[Mapping[int, tuple[StepClock, ...]]] = ContextVar(
+    "polysteer_attached_clocks", default=MappingProxyType({}))
+"""id(adapter) -> the clocks attached to it in this context (a thread, an asyncio task)."""
 
 
 class ModelAdapter(ABC):
@@ -53,7 +60,6 @@ class ModelAdapter(ABC):
                             "both sites() and bind())")
         self.model = model
         self.name = name
-        self._clocks: list[StepClock] = []
 
     # -- to implement ---------------------------------------------------------------------------
     def site_table(self) -> SiteTable:
@@ -126,7 +132,7 @@ class ModelAdapter(ABC):
             hook.polysteer_on_error(adapter=self, error=error)
             raise
         finally:
-            for clock in self._clocks:  # a later direct forward pass is not this generation's
+            for clock in self.attached_clocks:  # a later direct forward pass is not this generation's
                 clock.current = None
         record.steps = tuple(recorder.history)
         hook.polysteer_after_generate(adapter=self, inputs=inputs, outputs=record)
@@ -134,7 +140,7 @@ class ModelAdapter(ABC):
 
     def begin_generation(self, total_steps: int | None) -> None:
         """Tell every attached clock that a generation of ``total_steps`` passes starts."""
-        for clock in self._clocks:
+        for clock in self.attached_clocks:
             clock.begin(total_steps)
 
     def advance_step(self, *, phase: str, offset: int = 0, new: int = 0, prompt_length: int = 0,
@@ -145,18 +151,46 @@ class ModelAdapter(ABC):
         ``padding``: per row, how many leading positions are padding (left-padded batches), so
         rules and read-outs can leave them out; see :class:`~polysteer.steering.step.Step`.
         """
-        for clock in self._clocks:
+        for clock in self.attached_clocks:
             clock.advance(phase=phase, offset=offset, new=new, prompt_length=prompt_length,
                           rows=rows, index=index, progress=progress, padding=padding)
 
+    @property
+    def attached_clocks(self) -> tuple[StepClock, ...]:
+        """The step clocks attached to this adapter in the current thread or asyncio task.
+
+        Attachment is scoped like a context variable: a steering context opened in one thread
+        never sees (or steers) a generation that another thread runs on the same model.
+        """
+        return _ATTACHED.get().get(id(self), ())
+
     @contextmanager
     def attached(self, clock: StepClock) -> Iterator[StepClock]:
-        """Attach ``clock`` for the duration of a block (the runtime does this)."""
-        self._clocks.append(clock)
+        """Attach ``clock`` for the duration of a block, in the current context only (the runtime
+        and :meth:`generate` do this)."""
+        _ATTACHED.set({**_ATTACHED.get(), id(self): (*self.attached_clocks, clock)})
         try:
             yield clock
-        finally:
-            self._clocks.remove(clock)
+        finally:  # by removal, not by token, so blocks may close in any order
+            rest = tuple(c for c in self.attached_clocks if c is not clock)
+            others = {k: v for k, v in _ATTACHED.get().items() if k != id(self)}
+            _ATTACHED.set({**others, id(self): rest} if rest else others)
+
+    def scoped(self, hook: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap a forward hook installed for the generation now running so it acts only on that
+        generation's forward passes, not on another thread's or task's on the same model.
+
+        An adapter whose step clock advances from a module hook (a ``generate`` loop it does not
+        own) installs it as ``module.register_forward_pre_hook(self.scoped(hook), ...)``.
+        """
+        clocks = self.attached_clocks
+
+        def in_its_own_context(*args: Any, **kwargs: Any) -> Any:
+            if self.attached_clocks is not clocks:
+                return None  # another thread's or task's pass: leave it alone
+            return hook(*args, **kwargs)
+
+        return in_its_own_context
 
     def steer(self, style: Any, intensity: Any = 1.0, **kwargs: Any) -> Steering:
         """Shortcut for :func:`polysteer.steer` on this adapter."""

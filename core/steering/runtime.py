@@ -200,11 +200,14 @@ class _SiteHook:
     site: str
     binding: SiteBinding
     clock: StepClock
+    adapter: ModelAdapter
     components: list[_Compiled] = field(default_factory=list)
     rules: list[_RuleState] = field(default_factory=list)
     captures: list[tuple[int, torch.Tensor]] | None = None
 
     def __call__(self, native: Any) -> Any:
+        if self.clock not in self.adapter.attached_clocks:
+            return native  # another thread's or task's forward pass on the same model
         x = self.binding.layout.read(native)
         step = self.clock.current or self.clock.implicit_step(x.shape[0], x.shape[1])
         for rule in self.rules:
@@ -261,7 +264,7 @@ class Steering:
     def _site_hook(self, site: str) -> _SiteHook:
         if site not in self._hooks:
             binding = self.adapter.bind(site)
-            self._hooks[site] = _SiteHook(site, binding, self.clock)
+            self._hooks[site] = _SiteHook(site, binding, self.clock, self.adapter)
         return self._hooks[site]
 
     def _dictionary(self, ref: Any, style: Style) -> tuple[FeatureDictionary, _SiteHook]:
@@ -379,8 +382,7 @@ class Steering:
                 if hook.components or hook.rules or hook.captures is not None:
                     self._install(hook)
             # a forward pass nobody announced gets an implicit step; close it when the model returns
-            self._handles.append(self.adapter.model.register_forward_hook(
-                lambda *_: self.clock.end_implicit()))
+            self._handles.append(self.adapter.model.register_forward_hook(self._end_implicit))
             self._attached = self.adapter.attached(self.clock)
             self._attached.__enter__()
         except BaseException:
@@ -390,6 +392,10 @@ class Steering:
 
     def __exit__(self, *exc: Any) -> None:
         self._remove()
+
+    def _end_implicit(self, *_: Any) -> None:
+        if self.clock in self.adapter.attached_clocks:  # this context's pass, not another thread's
+            self.clock.end_implicit()
 
     def _remove(self) -> None:
         for handle in self._handles:

@@ -235,7 +235,7 @@ class AdapterConformance:
                 steer(self.adapter, style, intensity=1.0):
             self._generate()
         assert count_hooks(self.adapter.model) == before
-        assert not self.adapter._clocks, "the step clock must be detached on exit"
+        assert not self.adapter.attached_clocks, "the step clock must be detached on exit"
 
     def test_step_clock_is_monotonic(self):
         with steer(self.adapter, None, capture=[self.site]) as run:

@@ -109,9 +109,9 @@ class DiffusersAdapter(ModelAdapter):
         call = self._call_kwargs(inputs, seed, kwargs)
         self._guidance = float(call.get("guidance_scale", 1.0))
         handle = None
-        if self._clocks:
+        if self.attached_clocks:
             self.begin_generation(call.get("num_inference_steps"))
-            handle = self.model.register_forward_pre_hook(self._clock_hook(), with_kwargs=True)
+            handle = self.model.register_forward_pre_hook(self.scoped(self._clock_hook()), with_kwargs=True)
         try:
             out = self.pipeline(**call)
         finally:

@@ -98,11 +98,11 @@ class TransformersAdapter(ModelAdapter):
         kwargs.setdefault("do_sample", False)
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         handle = None
-        if self._clocks:
+        if self.attached_clocks:
             self.begin_generation(max_new_tokens)
             padding = _left_padding(encoded.get("attention_mask"), rows)
             handle = self.model.register_forward_pre_hook(
-                self._clock_hook(prompt, rows, padding), with_kwargs=True)
+                self.scoped(self._clock_hook(prompt, rows, padding)), with_kwargs=True)
         try:
             out = self.model.generate(**encoded, max_new_tokens=max_new_tokens,
                                       min_new_tokens=kwargs.pop("min_new_tokens", 0), **kwargs)

@@ -152,13 +152,14 @@ class WhisperAdapter(ModelAdapter):
         feats = self.features(inputs, sample_rate)
         samples, beams = feats.shape[0], int(kwargs.get("num_beams", 1))
         handles = []
-        if self._clocks:
+        if self.attached_clocks:
             self.begin_generation(max_new_tokens + 1)  # the encoder pass, then the decoder's
             rows = RowMap.beams(samples, beams) if beams > 1 else RowMap.plain(samples)
             handles = [
-                self.model.model.encoder.register_forward_pre_hook(self._encoder_clock(), with_kwargs=True),
+                self.model.model.encoder.register_forward_pre_hook(self.scoped(self._encoder_clock()),
+                                                                   with_kwargs=True),
                 self.model.model.decoder.register_forward_pre_hook(
-                    self._decoder_clock(rows, max_new_tokens), with_kwargs=True)]
+                    self.scoped(self._decoder_clock(rows, max_new_tokens)), with_kwargs=True)]
         try:
             with _quiet_generate():
                 out = self.model.generate(input_features=feats, max_new_tokens=max_new_tokens, **kwargs)
@@ -184,7 +185,7 @@ class WhisperAdapter(ModelAdapter):
         try:
             return self.model.model.encoder(feats).last_hidden_state
         finally:
-            for clock in self._clocks:  # the next pass is not this one's
+            for clock in self.attached_clocks:  # the next pass is not this one's
                 clock.current = None
 
     def _encoder_clock(self):

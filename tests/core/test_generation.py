@@ -54,7 +54,7 @@ def test_unsteered_and_steered_generations_record_the_same_steps(adapter):
     assert [(s.index, s.phase, s.offset, s.new) for s in plain.steps] == \
         [(s.index, s.phase, s.offset, s.new) for s in run.clock.history] == \
         [(s.index, s.phase, s.offset, s.new) for s in watched.steps]
-    assert adapter._clocks == []
+    assert adapter.attached_clocks == ()
 
 
 def test_builtin_measures_compare_records():

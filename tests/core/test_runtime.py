@@ -433,7 +433,7 @@ def test_nested_contexts_both_apply_and_both_detach(adapter, prompts, dirs):
         with steer(adapter, a, 1.0):
             with steer(adapter, b, 1.0, capture=[SITE]) as after:
                 adapter.logits(prompts)
-                assert len(adapter._clocks) == 3
+                assert len(adapter.attached_clocks) == 3
             delta = after.captured(SITE) - before.captured(SITE)
             assert torch.allclose(delta, (_vec(dirs, "alpha") + _vec(dirs, "beta")).expand_as(delta),
                                   atol=ATOL)
@@ -444,7 +444,7 @@ def test_nested_contexts_both_apply_and_both_detach(adapter, prompts, dirs):
             assert torch.allclose(delta, _vec(dirs, "alpha").expand_as(delta), atol=ATOL)
         assert count_hooks(adapter.model) == hooks + 2  # the capture-only context: site + step closer
     assert count_hooks(adapter.model) == hooks
-    assert adapter._clocks == []
+    assert adapter.attached_clocks == ()
     assert torch.equal(adapter.logits(prompts), plain)
 
 
@@ -460,7 +460,7 @@ def test_hooks_are_removed_after_exit_and_after_an_exception(adapter, prompts, d
         adapter.generate(prompts, max_new_tokens=3)
         _ = 1 / 0
     assert count_hooks(adapter.model) == hooks
-    assert adapter._clocks == []
+    assert adapter.attached_clocks == ()
     assert torch.equal(adapter.logits(prompts), plain)
 
 
@@ -491,7 +491,7 @@ def test_non_finite_intensity_is_a_clear_error(adapter, dirs, intensity):
 def test_non_finite_intensity_through_generate(adapter, prompts, dirs):
     with pytest.raises(SteeringError, match="finite"):
         adapter.generate(prompts, style=_style(_comp(dirs)), intensity=math.nan, max_new_tokens=2)
-    assert adapter._clocks == []
+    assert adapter.attached_clocks == ()
 
 
 def test_non_finite_schedule_value_is_refused(adapter, prompts, dirs):
@@ -507,7 +507,7 @@ def test_unknown_feature_label_errors_on_entering(adapter, dirs):
         with steer(adapter, _style(_comp(dirs, "alpah")), 1.0):
             pass
     assert count_hooks(adapter.model) == hooks
-    assert adapter._clocks == []
+    assert adapter.attached_clocks == ()
 
 
 def test_unknown_intervention_or_schedule_kind_errors(adapter, dirs):
@@ -559,7 +559,7 @@ def test_dictionary_from_another_model_is_a_mismatch_on_entering(adapter, prompt
         with steer(adapter, _style(_comp(foreign)), 1.0):
             pass
     assert count_hooks(adapter.model) == hooks
-    assert adapter._clocks == []
+    assert adapter.attached_clocks == ()
 
 
 def test_dictionary_for_a_missing_site_is_an_error(adapter, prompts):

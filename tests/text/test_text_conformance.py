@@ -99,3 +99,37 @@ def test_records_of_a_left_padded_batch(plugin_manager):
     assert pads[0] == 0 and pads[1] > 0  # the short prompt is left-padded up to the long one
     assert out.prompt_length == adapter.encode(["the cat sat on the mat"], chat=False)["input_ids"].shape[1]
     assert len(out.texts) == 2 and (out.lengths >= out.prompt_length).all()
+
+
+def test_a_thread_outside_the_steering_context_is_not_steered(plugin_manager):
+    """transformers' generate runs the adapter's clock hook on the shared model: it must act only for
+    its own thread's generation (the server runs requests in threads)."""
+    import threading
+
+    from polysteer.plugin import use_plugin_manager
+
+    adapter = tiny_text_adapter("llama")
+    style = probe_style(adapter, "blocks.1.resid_pre", PROMPTS, seed=1)
+    plain = adapter.generate(PROMPTS, max_new_tokens=6, chat=False)
+    with ps.steer(adapter, style, intensity=3.0):
+        steered = adapter.generate(PROMPTS, max_new_tokens=6, chat=False).outputs
+    assert not torch.equal(plain.outputs, steered)
+    got: dict[str, list] = {"plain": [], "steered": []}
+
+    def run(steering: bool) -> None:
+        with use_plugin_manager(plugin_manager):
+            for _ in range(15):
+                if steering:
+                    with ps.steer(adapter, style, intensity=3.0):
+                        got["steered"].append(adapter.generate(PROMPTS, max_new_tokens=6, chat=False))
+                else:
+                    got["plain"].append(adapter.generate(PROMPTS, max_new_tokens=6, chat=False))
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in (True, False)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(torch.equal(r.outputs, plain.outputs) for r in got["plain"])
+    assert all(torch.equal(r.outputs, steered) for r in got["steered"])
+    assert all([s.index for s in r.steps] == [s.index for s in plain.steps] for r in got["plain"])
