@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from polysteer.cli.main import Command
+from polysteer.cli.main import Command, print_table
 from polysteer.data.catalogue import KINDS, artifact, catalogue, plugin_of, status, verify_folder
 from polysteer.data.manifest import MODEL_MANIFEST
 from polysteer.errors import PolysteerError
@@ -39,13 +39,10 @@ def _state(row: dict[str, Any]) -> str:
     return "installed, verified" if row["verified"] else f"DAMAGED: {row['problems'][0]}"
 
 
-def _print_table(rows: list[dict[str, Any]]) -> None:
-    header = ("name", "kind", "modality", "plugin", "state", "size", "licence", "package")
-    table = [header] + [(r["name"], r["kind"], r["modality"], r["plugin"], _state(r), r["size"],
-                         r["licence"].split(" (")[0].split(";")[0], r["package"]) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+def _print_artifacts(rows: list[dict[str, Any]]) -> None:
+    print_table(("name", "kind", "modality", "plugin", "state", "size", "licence", "package"),
+                [(r["name"], r["kind"], r["modality"], r["plugin"], _state(r), r["size"],
+                  r["licence"].split(" (")[0].split(";")[0], r["package"]) for r in rows])
 
 
 def _models_run(args: argparse.Namespace) -> int:
@@ -54,7 +51,7 @@ def _models_run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
-            _print_table(rows)
+            _print_artifacts(rows)
         return 0
     if not args.name:
         names = ", ".join(row["name"] for row in catalogue())

@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from polysteer.cli.catalogue import MODELS_COMMAND
-from polysteer.cli.main import Command, CommandError, Run, extension_for, load_model_arg, model_node
+from polysteer.cli.main import (
+    Command,
+    CommandError,
+    Run,
+    check_modality,
+    extension_for,
+    load_model_arg,
+    model_node,
+    print_table,
+)
 from polysteer.errors import PolysteerError
 from polysteer.io.console import say
 from polysteer.plugin.manager import current_plugin_manager
@@ -114,13 +123,10 @@ def _datasets_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _print_datasets(rows: list[dict[str, Any]]) -> None:
-    header = ("name", "records", "fetched", "needs", "licence", "source")
-    table = [header] + [(r["name"], str(r["records"]), "yes" if r["installed"] else "no",
-                         r["tool"] + ("" if r["tool_available"] else " (missing)"),
-                         r["licence"].split(" (")[0].split(";")[0], r["source"]) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print_table(("name", "records", "fetched", "needs", "licence", "source"),
+                [(r["name"], str(r["records"]), "yes" if r["installed"] else "no",
+                  r["tool"] + ("" if r["tool_available"] else " (missing)"),
+                  r["licence"].split(" (")[0].split(";")[0], r["source"]) for r in rows])
 
 
 def _datasets_run(args: argparse.Namespace) -> int:
@@ -227,9 +233,7 @@ def run_generate(args: argparse.Namespace, *, modality: str | None = None) -> li
     columns = _columns(args, style)
     extension.check(args)
     adapter = load_model(node)
-    if modality is not None and adapter.modality != modality:
-        raise CommandError(f"model {args.model!r} is a {adapter.modality} model and this command "
-                           f"needs a {modality} model", f"Pass a {modality} model")
+    check_modality(adapter, args.model, modality)
     spec = extension.inputs(adapter, args)
     try:
         inputs = adapter.prepare_inputs(spec)

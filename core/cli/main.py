@@ -16,7 +16,6 @@ a registered kind or a local model folder.
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import shutil
 import sys
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from polysteer.errors import PolysteerError
+from polysteer.errors import PolysteerError, did_you_mean
 from polysteer.plugin.manager import PluginManager, current_plugin_manager
 
 
@@ -53,13 +52,6 @@ class CommandError(PolysteerError, ValueError):
 
 
 # -- loading models named on the command line ---------------------------------------------------
-def model_names() -> list[str]:
-    """Names of the shipped model configs (``configs/model/<name>.yaml``)."""
-    from polysteer.io.paths import configs_dir
-
-    return sorted(p.stem for p in (configs_dir() / "model").glob("*.yaml"))
-
-
 def _looks_like_path(name: str) -> bool:
     return any(sep in name for sep in ("/", "\\")) or name.startswith((".", "~"))
 
@@ -71,15 +63,12 @@ def model_node(name: str, *, modality: str | None = None, plugins: PluginManager
     folder, or a file such as ``.gguf``) that a registered :class:`GenerateExtension` recognises.
     ``modality`` restricts local paths to extensions of that modality. Unknown names and
     unrecognised paths are a :class:`CommandError` that says what may be passed."""
-    import yaml
-
-    from polysteer.io.paths import configs_dir
+    from polysteer.models.loading import named_config, shipped_model_names
 
     plugins = plugins or current_plugin_manager()
-    if name in plugins.adapters:  # shipped names win over same-named folders (write ./NAME)
-        return {"kind": name}
-    if name in model_names():
-        return dict(yaml.safe_load((configs_dir() / "model" / f"{name}.yaml").read_text()))
+    model_names = shipped_model_names()
+    if name in plugins.adapters or name in model_names:  # these win over same-named folders (./NAME)
+        return named_config(name, plugins)
     path = Path(name).expanduser()
     if path.exists():
         for entry in plugins.generate_extensions:
@@ -91,14 +80,13 @@ def model_node(name: str, *, modality: str | None = None, plugins: PluginManager
         raise CommandError(f"{name} is not {want} polysteer can load (no plugin recognises it)",
                            "Pass a model folder (transformers config.json, diffusers "
                            "model_index.json, a VITS voice...) or a shipped model name: "
-                           f"{', '.join(model_names())}")
-    known = sorted({*model_names(), *plugins.adapters.names()})
-    close = difflib.get_close_matches(name, known, n=3)
-    hint = f"Did you mean {', '.join(map(repr, close))}? " if close else ""
+                           f"{', '.join(model_names)}")
     what = "no model folder or file" if _looks_like_path(name) else "unknown model"
+    hint = did_you_mean(name, sorted({*model_names, *plugins.adapters.names()})).strip()
     raise CommandError(f"{what} {name!r}",
-                       f"{hint}Pass a shipped model ({', '.join(model_names())}), a registered kind "
-                       f"({', '.join(plugins.adapters.names())}) or a local model folder")
+                       f"{hint + ' ' if hint else ''}Pass a shipped model ({', '.join(model_names)}), "
+                       f"a registered kind ({', '.join(plugins.adapters.names())}) or a local model "
+                       "folder")
 
 
 def load_model_arg(name: str, *, modality: str | None = None, plugins: PluginManager | None = None
@@ -108,10 +96,15 @@ def load_model_arg(name: str, *, modality: str | None = None, plugins: PluginMan
     from polysteer.models.loading import load_model
 
     adapter = load_model(model_node(name, modality=modality, plugins=plugins), plugins=plugins)
+    check_modality(adapter, name, modality)
+    return adapter
+
+
+def check_modality(adapter: Any, name: str, modality: str | None) -> None:
+    """A :class:`CommandError` when a command that needs ``modality`` got another kind of model."""
     if modality is not None and adapter.modality != modality:
         raise CommandError(f"model {name!r} is a {adapter.modality} model and this command needs a "
                            f"{modality} model", f"Pass a {modality} model with --model")
-    return adapter
 
 
 # -- generate extensions ------------------------------------------------------------------------
@@ -242,6 +235,14 @@ def extension_for(kind: str, plugins: PluginManager | None = None) -> GenerateEx
     return GenerateExtension()
 
 
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Print ``rows`` under ``header`` in left-aligned columns."""
+    table = [tuple(header), *map(tuple, rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
 def side_by_side(left: tuple[str, str], right: tuple[str, str], width: int | None = None) -> str:
     """Two titled texts in two columns fitted to the terminal."""
     width = width or shutil.get_terminal_size((100, 20)).columns
@@ -293,7 +294,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

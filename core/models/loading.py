@@ -23,7 +23,7 @@ def load_model(kind: str | dict[str, Any], *, plugins: PluginManager | None = No
     from omegaconf import OmegaConf
 
     plugins = plugins or current_plugin_manager()
-    node = dict(kind) if isinstance(kind, dict) else _named_config(kind, plugins)
+    node = dict(kind) if isinstance(kind, dict) else named_config(kind, plugins)
     node.update(options)
     checked = validate_plugin_nodes(OmegaConf.create({"model": node}), plugins)
     node = OmegaConf.to_container(checked.model)
@@ -31,7 +31,12 @@ def load_model(kind: str | dict[str, Any], *, plugins: PluginManager | None = No
     return factory(node)
 
 
-def _named_config(name: str, plugins: PluginManager) -> dict[str, Any]:
+def shipped_model_names() -> list[str]:
+    """Names of the shipped model configs (``configs/model/<name>.yaml``)."""
+    return sorted(p.stem for p in (configs_dir() / "model").glob("*.yaml"))
+
+
+def named_config(name: str, plugins: PluginManager) -> dict[str, Any]:
     """``{"kind": name}`` for an adapter kind, else the shipped ``configs/model/<name>.yaml``."""
     path = configs_dir() / "model" / f"{name}.yaml"
     if name in plugins.adapters or not path.exists():

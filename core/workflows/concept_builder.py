@@ -24,6 +24,7 @@ from polysteer.features.concepts import (
 )
 from polysteer.features.dictionary import DirectionSet
 from polysteer.features.fingerprint import ModelFingerprint
+from polysteer.plugin.manager import current_plugin_manager
 
 if TYPE_CHECKING:  # the harvest imports tqdm and safetensors: only when a concept is built
     from polysteer.workflows.harvesting import Harvested
@@ -195,8 +196,7 @@ def build_concept(adapter: Any, recipe: ConceptRecipe, *, plugins: Any = None,
     select = row_selector(recipe.rows, plugins, **recipe.rows_options)
     measured = {}
     if recipe.attribute is not None and recipe.method == "probe":
-        registry = _attributes(plugins)
-        if recipe.attribute in registry:
+        if recipe.attribute in (plugins or current_plugin_manager()).attributes:
             measured[recipe.attribute] = attribute(recipe.attribute, plugins, **recipe.attribute_options)
 
     def read(inputs: Sequence[Any], desc: str) -> Harvested:
@@ -221,8 +221,3 @@ def build_concept(adapter: Any, recipe: ConceptRecipe, *, plugins: Any = None,
                             method=recipe.method, scale=recipe.scale, norm_from=recipe.norm_from,
                             details=recipe.details)
 
-
-def _attributes(plugins: Any) -> Any:
-    from polysteer.plugin.manager import current_plugin_manager
-
-    return (plugins or current_plugin_manager()).attributes
