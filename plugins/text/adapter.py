@@ -97,10 +97,11 @@ class TransformersAdapter(ModelAdapter):
         rows = RowMap.beams(samples, beams) if beams > 1 else RowMap.plain(samples)
         kwargs.setdefault("do_sample", False)
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        leading = _left_padding(encoded.get("attention_mask"), samples)
         handle = None
         if self.attached_clocks:
             self.begin_generation(max_new_tokens)
-            padding = _left_padding(encoded.get("attention_mask"), rows)
+            padding = _step_padding(leading, rows)
             handle = self.model.register_forward_pre_hook(
                 self.scoped(self._clock_hook(prompt, rows, padding)), with_kwargs=True)
         try:
@@ -112,11 +113,9 @@ class TransformersAdapter(ModelAdapter):
         if not isinstance(out, torch.Tensor):  # return_dict_in_generate=True
             out = out.sequences
         eos = getattr(self.model.generation_config, "eos_token_id", None)
-        mask = encoded.get("attention_mask")
-        padding = (mask.cumsum(dim=1) == 0).sum(dim=1) if mask is not None else torch.zeros(samples)
         return Generation(outputs=out, modality=self.modality, model=self.name, prompt_length=prompt,
                           lengths=token_lengths(out, prompt, eos), texts=self._decode(out[:, prompt:]),
-                          extras={"padding": padding.long().cpu().repeat_interleave(out.shape[0] // samples)})
+                          extras={"padding": leading.repeat_interleave(out.shape[0] // samples)})
 
     def _clock_hook(self, prompt: int, rows: RowMap, padding: torch.Tensor | None):
         calls = [0]
@@ -144,7 +143,7 @@ class TransformersAdapter(ModelAdapter):
         self.begin_generation(1)
         rows = RowMap.plain(ids.shape[0])
         self.advance_step(phase="single", new=ids.shape[1], prompt_length=ids.shape[1], rows=rows,
-                          padding=_left_padding(encoded.get("attention_mask"), rows))
+                          padding=_step_padding(_left_padding(encoded.get("attention_mask"), len(ids)), rows))
         return self.model(**encoded).logits, encoded["attention_mask"]
 
     # -- outputs --------------------------------------------------------------------------------
@@ -174,11 +173,13 @@ def _is_chat(prompt: Any) -> bool:
     return isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], dict)
 
 
-def _left_padding(attention_mask: torch.Tensor | None, rows: RowMap) -> torch.Tensor | None:
-    """Leading pad positions per batch row (rows repeated for beams), or None if no row has any."""
+def _left_padding(attention_mask: torch.Tensor | None, samples: int) -> torch.Tensor:
+    """``(samples,)`` leading pad positions of each prompt (zeros without a mask), on the CPU."""
     if attention_mask is None:
-        return None
-    leading = (attention_mask.cumsum(dim=1) == 0).sum(dim=1)
-    if not bool(leading.any()):
-        return None
-    return leading.cpu()[rows.sample]
+        return torch.zeros(samples, dtype=torch.long)
+    return (attention_mask.cumsum(dim=1) == 0).sum(dim=1).long().cpu()
+
+
+def _step_padding(leading: torch.Tensor, rows: RowMap) -> torch.Tensor | None:
+    """The step clock's padding: per batch row (rows repeated for beams), None if no row has any."""
+    return leading[rows.sample] if bool(leading.any()) else None
