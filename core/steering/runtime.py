@@ -41,8 +41,6 @@ Intensity = float | Sequence[float]
 """One intensity for every sample, or one per logical sample of the batch."""
 
 
-
-
 # -- compiled pieces -----------------------------------------------------------------------------
 def _check_intensity(value: Any, what: str = "intensity") -> torch.Tensor | float:
     """A float, or a ``(samples,)`` tensor of per-sample intensities; finite numbers only."""
