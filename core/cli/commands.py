@@ -21,6 +21,7 @@ from polysteer.cli.main import (
     model_node,
     print_table,
 )
+from polysteer.cli.serve import SERVE_COMMAND
 from polysteer.errors import PolysteerError
 from polysteer.io.console import say
 from polysteer.plugin.manager import current_plugin_manager
@@ -291,4 +292,5 @@ CORE_COMMANDS: dict[str, Command] = {
     "models": MODELS_COMMAND,
     "demo-reference": Command("the plumbing demo on the tiny reference model (no download)",
                               _demo_args, _demo_run),
+    "serve": SERVE_COMMAND,
 }
