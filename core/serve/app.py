@@ -218,7 +218,7 @@ def create_app(model: Any, *, name: str | None = None, limits: ServeLimits | Non
             raise bad_request("stop must be a string or up to 4 non-empty strings", "stop")
         seed = req.get("seed", int, None)
         return {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
-                "stop": tuple(stop), "seed": seed}
+                "stop": tuple(stop), "seed": seed, "ignore_eos": req.get("ignore_eos", bool, False)}
 
     def prompt_ids(prompt: Any, param: str) -> list[int]:
         ids = text_model.prompt_ids(prompt)

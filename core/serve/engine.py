@@ -107,6 +107,7 @@ class Job:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
     loop: asyncio.AbstractEventLoop | None = None
     events: asyncio.Queue | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -125,7 +126,7 @@ class Job:
     def key(self) -> tuple:
         """Jobs with equal keys can share a generation."""
         sampling = (self.temperature, self.top_p, self.seed) if self.temperature > 0 else None
-        return self.max_tokens, sampling
+        return self.max_tokens, sampling, self.ignore_eos
 
     def emit(self, *event: Any) -> None:
         """Hand an event to the request's event loop (from any thread)."""
@@ -348,6 +349,8 @@ class BatchEngine:
         options: dict[str, Any] = {"max_new_tokens": first.max_tokens,
                                    "streamer": _Streamer(self, ready),
                                    "stopping_criteria": [_Stopper(ready)]}
+        if first.ignore_eos:
+            options["min_new_tokens"] = first.max_tokens
         if first.temperature > 0:
             options.update(do_sample=True, temperature=first.temperature, top_p=first.top_p)
             if first.seed is not None:
