@@ -68,7 +68,7 @@ def preference_source(args: argparse.Namespace) -> Any:
 
 
 def _serve_run(args: argparse.Namespace) -> int:
-    from polysteer.serve import ServeLimits, require_server_packages, serve
+    from polysteer.serve import ServeLimits, TextModel, require_server_packages, serve
 
     require_server_packages()
     numbers = {"--max-intensity": args.max_intensity, "--max-tokens": args.max_tokens,
@@ -87,6 +87,7 @@ def _serve_run(args: argparse.Namespace) -> int:
                          batch_window_s=max(0.0, args.batch_window_ms) / 1000)
     preferences = preference_source(args)
     adapter = load_model_arg(args.model, modality="text")
+    TextModel(adapter)  # a text model the server can serve (a tokenizer), before saying so
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         say(f"warning: serving on {args.host} without --api-key: anyone who can reach it can use it")
     say(f"serving {args.model} on http://{args.host}:{args.port}/v1 (Ctrl-C stops)")

@@ -13,11 +13,11 @@ from __future__ import annotations
 from polysteer.serve.app import PreferenceSource, ServeLimits, create_app, require_server_packages
 from polysteer.serve.engine import BatchEngine, Job, TextModel
 from polysteer.serve.errors import APIError
-from polysteer.serve.server import serve
+from polysteer.serve.server import BackgroundServer, serve
 from polysteer.serve.styles import StyleStore, Term, default_styles_dir, parse_steering
 
 __all__ = [
-    "APIError", "BatchEngine", "Job", "PreferenceSource", "ServeLimits", "StyleStore", "Term",
-    "TextModel", "create_app", "default_styles_dir", "parse_steering", "require_server_packages",
-    "serve",
+    "APIError", "BackgroundServer", "BatchEngine", "Job", "PreferenceSource", "ServeLimits",
+    "StyleStore", "Term", "TextModel", "create_app", "default_styles_dir", "parse_steering",
+    "require_server_packages", "serve",
 ]

@@ -57,9 +57,10 @@ class TextModel:
     def __init__(self, adapter: Any, name: str | None = None):
         if getattr(adapter, "modality", None) != "text" or not hasattr(adapter, "encode") or \
                 getattr(adapter, "tokenizer", None) is None:
-            raise ConfigError(f"polysteer serve serves text models with a tokenizer (smollm2, a "
-                              f"transformers folder); {getattr(adapter, 'name', adapter)!r} is a "
-                              f"{getattr(adapter, 'modality', '?')} model")
+            raise ConfigError(f"polysteer serve serves text models with a tokenizer; "
+                              f"{getattr(adapter, 'name', adapter)!r} is a "
+                              f"{getattr(adapter, 'modality', '?')} model without one. Serve "
+                              "smollm2 or a transformers model folder")
         self.adapter = adapter
         self.name = name or adapter.name
         self.tokenizer = adapter.tokenizer

@@ -197,3 +197,18 @@ def test_preferences_are_observed_and_applied(make_app):
         assert "preferences_applied" not in no_user
     assert [u for u, _ in prefs.seen] == ["ann", "ann", "ann", "bob", "ann"]
     assert prefs.seen[1] == ("ann", "please answer briefly")
+
+
+def test_the_serve_command_finds_a_preference_store_only_when_asked_and_importable(monkeypatch):
+    import argparse
+    import importlib.util
+
+    from polysteer.cli import main
+    from polysteer.cli.serve import preference_source
+
+    assert preference_source(argparse.Namespace(no_preferences=True, preferences="x.db")) is None
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "polysteer.preferences" else real(name, *a))
+    assert preference_source(argparse.Namespace(no_preferences=False, preferences="x.db")) is None
+    assert main(["serve", "--model", "reference", "--max-queue", "0"]) == 2

@@ -56,8 +56,11 @@ def slow_steps(model: Any, seconds: float) -> Iterator[list[int]]:
 
 
 def test_the_openai_client_works_unchanged(make_app, feature_steering):
+    from polysteer.serve import BackgroundServer
+
     app = make_app(api_key="test-key")
-    with live(app) as (url, _):
+    with BackgroundServer(app) as server:
+        url = server.url
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="test-key", max_retries=0)
         assert [m.id for m in client.models.list()] == ["tiny-llama"]
         messages = [{"role": "user", "content": "the cat sat on the mat"}]
