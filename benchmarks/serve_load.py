@@ -95,6 +95,10 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
+PROGRESS: Any = None
+"""A tqdm bar over every request (stderr), set by :func:`run`."""
+
+
 def _ask(client: Any, url: str, name: str, prompt: str, tokens: int, steering: Any) -> tuple[list, float]:
     body = {"model": name, "messages": [{"role": "user", "content": prompt}], "max_tokens": tokens,
             "ignore_eos": True, "return_token_ids": True}
@@ -104,6 +108,8 @@ def _ask(client: Any, url: str, name: str, prompt: str, tokens: int, steering: A
     r = client.post(f"{url}/v1/chat/completions", json=body)
     elapsed = time.perf_counter() - start
     r.raise_for_status()
+    if PROGRESS is not None:
+        PROGRESS.update(1)
     return r.json()["choices"][0]["token_ids"], elapsed
 
 
@@ -140,12 +146,16 @@ def _concurrent(url: str, name: str, jobs: list[tuple[str, Any]], clients: int, 
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    global PROGRESS
     import httpx
+    from tqdm import tqdm
 
     adapter, steerings, prompts = _model(args.model)
     jobs = [(prompts[i % len(prompts)], steerings[i]) for i in range(args.clients)]
     plain_jobs = [(p, None) for p, _ in jobs]
     batch_sizes: dict[bool, list[int]] = {True: [], False: []}
+    PROGRESS = tqdm(total=1 + 2 * args.clients * (1 + args.rounds * args.repeats), unit="request",
+                    desc="serve_load", file=sys.stderr)
     with _server(adapter, args.model, args.max_batch) as (url, engine):
         with httpx.Client(timeout=600) as c:  # warm up (loads, caches)
             _ask(c, url, args.model, prompts[0], 2, steerings[0])
@@ -174,6 +184,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 (steered_lat if is_steered else plain_lat).extend(lat)
                 (steered_tps_runs if is_steered else plain_tps_runs).append(tokens / seconds)
                 batch_sizes[is_steered].extend(engine.batches)
+    PROGRESS.close()
+    PROGRESS = None
     crosstalk = sum(a != solo[i] for i, runs in steered.items() for a in runs) + \
         sum(a != plain_solo[i] for i, runs in plain.items() for a in runs)
     distinct = len({tuple(s) for s in solo})

@@ -81,7 +81,7 @@ def test_smollm2_mixed_styles_in_one_batch_match_solo(tmp_path):
         prompts = ["Tell me about your weekend.", "Describe a rainy Monday.",
                    "What is a good breakfast?", "Write a note to a friend."]
         bodies = [{"model": "smollm2", "messages": [{"role": "user", "content": p}],
-                   "max_tokens": 6, "return_token_ids": True, **({"steering": s} if s else {})}
+                   "max_tokens": 4, "return_token_ids": True, **({"steering": s} if s else {})}
                   for p, s in zip(prompts, steerings, strict=True)]
 
         async def run(concurrent):
