@@ -1,6 +1,7 @@
 """The overhead benchmarks' shared timing: they run, and their hook timing counts what hooks cost."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -34,3 +35,15 @@ def test_runtime_benchmark_prints_end_to_end_and_hook_ratios():
     for case in ("one_direction", "3_component_style", "reactive_rule"):
         assert figures[f"{case}_batch1_ratio"] > 0
         assert figures[f"{case}_batch1_hook_ratio"] > 1.0  # steering runs hooks, and they take time
+
+
+def test_serve_load_benchmark_counts_no_crosstalk_on_the_tiny_model(tmp_path):
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "serve_load.py"), "--model", "tiny",
+                          "--clients", "3", "--rounds", "1", "--tokens", "3", "--repeats", "1",
+                          "--json"], capture_output=True, text=True, check=True, cwd=tmp_path,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"}).stdout
+    figures = json.loads(out)
+    assert figures["crosstalk"] == 0
+    assert figures["distinct_steered_answers"] == 3
+    assert 1 <= figures["steered_mean_batch"] <= 3
+    assert figures["steered_unsteered_throughput_ratio"] > 0 and figures["batching_throughput_ratio"] > 0
