@@ -139,7 +139,8 @@ def test_zero_intensity_twins_are_identical(models, tmp_path):
     creation = _run(models, tmp_path / "z", intensity=0.0)
     folder = creation.folder
     for stem, suffix in (("story", "txt"), ("portrait", "png"), ("narration", "wav")):
-        assert (folder / f"{stem}.{suffix}").read_bytes() == (folder / f"{stem}.unsteered.{suffix}").read_bytes()
+        steered, twin = folder / f"{stem}.{suffix}", folder / f"{stem}.unsteered.{suffix}"
+        assert steered.read_bytes() == twin.read_bytes()
 
 
 def test_components_that_do_not_apply_are_reported_per_part(models, tmp_path):

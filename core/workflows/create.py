@@ -491,7 +491,8 @@ def _media(folder: Path, part: CreatedPart, key: str) -> str:
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-.pair{display:grid;grid-template-columns:1fr 1fr;gap:1.5em}.pair>div{background:#f7f7f9;padding:1em;border-radius:8px}
+.pair{display:grid;grid-template-columns:1fr 1fr;gap:1.5em}
+.pair>div{background:#f7f7f9;padding:1em;border-radius:8px}
 .story{white-space:pre-wrap;line-height:1.5}.portrait{width:192px;height:192px;image-rendering:pixelated}
 table{border-collapse:collapse;margin:.8em 0}td,th{border:1px solid #ccc;padding:.3em .7em;text-align:right}
 td:first-child,th:first-child{text-align:left}.small{font-size:.85em;color:#555}.err{color:#a33;text-align:left}
@@ -519,11 +520,12 @@ def write_report(creation: Creation, style: Style | None = None) -> Path:
 {f"<p class=small>Not applied to this model:</p><ul class=small>{skipped}</ul>" if skipped else ""}
 </section>""")
     described = html.escape(style.description) if style is not None and style.description else ""
-    page = f"""<!doctype html><html lang="en"><meta charset="utf-8"><title>polysteer create: {html.escape(creation.prompt)}</title>
+    head = f"<title>polysteer create: {html.escape(creation.prompt)}</title>"
+    page = f"""<!doctype html><html lang="en"><meta charset="utf-8">{head}
 <style>{_CSS}</style>
 <h1>{html.escape(creation.prompt)}</h1>
-<p>Style <b>{html.escape(creation.style)}</b> at intensity <b>{creation.intensity:g}</b>, seed {creation.seed}.
-{described}</p>
+<p>Style <b>{html.escape(creation.style)}</b> at intensity <b>{creation.intensity:g}</b>,
+seed {creation.seed}. {described}</p>
 <p class=small>Each part is shown beside its unsteered twin: the same model, inputs and seed without
 the style, so what differs is the style's doing in that modality (both narrations read the steered
 story). Measures compare the steered output with its twin.</p>
