@@ -156,3 +156,30 @@ def test_shipped_cross_modal_experiment_composes():
     assert models == ["smollm2", "avatars", "joe"]
     assert set(exp["measures"]) == {"text", "image", "voice"}
     assert exp["styles"]
+
+
+def test_create_and_demo_commands_on_tiny_models(configs, tmp_path, capsys):
+    from polysteer.cli.main import main
+
+    settings = tmp_path / "create.yaml"
+    settings.write_text(yaml.safe_dump({
+        "text_model": {"kind": "tiny-text"}, "image_model": {"kind": "tiny-avatar"},
+        "voice_model": {"kind": "tiny-vits"}, "text_options": {"max_new_tokens": 6},
+        "measures": {"text": ["changed_fraction"], "image": ["image_distance"],
+                     "voice": ["voice_loudness"]}}))
+    style = str(configs / "style" / "tiny-cheerful.yaml")
+    out = tmp_path / "made"
+    assert main(["create", "a cat on a ship", "--style", style, "--intensity", "4", "--seed", "2",
+                 "--config", str(settings), "--steps", "2", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"report: {out / 'report.html'}" in printed and "image_distance" in printed
+    assert json.loads((out / "creation.json").read_text())["seed"] == 2
+    assert (out / "portrait.png").is_file() and (out / "narration.wav").is_file()
+    assert main(["demo", "--style", style, "--intensity", "4", "--config", str(settings), "--steps", "2",
+                 "--output-dir", str(tmp_path / "runs")]) == 0
+    printed = capsys.readouterr().out
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert f"report: {folder / 'report.html'}" in printed and (folder / "report.html").is_file()
+    assert main(["create", "x", "--config", str(settings), "--text-model", "no-such-model",
+                 "-o", str(tmp_path / "bad")]) == 2
+    assert "--text-model" in capsys.readouterr().err
