@@ -206,8 +206,8 @@ def test_create_end_to_end_on_the_embedded_models(tmp_path):
         assert all("error" not in m for m in part.measures.values()), part.measures
     text, image, voice = (parts[r].measures for r in ("story", "portrait", "narration"))
     assert text["changed_fraction"]["steered"] > 0 and image["image_distance"]["steered"] > 0
-    # the placeholder style's image and voice realisations: a bigger smile, an exclamatory voice
-    assert image["avatar_mouth_smile"]["steered"] > image["avatar_mouth_smile"]["unsteered"]
+    # the placeholder style's voice realisation (exclamation) raises the pitch; whether each
+    # shipped concept moves its own measure is tested where the concepts are built
     assert voice["voice_pitch_median"]["steered"] > voice["voice_pitch_median"]["unsteered"]
     assert voice["voice_wer"]["steered"] < 0.5
     page = creation.report.read_text()
