@@ -28,13 +28,21 @@ GROUPS = ("model", "style", "dictionary")
 
 @dataclass
 class ExperimentConfig:
-    """What ``polysteer run`` does: generate at each intensity and measure."""
+    """What ``polysteer run`` does: generate at each intensity and measure.
+
+    The sweep is models x prompts x seeds x styles x intensities; an empty ``models``,
+    ``styles``, ``seeds`` or ``prompts`` means the run's ``model``, ``style``, ``seed`` and
+    ``inputs`` (see ``docs/configs.md``)."""
 
     name: str = "default"
     intensities: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
-    measures: list[str] = field(default_factory=lambda: ["changed_fraction"])
+    measures: Any = None  # a list for every model, or {modality: list}; None: [changed_fraction]
     inputs: Any = None
     generate: dict[str, Any] = field(default_factory=dict)
+    models: list[Any] = field(default_factory=list)
+    styles: list[Any] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    prompts: Any = None
 
 
 @dataclass

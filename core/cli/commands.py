@@ -1,5 +1,6 @@
 """The core CLI commands: ``plugins``, ``sites``, ``config``, ``run``, ``datasets``,
-``demo-reference`` and ``generate`` (every registered model; plugins add their options through
+``demo-reference``, ``create``, ``demo``
+and ``generate`` (every registered model; plugins add their options through
 :class:`~polysteer.cli.GenerateExtension`)."""
 
 from __future__ import annotations
@@ -277,6 +278,97 @@ _GENERATE_DESCRIPTION = (
     "stdout. Options below a model kind's heading apply to that kind only.")
 
 
+# -- create and the main demo ----------------------------------------------------------------------
+def _create_options(parser: argparse.ArgumentParser) -> None:
+    from polysteer.workflows.create import DEFAULT_STYLE
+
+    parser.add_argument("--style", default=None,
+                        help=f"style YAML file or shipped style name (default {DEFAULT_STYLE})")
+    parser.add_argument("--intensity", type=float, default=1.0, help="style intensity (default 1.0)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--text-model", default=None, help="the story's model (default smollm2)")
+    parser.add_argument("--image-model", default=None, help="the portrait's model (default avatars)")
+    parser.add_argument("--voice-model", default=None, help="the narration's voice (default joe)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="a YAML file of create settings (models, story_template, text_options, "
+                             "image_options, voice_options, measures...; see docs/create.md)")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="story length in tokens (default 96)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="denoising steps of the portrait (default 25)")
+
+
+def _create_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", help="what the story is about, e.g. 'a walk to the market'")
+    parser.add_argument("-o", "--output", type=Path, default=Path("creation"),
+                        help="the folder to write (default ./creation)")
+    _create_options(parser)
+
+
+def _create_config(args: argparse.Namespace) -> Any:
+    from polysteer.workflows.create import CreateConfig
+
+    models = {"text_model": args.text_model, "image_model": args.image_model,
+              "voice_model": args.voice_model}
+    config = (CreateConfig.from_file(args.config, **models) if args.config
+              else CreateConfig.from_dict({k: v for k, v in models.items() if v is not None}))
+    for value, name in ((args.max_new_tokens, "--max-new-tokens"), (args.steps, "--steps")):
+        if value is not None and value < 1:
+            raise CommandError(f"{name} must be at least 1, got {value}", f"Pass e.g. {name} 8")
+    if args.max_new_tokens is not None:
+        config.text_options = {**config.text_options, "max_new_tokens": args.max_new_tokens}
+    if args.steps is not None:
+        config.image_options = {**config.image_options, "num_inference_steps": args.steps}
+    return config
+
+
+def _print_creation(creation: Any) -> None:
+    print(f"\n[story, unsteered]\n{creation.story_unsteered}\n")
+    print(f"[story, {creation.style} x {creation.intensity:g}]\n{creation.story}\n")
+    rows = []
+    for part in creation.parts.values():
+        for name, m in part.measures.items():
+            if "error" in m:
+                rows.append((part.role, name, "n/a", "n/a", m["error"][:60]))
+                continue
+            u, s = m["unsteered"], m["steered"]
+            rows.append((part.role, name, "n/a" if u is None else f"{u:.4g}",
+                         "n/a" if s is None else f"{s:.4g}",
+                         "" if u is None or s is None else f"{s - u:+.4g}"))
+    print_table(("part", "measure", "unsteered", "steered", "change"), rows)
+    for part in creation.parts.values():
+        for line in part.not_applied:
+            print(f"not applied to the {part.role} ({part.model}): {line}")
+    print(f"\nwrote {creation.folder} in {creation.seconds:.0f} s")
+    print(f"report: {creation.report}")
+
+
+def _create_run(args: argparse.Namespace) -> int:
+    from polysteer.workflows.create import create
+
+    creation = create(args.prompt, args.style, args.intensity, out=args.output, seed=args.seed,
+                      config=_create_config(args))
+    _print_creation(creation)
+    return 0
+
+
+def _main_demo_args(parser: argparse.ArgumentParser) -> None:
+    from polysteer.workflows.demo import DEMO_PROMPT
+
+    parser.add_argument("--output-dir", default="runs", help="where the demo's folder goes (default runs)")
+    parser.add_argument("--prompt", default=DEMO_PROMPT, help=f"the story's prompt (default {DEMO_PROMPT!r})")
+    _create_options(parser)
+
+
+def _main_demo_run(args: argparse.Namespace) -> int:
+    from polysteer.workflows.demo import run_main_demo
+
+    _print_creation(run_main_demo(args.output_dir, prompt=args.prompt, style=args.style,
+                                  intensity=args.intensity, seed=args.seed,
+                                  config=_create_config(args)))
+    return 0
+
+
 CORE_COMMANDS: dict[str, Command] = {
     "plugins": Command("list plugins, their versions, what they register and whether they are "
                        "ready", _plugins_args, _plugins_run),
@@ -293,4 +385,8 @@ CORE_COMMANDS: dict[str, Command] = {
     "demo-reference": Command("the plumbing demo on the tiny reference model (no download)",
                               _demo_args, _demo_run),
     "serve": SERVE_COMMAND,
+    "create": Command("one style applied to a story, a portrait of its narrator and its narration, "
+                      "each beside its unsteered twin, with a report", _create_args, _create_run),
+    "demo": Command("the main demo: `create` on the embedded text, image and voice models",
+                    _main_demo_args, _main_demo_run),
 }

@@ -1,4 +1,6 @@
-"""The plumbing demo on the reference model: build a concept, steer with it, react with a rule.
+"""The demos: the main demo (``polysteer demo``: :func:`run_main_demo`, ``create`` on the embedded
+text, image and voice models) and the plumbing demo on the reference model (``polysteer
+demo-reference``: build a concept, steer with it, react with a rule).
 
 The reference model has random weights, so its "concept" is synthetic: *high tokens* (ids in the
 upper half of the vocabulary) against low ones, read off the model's unembedding. The demo shows
@@ -86,3 +88,30 @@ def run_demo(output_dir: str | Path = "runs") -> None:
         print(f"intensity {intensity:>3}: {tokens}  high-token fraction {frac:.2f}")
     folder = run_experiment(compose(["experiment=reference-demo"]), output_dir=Path(output_dir))
     print(f"\nexperiment report: {folder / 'report.html'}")
+
+
+DEMO_PROMPT = "a walk to the market on a sunny morning"
+"""The main demo's story prompt."""
+
+
+def run_main_demo(output_dir: str | Path = "runs", *, prompt: str = DEMO_PROMPT,
+                  style: str | Path | Style | None = None, intensity: float = 1.0, seed: int = 0,
+                  config: object | None = None, progress: bool = True) -> object:
+    """The main demo: :func:`~polysteer.workflows.create.create` on the embedded models (SmolLM2,
+    avatars, joe) in a new folder under ``output_dir``, the shipped cross-modal style by default.
+    Returns the :class:`~polysteer.workflows.create.Creation` (its ``report`` is the HTML page)."""
+    from polysteer.workflows.create import DEFAULT_STYLE, CreateConfig, create
+    from polysteer.workflows.experiment import new_run_folder
+
+    if config is None:
+        config = CreateConfig()
+    from polysteer.steering.style import load_style
+
+    style = style if isinstance(style, Style) else load_style(style or DEFAULT_STYLE)
+    name = style.name
+    folder = new_run_folder(Path(output_dir), f"create-{name}")
+    print(f"polysteer demo: one style ({name} x {intensity:g}) on a story (text), a portrait of its "
+          f"narrator (image) and its narration (voice), each beside its unsteered twin; seed {seed}")
+    print(f"prompt: {prompt!r}\n")
+    return create(prompt, style, intensity, out=folder, seed=seed, config=config,  # type: ignore[arg-type]
+                  progress=progress)

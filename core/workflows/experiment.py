@@ -1,7 +1,11 @@
-"""``polysteer run``: sweep intensities of a style on a model, measure, and write a run folder.
+"""``polysteer run``: sweep styles x intensities x prompts x seeds x models, measure, report.
 
-The folder holds the fully composed ``config.yaml``, outputs per intensity, ``metrics.jsonl``, a
-plot of every measure against intensity (when matplotlib is installed) and ``report.html``.
+Models may be of any modality (text, image, voice...). The folder holds the fully composed
+``config.yaml``, every output (as each adapter's ``save_outputs`` writes it: text, PNG, WAV),
+``metrics.jsonl`` (one row per model, prompt, seed, style and intensity), a plot per model of every
+measure against intensity (when matplotlib is installed) and one ``report.html``. Every generation
+is seeded (torch's generator and the adapter's own ``seed`` argument where it takes one), so a rerun
+of the same config gives the same outputs and metrics.
 """
 
 from __future__ import annotations
@@ -10,20 +14,134 @@ import html
 import json
 import math
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from polysteer.config import Composition, node_to_dict
-from polysteer.errors import ConfigError
+from polysteer.errors import ConfigError, PolysteerError
 from polysteer.io.fileio import atomic_path
 from polysteer.io.plots import pyplot, save_png
 from polysteer.models.loading import load_model
 from polysteer.plugin.manager import PluginManager, current_plugin_manager
-from polysteer.steering.style import Style
+from polysteer.steering.style import Style, load_style
+from polysteer.workflows.create import seeded_generate
+
+
+@dataclass
+class _Model:
+    """One model of the sweep: its label, config node and per-model settings."""
+
+    label: str
+    node: Any
+    generate: dict[str, Any] = field(default_factory=dict)
+    measures: Any = None
+    prompts: Any = None
+
+
+def _models(comp: Composition) -> list[_Model]:
+    exp = comp.config.experiment
+    entries = node_to_dict(exp.models) or []
+    if not entries:
+        node = node_to_dict(comp.config.model)
+        return [_Model(comp.choices.get("model") or node.get("name") or node.get("kind"), node)]
+    models = []
+    for i, entry in enumerate(entries):
+        where = f"experiment.models[{i}]"
+        if isinstance(entry, str):
+            entry = {"model": entry}
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{where}: expected a model name, a model node {{kind: ...}} or "
+                              f"{{model: ..., generate: ..., measures: ...}}, got {entry!r}")
+        if "kind" in entry:
+            entry = {"model": dict(entry)}
+        allowed = ("model", "name", "generate", "measures", "prompts")
+        for key in entry:
+            if key not in allowed:
+                raise ConfigError(f"{where}.{key}: unknown key; allowed: {', '.join(allowed)}")
+        if "model" not in entry:
+            raise ConfigError(f"{where}.model: missing (a model name such as smollm2, or a node)")
+        model = entry["model"]
+        if isinstance(model, str):
+            path = comp.root / "model" / f"{model}.yaml"
+            node: Any = dict(OmegaConf.to_container(OmegaConf.load(path))) if path.exists() else model
+        else:
+            node = dict(model)
+        label = entry.get("name") or (model if isinstance(model, str) else
+                                      str(model.get("name") or model.get("kind")))
+        models.append(_Model(str(label), node, dict(entry.get("generate") or {}),
+                             entry.get("measures"), entry.get("prompts")))
+    labels = [m.label for m in models]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"experiment.models: two models are called the same ({labels}); give "
+                          "each a distinct name: {model: ..., name: ...}")
+    return models
+
+
+def _styles(comp: Composition) -> list[Style]:
+    cfg = comp.config
+    entries = node_to_dict(cfg.experiment.styles) or []
+    if not entries:
+        data = node_to_dict(cfg.style)
+        if not data:
+            raise ConfigError("style: a run needs a style; choose one with style=NAME (files in "
+                              "configs/style/), set style.components, or list experiment.styles")
+        return [Style.from_dict(data, base_dir=comp.base_dir("style"))]
+    styles = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, Mapping):
+            styles.append(Style.from_dict(dict(entry), base_dir=comp.base_dir("style")))
+        elif isinstance(entry, str):
+            local = comp.root / "style" / f"{entry}.yaml"
+            styles.append(Style.load(local) if local.exists() else load_style(entry))
+        else:
+            raise ConfigError(f"experiment.styles[{i}]: expected a style name, file or mapping, "
+                              f"got {entry!r}")
+    names = [s.name for s in styles]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"experiment.styles: two styles are called the same ({names}); give each "
+                          "its own name")
+    return styles
+
+
+def _measures_for(model: _Model, modality: str, exp: Any) -> list[str]:
+    chosen = model.measures if model.measures is not None else _default_measures(exp)
+    if isinstance(chosen, Mapping):
+        chosen = chosen.get(modality, [])
+    if isinstance(chosen, str):
+        chosen = [chosen]
+    return [str(m) for m in chosen or []]
+
+
+def _default_measures(exp: Any) -> Any:
+    measures = node_to_dict(exp.measures)
+    return ["changed_fraction"] if measures is None else measures
+
+
+def _options_for(model: _Model, modality: str, exp: Any) -> dict[str, Any]:
+    shared = node_to_dict(exp.generate) or {}
+    options = {k: v for k, v in shared.items() if not isinstance(v, Mapping)}
+    options.update(shared.get(modality) or {} if isinstance(shared.get(modality), Mapping) else {})
+    options.update(model.generate)
+    return options
+
+
+def _prompts(model: _Model, exp: Any) -> list[Any]:
+    """Each prompt is one input spec for ``prepare_inputs``; a string becomes a batch of one."""
+    prompts = model.prompts if model.prompts is not None else node_to_dict(exp.prompts)
+    if prompts is None:
+        return [node_to_dict(exp.inputs)]  # the whole ``inputs`` batch as one prompt
+    if not isinstance(prompts, list) or not prompts:
+        raise ConfigError(f"experiment.prompts: expected a non-empty list, got {prompts!r}")
+    return [[p] if isinstance(p, str) else p for p in prompts]
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text)).strip("-") or "x"
 
 
 def run_experiment(comp: Composition, *, plugins: PluginManager | None = None,
@@ -32,39 +150,87 @@ def run_experiment(comp: Composition, *, plugins: PluginManager | None = None,
     plugins = plugins or current_plugin_manager()
     cfg = comp.config
     exp = cfg.experiment
-    measures = {name: plugins.measures.get(name) for name in exp.measures}
-    style_data = node_to_dict(cfg.style)
-    if not style_data:
-        raise ConfigError("style: a run needs a style; choose one with style=NAME "
-                          "(files in configs/style/) or set style.components")
-    style = Style.from_dict(style_data, base_dir=comp.base_dir("style"))
-    torch.manual_seed(cfg.seed)
-    adapter = load_model(node_to_dict(cfg.model), plugins=plugins)
-    inputs = adapter.prepare_inputs(node_to_dict(exp.inputs))
-    options = node_to_dict(exp.generate) or {}
+    styles = _styles(comp)
+    models = _models(comp)
+    intensities = [float(i) for i in exp.intensities]
+    explicit_seed = (node_to_dict(exp.generate) or {}).get("seed")
+    seeds = [int(s) for s in exp.seeds] or [int(cfg.seed if explicit_seed is None else explicit_seed)]
+    for model in models:  # every measure must exist before anything runs
+        for modality_measures in ([model.measures] if model.measures is not None else [
+                _default_measures(exp)]):
+            names = (modality_measures.values() if isinstance(modality_measures, Mapping)
+                     else [modality_measures])
+            for group in names:
+                for name in [group] if isinstance(group, str) else group or []:
+                    plugins.measures.get(name)
 
     folder = new_run_folder(Path(output_dir or cfg.output_dir), exp.name)
     (folder / "outputs").mkdir()
     with atomic_path(folder / "config.yaml") as tmp:
         tmp.write_text(OmegaConf.to_yaml(cfg))
 
-    torch.manual_seed(cfg.seed)
-    baseline = adapter.generate(inputs, **options)
-    adapter.save_outputs(baseline, folder / "outputs" / "unsteered")
-    rows = []
-    for intensity in tqdm(list(exp.intensities), desc=f"{exp.name}: intensities", unit="run"):
-        torch.manual_seed(cfg.seed)
-        generation = adapter.generate(inputs, style=style, intensity=float(intensity), **options)
-        files = adapter.save_outputs(generation, folder / "outputs" / f"intensity-{intensity:g}")
-        row = {"intensity": float(intensity),
-               **{name: _finite_or_none(m(generation, baseline)) for name, m in measures.items()},
-               "outputs": [str(f.relative_to(folder)) for f in files],
-               "samples": adapter.describe_outputs(generation)}
-        rows.append(row)
+    total = sum(len(_prompts(m, exp)) for m in models) * len(seeds) * (1 + len(styles) * len(intensities))
+    rows: list[dict[str, Any]] = []
+    sections: list[dict[str, Any]] = []
+    with tqdm(total=total, desc=f"{exp.name}", unit="generation") as bar:
+        for model in models:
+            bar.set_postfix_str(f"loading {model.label}")
+            try:
+                adapter = load_model(model.node, plugins=plugins)
+            except PolysteerError:
+                raise
+            except (OSError, ImportError, ValueError) as err:
+                raise ConfigError(f"experiment model {model.label!r} is not installed or cannot be "
+                                  f"loaded ({type(err).__name__}: {err}); install it (see "
+                                  "'polysteer models') or remove it from experiment.models") from err
+            measures = {name: plugins.measures.get(name)
+                        for name in _measures_for(model, adapter.modality, exp)}
+            options = _options_for(model, adapter.modality, exp)
+            options.pop("seed", None)
+            prompts = _prompts(model, exp)
+            base = Path("outputs") / _slug(model.label) if len(models) > 1 else Path("outputs")
+            first = len(rows)
+            for k, prompt in enumerate(prompts):
+                inputs = adapter.prepare_inputs(prompt)
+                for seed in seeds:
+                    tag = "".join([f"p{k}-" if len(prompts) > 1 else "",
+                                   f"s{seed}-" if len(seeds) > 1 else ""])
+                    bar.set_postfix_str(f"{model.label} prompt {k} seed {seed} unsteered")
+                    baseline, _ = seeded_generate(adapter, inputs, seed=seed, options=options)
+                    unsteered_files = [f.relative_to(folder).as_posix() for f in adapter.save_outputs(
+                        baseline, folder / base / f"{tag}unsteered")]
+                    unsteered_samples = adapter.describe_outputs(baseline)
+                    bar.update(1)
+                    for style in styles:
+                        where = base / _slug(style.name) if len(styles) > 1 else base
+                        for intensity in intensities:
+                            bar.set_postfix_str(f"{model.label} {style.name} x {intensity:g}")
+                            generation, skipped = seeded_generate(
+                                adapter, inputs, seed=seed, style=style, intensity=intensity,
+                                options=options)
+                            files = adapter.save_outputs(generation, folder / where
+                                                         / f"{tag}intensity-{intensity:g}")
+                            rows.append({
+                                "model": model.label, "modality": adapter.modality,
+                                "style": style.name, "prompt": k, "seed": seed,
+                                "intensity": intensity,
+                                **{name: _finite_or_none(m(generation, baseline))
+                                   for name, m in measures.items()},
+                                "outputs": [f.relative_to(folder).as_posix() for f in files],
+                                "unsteered": unsteered_files,
+                                "samples": adapter.describe_outputs(generation),
+                                "unsteered_samples": unsteered_samples,
+                                "not_applied": skipped})
+                            bar.update(1)
+            plot_name = "measures.png" if len(models) == 1 else f"measures-{_slug(model.label)}.png"
+            plot = _plot(rows[first:], list(measures), folder / "plots" / plot_name, model.label)
+            sections.append({"model": model.label, "modality": adapter.modality,
+                             "measures": list(measures), "rows": rows[first:], "plot": plot,
+                             "prompts": prompts})
+            del adapter
     with atomic_path(folder / "metrics.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    plot = _plot(rows, list(measures), folder / "plots" / "measures.png")
-    _report(folder, comp, rows, list(measures), plot, adapter.describe_outputs(baseline))
+    _report(folder, comp, sections)
     return folder
 
 
@@ -88,39 +254,101 @@ def new_run_folder(parent: Path, name: str) -> Path:
     raise FileExistsError(f"could not create a new run folder in {parent}")
 
 
-def _plot(rows: list[dict], measures: list[str], path: Path) -> Path | None:
+def _mean_by(rows: list[dict], measure: str) -> dict[tuple[str, float], float | None]:
+    """``(style, intensity) -> mean of measure`` over prompts and seeds (``None`` values left out)."""
+    groups: dict[tuple[str, float], list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["style"], r["intensity"]), [])
+        if r.get(measure) is not None:
+            groups[(r["style"], r["intensity"])].append(r[measure])
+    return {key: (sum(v) / len(v) if v else None) for key, v in groups.items()}
+
+
+def _plot(rows: list[dict], measures: list[str], path: Path, title: str = "") -> Path | None:
+    """One panel per measure against intensity, a line per style (mean over prompts and seeds)."""
     plt = pyplot()
-    if plt is None:
+    if plt is None or not measures or not rows:
         return None
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    xs = [r["intensity"] for r in rows]
-    for name in measures:
-        ax.plot(xs, [float("nan") if r[name] is None else r[name] for r in rows], marker="o",
-                label=name)
-    ax.set_xlabel("intensity")
-    ax.set_ylabel("measure")
-    ax.legend()
-    ax.grid(alpha=0.3)
+    styles = list(dict.fromkeys(r["style"] for r in rows))
+    n = len(measures)
+    cols = min(n, 3)
+    lines = (n + cols - 1) // cols
+    fig, axes = plt.subplots(lines, cols, figsize=(4.2 * cols, 3.1 * lines), squeeze=False)
+    for ax, name in zip(axes.flat, measures, strict=False):
+        means = _mean_by(rows, name)
+        for style in styles:
+            xs = sorted({i for s, i in means if s == style})
+            ys = [float("nan") if means[(style, x)] is None else means[(style, x)] for x in xs]
+            ax.plot(xs, ys, marker="o", label=style)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("intensity")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_png(fig, path)
 
 
-def _report(folder: Path, comp: Composition, rows: list[dict], measures: list[str],
-            plot: Path | None, baseline: list[str]) -> None:
+def _render_file(folder: Path, path: str) -> str:
+    """An output file as HTML by its suffix: text inline, images shown, audio with a player."""
+    suffix = Path(path).suffix.lower()
+    name = html.escape(path)
+    if suffix == ".txt":
+        text = (folder / path).read_text()
+        return f"<pre>{html.escape(text[:600] + ('...' if len(text) > 600 else ''))}</pre>"
+    if suffix == ".png":
+        return f'<img src="{name}" alt="{name}" style="width:128px;image-rendering:pixelated">'
+    if suffix == ".wav":
+        return f'<audio controls preload="none" src="{name}"></audio>'
+    return f'<a href="{name}">{html.escape(Path(path).name)}</a>'
+
+
+def _report(folder: Path, comp: Composition, sections: list[dict[str, Any]]) -> None:
     def cell(v: Any) -> str:
         text = f"{v:.4g}" if isinstance(v, float) else "n/a" if v is None else str(v)
         return f"<td>{html.escape(text)}</td>"
 
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["intensity", *measures, "first sample"])
-    body = "".join("<tr>" + cell(r["intensity"]) + "".join(cell(r[m]) for m in measures)
-                   + cell(r["samples"][0] if r["samples"] else "") + "</tr>" for r in rows)
-    img = f'<img src="{plot.relative_to(folder)}" alt="measures">' if plot else \
-        "<p>(install matplotlib for plots)</p>"
+    parts = []
+    for sec in sections:
+        measures, rows = sec["measures"], sec["rows"]
+        means = {m: _mean_by(rows, m) for m in measures}
+        keys = list(dict.fromkeys((r["style"], r["intensity"]) for r in rows))
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in ["style", "intensity", *measures])
+        body = "".join("<tr>" + cell(s) + cell(i) + "".join(cell(means[m][(s, i)]) for m in measures)
+                       + "</tr>" for s, i in keys)
+        plot = sec["plot"]
+        img = f'<img src="{plot.relative_to(folder).as_posix()}" alt="measures">' if plot else \
+            "<p>(install matplotlib for plots)</p>"
+        # outputs: for the first seed, one row per prompt and style, unsteered then each intensity
+        first_seed = rows[0]["seed"] if rows else None
+        grid = []
+        for r0 in [r for r in rows if r["seed"] == first_seed]:
+            if r0["intensity"] != rows[0]["intensity"]:
+                continue
+            same = [r for r in rows if (r["prompt"], r["seed"], r["style"]) ==
+                    (r0["prompt"], r0["seed"], r0["style"])]
+            cells = "".join(f"<td>{''.join(_render_file(folder, f) for f in r['outputs'])}</td>"
+                            for r in same)
+            unsteered = "".join(_render_file(folder, f) for f in r0["unsteered"])
+            grid.append(f"<tr><td>prompt {r0['prompt']}<br>{html.escape(r0['style'])}</td>"
+                        f"<td>{unsteered}</td>{cells}</tr>")
+        ints = list(dict.fromkeys(r["intensity"] for r in rows))
+        grid_head = "".join(f"<th>{i:g}</th>" for i in ints)
+        skipped = sorted({s for r in rows for s in r.get("not_applied", [])})
+        note = ("<p>Not applied to this model: " + html.escape("; ".join(skipped)) + "</p>"
+                if skipped else "")
+        parts.append(f"""<h2>{html.escape(sec['model'])} <small>({html.escape(sec['modality'])})</small></h2>
+{note}<h3>Measures (mean over prompts and seeds)</h3>
+<table border="1" cellpadding="4"><tr>{head}</tr>{body}</table>{img}
+<h3>Outputs (seed {first_seed})</h3>
+<table border="1" cellpadding="4"><tr><th></th><th>unsteered</th>{grid_head}</tr>{''.join(grid)}</table>""")
     page = f"""<!doctype html><meta charset="utf-8"><title>polysteer run</title>
 <h1>{html.escape(comp.config.experiment.name)}</h1>
 <p>Composed from: {html.escape(' → '.join(comp.sources))}</p>
-<h2>Measures</h2><table border="1" cellpadding="4"><tr>{head}</tr>{body}</table>{img}
-<h2>Unsteered</h2><pre>{html.escape(baseline[0] if baseline else '')}</pre>
+{''.join(parts)}
 <h2>Config</h2><pre>{html.escape(OmegaConf.to_yaml(comp.config))}</pre>
 """
     with atomic_path(folder / "report.html") as tmp:

@@ -73,7 +73,19 @@ class DiffusersAdapter(ModelAdapter):
 
     # -- inputs ---------------------------------------------------------------------------------
     def prepare_inputs(self, spec: Any) -> Any:
-        return 4 if spec is None else spec
+        """``None``: 4 unconditional images; for the avatar model a description (a ``str``, or a
+        list of them) becomes the condition it implies
+        (:func:`~polysteer.plugins.image.avatars.condition_from_text`: hair colour, glasses, a
+        background from the setting; never the mouth); anything else is passed on as is."""
+        if spec is None:
+            return 4
+        if self.is_avatar and (isinstance(spec, str) or (
+                isinstance(spec, list) and spec and all(isinstance(s, str) for s in spec))):
+            from polysteer.plugins.image.avatars import condition_from_text
+
+            return condition_from_text(spec) if isinstance(spec, str) else [
+                condition_from_text(s) for s in spec]
+        return spec
 
     def _call_kwargs(self, inputs: Any, seed: int, kwargs: dict[str, Any]) -> dict[str, Any]:
         call = dict(kwargs)

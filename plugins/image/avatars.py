@@ -317,3 +317,36 @@ def _diffusers_version() -> str:
     import diffusers
 
     return diffusers.__version__
+
+
+# How a description (a story, a prompt) names the attributes of the person it is about. Only what
+# a text says about someone's looks: hair colour and eyewear, and the place as the background.
+# The mouth (the expression) and the skin are never read from text: the expression is left to
+# the style that steers the portrait, and skin is not guessed from words.
+_DESCRIBED: tuple[tuple[str, str, str], ...] = (
+    ("glasses", "sunglasses", r"\bsun-?glasses\b|\bshades\b"),
+    ("glasses", "glasses", r"\b(?<!sun)(?<!sun-)(eye)?glasses\b|\bspectacles\b"),
+    ("hair_colour", "red", r"\b(red|ginger|auburn|copper)[- ](haired|hair)\b|\bredhead|\bginger\b"),
+    ("hair_colour", "blonde", r"\bblonde?\b|\b(golden|fair|yellow)[- ](haired|hair)\b"),
+    ("hair_colour", "dark", r"\b(dark|black|brown|chestnut)[- ](haired|hair)\b|\bbrunette\b"),
+    ("hair_colour", "light", r"\b(grey|gray|silver|white)[- ](haired|hair)\b"),
+    ("background", "blue", r"\b(sea|ocean|sky|lake|river|beach|rain)\b"),
+    ("background", "green", r"\b(forest|garden|park|meadow|field|woods|grass)\b"),
+    ("background", "orange", r"\b(sunset|autumn|desert|fire|sunrise)\b"),
+    ("background", "pink", r"\b(blossom|roses|pink)\b"),
+)
+
+
+def condition_from_text(text: str) -> dict[str, str]:
+    """The avatar condition a description implies: for each attribute the value whose words come
+    first in ``text`` (hair colour, glasses, and a background from the setting); attributes the
+    text does not mention stay unspecified (the model's choice). The mouth is never set."""
+    import re
+
+    found: dict[str, tuple[int, str]] = {}
+    lowered = text.lower()
+    for name, value, pattern in _DESCRIBED:
+        match = re.search(pattern, lowered)
+        if match and (name not in found or match.start() < found[name][0]):
+            found[name] = (match.start(), value)
+    return {name: value for name, (_, value) in found.items()}

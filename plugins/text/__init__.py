@@ -46,6 +46,14 @@ def polysteer_register_shipped_folders(registry):
 
 
 @hookimpl
+def polysteer_register_measures(registry):
+    from polysteer.plugins.text.measures import TEXT_MEASURES
+
+    for name, measure in TEXT_MEASURES.items():  # text_perplexity, text_<concept>
+        registry.register(name, measure, requires=REQUIRES[:1])
+
+
+@hookimpl
 def polysteer_register_adapters(registry):
     registry.register("transformers", load_transformers, requires=REQUIRES)
 

@@ -1,5 +1,5 @@
 """Text CLI commands: ``steer`` (``generate`` for text models), ``inspect``, ``concept``,
-``dictionary``, ``labels``, ``demo``, ``classify`` and ``search``; and the text models' part of
+``dictionary``, ``labels``, ``demo-text``, ``classify`` and ``search``; and the text models' part of
 ``polysteer generate`` (:class:`TextGeneration`: ``--max-new-tokens``, ``--sample``, streaming).
 ``polysteer models`` is core's (:mod:`polysteer.cli.catalogue`)."""
 
@@ -314,7 +314,7 @@ def _labels_build(args: argparse.Namespace) -> int:
 TEXT_COMMANDS = {
     "labels": Command("label dictionary features (top contexts, promoted tokens), verify labels by "
                       "steering, show and edit them", _labels_args, _labels_run),
-    "demo": Command("the main demo: SmolLM2 answering one prompt in several shipped styles",
+    "demo-text": Command("the text demo: SmolLM2 answering one prompt in several shipped styles",
                     _demo_args, _demo_run),
     "steer": Command("generate text under a style (streams; --compare shows unsteered too)",
                      _steer_args, _steer_run),

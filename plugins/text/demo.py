@@ -1,4 +1,5 @@
-"""The main demo: SmolLM2-135M-Instruct answering one prompt in several shipped styles at once.
+"""The text demo (``polysteer demo-text``): SmolLM2-135M-Instruct answering one prompt in several
+shipped styles at once.
 
 Every row of one batched ``generate`` call carries its own style (one ``(style, intensities)``
 pair per style, each switched on for its row only), so the demo also shows per-row steering, and

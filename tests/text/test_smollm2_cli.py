@@ -40,7 +40,7 @@ def test_inspect_shows_the_concept_per_token(capsys):
 
 
 def test_main_demo_runs_every_row_in_its_own_style(capsys, tmp_path):
-    assert main(["demo", "--max-new-tokens", "12", "--output-dir", str(tmp_path)]) == 0
+    assert main(["demo-text", "--max-new-tokens", "12", "--output-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "[unsteered]" in out and "[positive]" in out
     assert "row 0 equals the plain model: True" in out
