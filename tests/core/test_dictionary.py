@@ -203,7 +203,11 @@ def test_save_replaces_an_existing_folder_and_leaves_no_temp_folders(tmp_path):
     _sae(activation="relu", k=None).save(target)
     (target / "stale.txt").write_text("from an older save")
     _directions().save(target)
-    assert _listing(tmp_path) == ["d"]
+    # the replaced folder is a link to its one live version (atomic for readers); nothing else
+    assert [n for n in _listing(tmp_path) if not n.startswith(".d.v-")] == ["d"]
+    assert _listing(tmp_path) == ["d", os.readlink(target)]
+    _directions().save(target)
+    assert _listing(tmp_path) == ["d", os.readlink(target)], "the replaced version is removed"
     assert _listing(target) == ["dictionary.json", "dictionary.safetensors"]
     assert isinstance(load_dictionary(target), DirectionSet)
 
