@@ -216,7 +216,11 @@ def publish_folder(tmp: Path, final: Path, *, replace: bool = True, marker: str 
     try:
         os.symlink(version.name, link, target_is_directory=True)
     except (OSError, NotImplementedError):  # no symlinks here (e.g. Windows without the right)
-        _swap_aside(version, final)
+        try:
+            _swap_aside(version, final)
+        except BaseException:
+            _remove(version)
+            raise
         return True
     try:
         if os.path.isdir(final) and not os.path.islink(final):
@@ -224,12 +228,15 @@ def publish_folder(tmp: Path, final: Path, *, replace: bool = True, marker: str 
                 os.unlink(link)
                 _swap_aside(version, final)
                 return True
-            _remove(link)  # ``link`` now names the old real folder
+            # ``link`` now names the old real folder
+            _remove(link)
         else:
             os.replace(link, final)
     except BaseException:
         if os.path.lexists(link):
             os.unlink(link)
+        if _current_version(final) != version.name:
+            _remove(version)
         raise
     if previous and previous != _current_version(final):
         _remove(final.parent / previous)
@@ -259,10 +266,13 @@ def read_folder(path: str | os.PathLike, load: Callable[[Path], T], *, attempts:
         except (FileNotFoundError, NotADirectoryError, CorruptFileError):
             if attempt == attempts - 1:
                 raise
-            moved = not real.exists() or pinned_folder(path) != real
-            aside = any(e.name.startswith(f".{path.name}.") and e.name.endswith(".tmp")
-                        for e in path.parent.iterdir()) if path.parent.is_dir() else False
-            if not (moved or (not os.path.lexists(path) and aside)):
+            if os.path.lexists(path):
+                moved = real != path and (not real.exists() or pinned_folder(path) != real)
+            else:  # missing: a swap without symlinks may be between its two renames
+                moved = path.parent.is_dir() and any(
+                    e.name.startswith(f".{path.name}.") and e.name.endswith(".tmp")
+                    and (e / path.name).is_dir() for e in path.parent.iterdir())
+            if not moved:
                 raise
             time.sleep(0.002 * (attempt + 1))
     raise AssertionError("unreachable")
@@ -336,7 +346,9 @@ def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = check_regular_file(path, "tensor file")
     try:
         return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        if not path.exists():  # removed while being opened (a concurrent replace)
+            raise FileNotFoundError(f"{path} does not exist") from None
         raise CorruptFileError(
             f"{path} is not a readable safetensors file ({err}); the file is damaged or "
             "truncated: recreate or re-download it"
