@@ -9,6 +9,7 @@ import ctypes
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -39,10 +40,41 @@ def publish_mode(path: Path, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
-def _tag() -> str:
+def temp_tag() -> str:
     """``<pid>-<random>``: names this process's temporary siblings so a later run can tell a dead
     writer's debris (its process is gone) from a live writer's work in progress."""
     return f"{os.getpid()}-{os.urandom(4).hex()}"
+
+
+_tag = temp_tag
+_TEMP = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}(\..*)?\.(tmp|lnk)")
+
+
+def clean_dead_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove every temporary entry in ``folder`` (``.<name>.<pid>-<rand>...tmp``) whose writer
+    process is gone or that is older than :data:`DEBRIS_AGE_S`: what killed runs, fetches and
+    saves left. Returns what was removed."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    now = time.time()
+    for entry in list(folder.iterdir()):
+        match = _TEMP.fullmatch(entry.name)
+        if not match:
+            continue
+        try:
+            age = now - entry.lstat().st_mtime
+        except OSError:
+            continue
+        if not _pid_alive(int(match["pid"])) or age > DEBRIS_AGE_S:
+            final = folder / match["name"]
+            inner = entry / match["name"]
+            if not os.path.lexists(final) and inner.is_dir() and not inner.is_symlink():
+                os.replace(inner, final)  # a swap killed between its two renames: put it back
+            _remove(entry)
+            removed.append(entry)
+    return removed
 
 
 @contextmanager

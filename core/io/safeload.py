@@ -213,8 +213,7 @@ def finite(value: Any, where: str, *, low: float | None = None, high: float | No
     """``value`` as a float if it is a real number (not a bool or a quoted string), finite and in
     ``[low, high]``; else ``error`` naming ``where`` and what is allowed."""
     kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, int | float) or (
-            integer and not (isinstance(value, int) or float(value).is_integer())):
+    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
         raise error(f"{where}: expected {kind}, got {value!r}"
                     + (" (remove the quotes)" if isinstance(value, str) else ""))
     try:

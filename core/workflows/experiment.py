@@ -9,6 +9,10 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
+import re
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,12 +21,13 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from polysteer.config import Composition, node_to_dict
+from polysteer.config import Composition, check_values, node_to_dict
 from polysteer.errors import ConfigError
-from polysteer.io.fileio import atomic_path
+from polysteer.io.fileio import atomic_path, clean_dead_temps, share_permissions, temp_tag
 from polysteer.io.plots import pyplot, save_png
 from polysteer.models.loading import load_model
 from polysteer.plugin.manager import PluginManager, current_plugin_manager
+from polysteer.steering.runtime import steer
 from polysteer.steering.style import Style
 
 
@@ -38,12 +43,34 @@ def run_experiment(comp: Composition, *, plugins: PluginManager | None = None,
         raise ConfigError("style: a run needs a style; choose one with style=NAME "
                           "(files in configs/style/) or set style.components")
     style = Style.from_dict(style_data, base_dir=comp.base_dir("style"))
+    check_values(cfg)  # finite numbers, intensities in range (compose checked; callers may edit)
+    intensities = [float(i) for i in exp.intensities]
+    name = str(exp.name)
+    if not _SAFE_NAME.fullmatch(name):
+        raise ConfigError(f"experiment.name: {name!r} cannot name a run folder; use letters, "
+                          "digits, '.', '_' and '-'")
     torch.manual_seed(cfg.seed)
     adapter = load_model(node_to_dict(cfg.model), plugins=plugins)
     inputs = adapter.prepare_inputs(node_to_dict(exp.inputs))
     options = node_to_dict(exp.generate) or {}
+    with steer(adapter, style, intensity=max(intensities, key=abs), plugins=plugins):
+        pass  # resolves every dictionary, feature, schedule and rule before anything is written
 
-    folder = new_run_folder(Path(output_dir or cfg.output_dir), exp.name)
+    parent = Path(output_dir or cfg.output_dir)
+    parent.mkdir(parents=True, exist_ok=True)
+    clean_dead_temps(parent)  # what runs killed earlier left
+    folder = Path(tempfile.mkdtemp(prefix=f".{name}.{temp_tag()}.", suffix=".tmp", dir=parent))
+    try:
+        _run_into(folder, comp, adapter, style, inputs, options, intensities, measures)
+        share_permissions(folder)
+        return publish_run_folder(folder, parent, name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_into(folder: Path, comp: Composition, adapter: Any, style: Style, inputs: Any,
+              options: dict, intensities: list[float], measures: dict) -> None:
+    cfg, exp = comp.config, comp.config.experiment
     (folder / "outputs").mkdir()
     with atomic_path(folder / "config.yaml") as tmp:
         tmp.write_text(OmegaConf.to_yaml(cfg))
@@ -52,11 +79,11 @@ def run_experiment(comp: Composition, *, plugins: PluginManager | None = None,
     baseline = adapter.generate(inputs, **options)
     adapter.save_outputs(baseline, folder / "outputs" / "unsteered")
     rows = []
-    for intensity in tqdm(list(exp.intensities), desc=f"{exp.name}: intensities", unit="run"):
+    for intensity in tqdm(intensities, desc=f"{exp.name}: intensities", unit="run"):
         torch.manual_seed(cfg.seed)
-        generation = adapter.generate(inputs, style=style, intensity=float(intensity), **options)
+        generation = adapter.generate(inputs, style=style, intensity=intensity, **options)
         files = adapter.save_outputs(generation, folder / "outputs" / f"intensity-{intensity:g}")
-        row = {"intensity": float(intensity),
+        row = {"intensity": intensity,
                **{name: _finite_or_none(m(generation, baseline)) for name, m in measures.items()},
                "outputs": [str(f.relative_to(folder)) for f in files],
                "samples": adapter.describe_outputs(generation)}
@@ -65,7 +92,25 @@ def run_experiment(comp: Composition, *, plugins: PluginManager | None = None,
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     plot = _plot(rows, list(measures), folder / "plots" / "measures.png")
     _report(folder, comp, rows, list(measures), plot, adapter.describe_outputs(baseline))
-    return folder
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def publish_run_folder(tmp: Path, parent: Path, name: str) -> Path:
+    """Rename the finished run ``tmp`` to ``parent/<time>-<name>`` (a suffix if that is taken):
+    a run folder exists only once its run finished, so a failed or killed run leaves none."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        folder = parent / (f"{stamp}-{name}" + (f"-{n}" if n else ""))
+        if os.path.lexists(folder):
+            continue
+        try:
+            os.rename(tmp, folder)  # an empty folder created meanwhile is replaced: fine
+            return folder
+        except OSError:
+            continue
+    raise FileExistsError(f"could not create a new run folder in {parent}")
 
 
 def _finite_or_none(value: Any) -> float | None:
