@@ -75,10 +75,13 @@ def read_bytes_guarded(path: str | os.PathLike, what: str = "file",
     except OSError as err:
         raise CorruptFileError(f"{what} {path} cannot be opened ({err.strerror})") from None
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # swapped after the check
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):  # swapped after the check
             raise CorruptFileError(f"{what} {path} is not a regular file: put the real file there")
-        data = handle.read(limit + 1)
-    if len(data) > limit:
+        data = handle.read(min(info.st_size, limit) + 1) if info.st_size <= limit else b""
+        while len(data) <= limit and (block := handle.read(1 << 20)):  # grew meanwhile
+            data += block
+    if len(data) > limit or info.st_size > limit:
         raise CorruptFileError(f"{what} {path} is over {limit >> 20} MiB; a {what} is never this "
                                "large: check that this is the right file")
     return data
@@ -208,14 +211,27 @@ def load_json(path: str | os.PathLike, what: str = "JSON file", *,
     return parse_json(read_text_guarded(path, what), str(path), allow_nonfinite=allow_nonfinite)
 
 
+def quoted_hint(value: Any) -> str:
+    """The fix for a number that arrived as text: ``'2'`` (quoted) or ``1e39`` (YAML 1.1 reads
+    exponents without a dot as text)."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    if any(c in value for c in "eE") and "." not in value:
+        return f" (YAML reads {value} as text: write it with a dot, e.g. {value.replace('e', '.0e', 1)})"
+    return " (remove the quotes)"
+
+
 def finite(value: Any, where: str, *, low: float | None = None, high: float | None = None,
            integer: bool = False, error: type[Exception] = ConfigError) -> float:
     """``value`` as a float if it is a real number (not a bool or a quoted string), finite and in
     ``[low, high]``; else ``error`` naming ``where`` and what is allowed."""
     kind = "an integer" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
-        raise error(f"{where}: expected {kind}, got {value!r}"
-                    + (" (remove the quotes)" if isinstance(value, str) else ""))
+        raise error(f"{where}: expected {kind}, got {value!r}" + quoted_hint(value))
     try:
         number = float(value)
     except OverflowError:

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from polysteer.io.safeload import quoted_hint
 from polysteer.steering.step import Step
 
 Envelope = Callable[[float], float]
@@ -34,8 +35,7 @@ def _real(name: str, value: Any) -> float:
     """``value`` as a float if it is a real number: a quoted ``'2'`` or ``true`` is refused here,
     when the schedule is built, and never meets a forward hook."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number, got {value!r}"
-                         + (" (remove the quotes)" if isinstance(value, str) else ""))
+        raise ValueError(f"{name} must be a number, got {value!r}{quoted_hint(value)}")
     try:
         return float(value)
     except OverflowError:

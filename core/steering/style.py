@@ -37,7 +37,7 @@ import yaml
 
 from polysteer.errors import ConfigError, did_you_mean
 from polysteer.io.fileio import atomic_path
-from polysteer.io.safeload import check_finite_tree, load_yaml
+from polysteer.io.safeload import check_finite_tree, load_yaml, quoted_hint
 from polysteer.steering.schedules import BUILTIN_ENVELOPES, BUILTIN_MASKS
 
 DictionaryRef = Any
@@ -63,8 +63,7 @@ MAX_WEIGHT = 1000.0
 
 def _number(value: Any, path: str, limit: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{path}: expected a number, got {value!r}"
-                          + (" (remove the quotes)" if isinstance(value, str) else ""))
+        raise ConfigError(f"{path}: expected a number, got {value!r}{quoted_hint(value)}")
     if not math.isfinite(value):
         raise ConfigError(f"{path}: must be a finite number, got {value!r}")
     if limit is not None and abs(value) > limit:
