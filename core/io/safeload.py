@@ -127,8 +127,10 @@ class _GuardedLoader(yaml.SafeLoader):
 
 
 def _expanded_size(root: Node) -> int:
-    """Number of nodes ``root`` holds with every alias expanded (memoised, so cheap)."""
+    """Number of nodes ``root`` holds with every alias expanded (memoised, so cheap); a node that
+    contains itself through an alias (``&a [*a]``) is refused."""
     sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
     stack: list[tuple[Node, bool]] = [(root, False)]
     while stack:
         node, done = stack.pop()
@@ -141,17 +143,30 @@ def _expanded_size(root: Node) -> int:
                                 [n for pair in node.value for n in pair]
                                 if isinstance(node, MappingNode) else [])
         if done:
+            open_nodes.discard(id(node))
             total = 1 + sum(sizes.get(id(c), 1) for c in children)
             sizes[id(node)] = min(total, MAX_NODES + 1)
-        else:
-            stack.append((node, True))
-            stack.extend((c, False) for c in children if id(c) not in sizes)
+            continue
+        if id(node) in open_nodes:
+            raise ConfigError("an alias refers to a value that contains it (a recursive "
+                              "structure); write the values out instead")
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        for child in children:
+            if id(child) in open_nodes:
+                raise ConfigError("an alias refers to a value that contains it (a recursive "
+                                  "structure); write the values out instead")
+            if id(child) not in sizes:
+                stack.append((child, False))
     return sizes[id(root)]
 
 
 def parse_yaml(text: str, source: str = "YAML") -> Any:
     """Parse YAML text safely (no tags that build objects, alias and depth limits)."""
-    loader = _GuardedLoader(text)
+    try:
+        loader = _GuardedLoader(text)
+    except yaml.YAMLError as err:  # the reader refuses control characters up front
+        raise ConfigError(f"{source} is not valid YAML: {err}") from None
     try:
         node = loader.get_single_node()
         if node is None:

@@ -93,6 +93,8 @@ def _kind_spec(value: Any, path: str, default: str) -> dict[str, Any]:
         return {"kind": value}
     if not isinstance(value, dict) or "kind" not in value:
         raise ConfigError(f"{path}: expected a kind name or a mapping with 'kind', got {value!r}")
+    if not isinstance(value["kind"], str) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(f"{path}: expected a kind name and named parameters, got {value!r}")
     return dict(value)
 
 
