@@ -212,6 +212,8 @@ def validate_plugin_nodes(cfg: DictConfig, plugins: PluginManager) -> DictConfig
         if not isinstance(value, DictConfig) or "kind" not in value:
             continue
         kind = value.kind
+        if not isinstance(kind, str):
+            raise ConfigError(f"{node}.kind: expected a registered kind name, got {kind!r}")
         owners = {"model": plugins.adapters}
         if node in owners and kind not in owners[node]:
             hint = did_you_mean(kind, owners[node].names())

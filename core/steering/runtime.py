@@ -60,7 +60,7 @@ def _check_intensity(value: Any, what: str = "intensity") -> torch.Tensor | floa
         raise SteeringError(f"{what} {value!r} is out of range: use values between "
                             f"{-MAX_INTENSITY:g} and {MAX_INTENSITY:g} (1.0 is a typical "
                             "token's norm at the site)")
-    if torch.as_tensor(value).ndim == 0:
+    if isinstance(value, int | float) or getattr(value, "ndim", None) == 0:  # incl. numpy scalars
         return float(values[0])
     return values.float()
 

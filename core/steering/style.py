@@ -324,6 +324,8 @@ def _parse_component(data: Any, path: str, concepts: dict) -> Component:
     _check_keys(data, path, (), _COMPONENT_KEYS)
     has_feature = "dictionary" in data or "feature" in data
     if "concept" in data:
+        if not isinstance(data["concept"], str):
+            raise ConfigError(f"{path}.concept: expected a concept name, got {data['concept']!r}")
         if has_feature:
             raise ConfigError(f"{path}: give either 'concept' or 'dictionary' + 'feature', not both")
         if data["concept"] not in concepts:

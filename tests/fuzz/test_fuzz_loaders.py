@@ -140,7 +140,7 @@ def reference():
     return ReferenceAdapter()
 
 
-@fuzz(600)
+@fuzz(250)
 @given(doc=mutated(STYLE), intensity=st.one_of(st.floats(-3, 3), VALUES))
 def test_styles_load_and_steer_or_fail_cleanly(plugin_manager, reference, work, doc, intensity):
     path = work / "style.yaml"
@@ -181,7 +181,7 @@ OVERRIDE_VALUES = (st.sampled_from(["[1e39]", "[nan]", "0.5", "'2'", "[0, 1]", "
                    | VALUES.map(lambda v: json.dumps(v, default=str)) | st.text(max_size=20))
 
 
-@fuzz(700)
+@fuzz(250)
 @given(overrides=st.lists(st.tuples(st.sampled_from(KEYS) | st.text(max_size=12),
                                     OVERRIDE_VALUES).map(lambda kv: f"{kv[0]}={kv[1]}"),
                           min_size=1, max_size=3))
