@@ -170,14 +170,16 @@ def clean_debris(final: str | os.PathLike, *, keep: tuple[str, ...] = ()) -> lis
         legacy = rest.startswith("old.")  # an earlier polysteer's swap, interrupted
         version = rest.startswith(VERSION_MARK[1:])
         pid = (rest[len(VERSION_MARK) - 1:] if version else rest).split("-", 1)[0]
-        if not legacy and not pid.isdigit():
-            continue
         try:
             age = now - entry.lstat().st_mtime
         except OSError:
             continue
-        if not legacy and _pid_alive(int(pid)) and age < (VERSION_AGE_S if version else
-                                                          DEBRIS_AGE_S):
+        if not legacy and not pid.isdigit():
+            # an earlier polysteer's temporary name (no pid): debris once it is a day old
+            if not (name.endswith(".tmp") and age > DEBRIS_AGE_S):
+                continue
+        elif not legacy and _pid_alive(int(pid)) and age < (VERSION_AGE_S if version else
+                                                            DEBRIS_AGE_S):
             continue
         inner = entry / final.name
         if not os.path.lexists(final) and inner.is_dir() and not inner.is_symlink():

@@ -131,10 +131,16 @@ def test_stale_staging_folders_of_dead_processes_are_cleaned_on_the_next_write(t
     alive.mkdir()
     other = tmp_path / ".other.999999999-abcd.tmp"  # another folder's: not ours to judge
     other.mkdir()
+    old_style = tmp_path / ".model.k2j4x9.tmp"  # an earlier polysteer's name, no pid
+    old_style.mkdir()
+    recent = tmp_path / ".model.a8b8c8.tmp"
+    recent.mkdir()
+    long_ago = time.time() - 3 * 24 * 3600
+    os.utime(old_style, (long_ago, long_ago))
     with staged_folder(target) as tmp:
         (tmp / "weights").write_text("w")
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == sorted(["model", alive.name, other.name])
+    assert names == sorted(["model", alive.name, other.name, recent.name])
 
 
 def test_read_folder_retries_only_when_the_version_moved(tmp_path):
