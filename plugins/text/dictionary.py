@@ -231,7 +231,8 @@ def _check_field_types(cls: type, node: dict[str, Any], where: str) -> None:
             finite(value, path)
         elif "str" in kinds and isinstance(value, str):
             continue
-        elif "list" in kinds and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        elif "list" in kinds and (isinstance(value, str) or isinstance(value, list) and all(
+                isinstance(v, str) for v in value)):  # one name stands for a list of one
             continue
         else:
             raise ConfigError(f"{path}: expected {' or '.join(sorted(kinds))}, got {value!r}")
