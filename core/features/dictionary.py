@@ -380,7 +380,9 @@ def dictionary_search_path(base_dir: Path | None = None,
 
 
 @lru_cache(maxsize=32)
-def _load_cached(path: str, mtime_ns: int, manager: PluginManager) -> FeatureDictionary:
+def _load_cached(version: str, mtime_ns: int, manager: PluginManager, path: str) -> FeatureDictionary:
+    """Keyed by the resolved folder (a replaced folder is a new version, so it is read again);
+    loaded by its own name, so its ``source`` stays the name the user gave."""
     for entry in manager.dictionary_formats:
         fmt = entry.value
         if fmt.detect(Path(path)):
@@ -405,7 +407,7 @@ def resolve_dictionary(ref: Any, base_dir: Path | None = None,
         if candidate.is_dir():
             stat = candidate.stat()
             return _load_cached(str(candidate.resolve()), stat.st_mtime_ns,
-                                plugins or current_plugin_manager())
+                                plugins or current_plugin_manager(), str(candidate.absolute()))
     searched = ", ".join(str(f) for f in dictionary_search_path(base_dir, plugins))
     raise FileNotFoundError(f"dictionary {str(ref)!r} not found; looked in: {searched}. Build it "
                             "(e.g. polysteer concept build) or give a folder path")

@@ -159,3 +159,15 @@ def test_read_folder_retries_only_when_the_version_moved(tmp_path):
     assert read_folder(target, load) == 3 and len(calls) == 2
     with pytest.raises(FileNotFoundError):
         read_folder(tmp_path / "missing", lambda real: load_dictionary(real))
+
+
+def test_a_cached_dictionary_is_read_again_once_replaced_and_keeps_its_name(tmp_path, plugin_manager):
+    from polysteer.features.dictionary import resolve_dictionary
+
+    _version(1).save(tmp_path / "d")
+    assert _check(resolve_dictionary("d", tmp_path)) == 1
+    _version(2).save(tmp_path / "d")  # now a link to a new version
+    loaded = resolve_dictionary("d", tmp_path)
+    assert _check(loaded) == 2 and loaded.source == tmp_path / "d"
+    _version(3).save(tmp_path / "d")
+    assert _check(resolve_dictionary("d", tmp_path)) == 3
