@@ -79,7 +79,11 @@ def _choices_in(folder: Path) -> list[str]:
 
 def _group_file(root: Path, group: str, name: str) -> Path:
     path = root / group / f"{name}.yaml"
-    if not path.exists():
+    try:
+        exists = "/" not in name and "\\" not in name and path.is_file()
+    except (OSError, ValueError):  # a name too long or holding a NUL is no config's name
+        exists = False
+    if not exists:
         choices = _choices_in(root / group)
         raise ConfigError(f"{group}={name}: no such {group} config.{did_you_mean(name, choices)} Choices: "
                           f"{', '.join(choices) or 'none'}")
