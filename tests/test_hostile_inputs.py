@@ -169,7 +169,9 @@ def test_list_index_overrides_work_and_bad_overrides_name_themselves(plugin_mana
                             ("experiment.intensities.x=1", "experiment.intensities.x=1"),
                             ("style.components.9.weight=1", r"components\[9\]"),
                             ("seed=-1", "seed"), ("experiment.name=[1,2]", "experiment.name"),
-                            ("a..b=1", "dotted key")]:
+                            ("a..b=1", "dotted key"),
+                            ("dictionary=" + "x" * 400, "no such dictionary config"),
+                            ("style=../style/reference-demo", "no such style config")]:
         with pytest.raises(ConfigError, match=match):
             compose(["experiment=reference-demo", override])
 
