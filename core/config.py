@@ -15,15 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from polysteer.errors import ConfigError, did_you_mean
 from polysteer.io.paths import configs_dir
+from polysteer.io.safeload import check_finite_tree, finite, load_yaml, parse_yaml
 from polysteer.plugin.manager import PluginManager, current_plugin_manager
 
 GROUPS = ("model", "style", "dictionary")
+MAX_INTENSITY = 1000.0
+"""Largest magnitude of a steering intensity (1.0 is a typical token's norm at the site; far larger
+values overflow half-precision activations and give silent garbage)."""
 
 
 @dataclass
@@ -72,10 +75,7 @@ class Composition:
 
 
 def _read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+    data = load_yaml(path, "config file") or {}  # regular UTF-8 file, alias/depth limits
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
@@ -87,7 +87,11 @@ def _choices_in(folder: Path) -> list[str]:
 
 def _group_file(root: Path, group: str, name: str) -> Path:
     path = root / group / f"{name}.yaml"
-    if not path.exists():
+    try:
+        exists = "/" not in name and "\\" not in name and path.is_file()
+    except (OSError, ValueError):  # a name too long or holding a NUL is no config's name
+        exists = False
+    if not exists:
         choices = _choices_in(root / group)
         raise ConfigError(f"{group}={name}: no such {group} config.{did_you_mean(name, choices)} Choices: "
                           f"{', '.join(choices) or 'none'}")
@@ -99,6 +103,45 @@ def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
         return OmegaConf.merge(base, update)
     except OmegaConfBaseException as err:
         raise _config_error(err, source) from None
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError) as err:
+        raise ConfigError(f"{source}: {err} (a value has the wrong shape, e.g. a mapping where the "
+                          "defaults have a list)") from None
+
+
+def _apply_override(cfg: DictConfig, override: str) -> None:
+    """Set one ``key=value`` (``a.b.0.c=1`` indexes into lists) with errors that name it."""
+    key, raw = override.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"{override!r}: expected key=value with a dotted key like "
+                          "experiment.intensities=[0,1]")
+    parse_yaml(raw, f"override {override!r}")  # alias bombs and deep nesting stop here
+    try:
+        value = OmegaConf.from_dotlist([f"value={raw}"])["value"]
+        OmegaConf.update(cfg, key, value, merge=True)
+    except OmegaConfBaseException as err:
+        raise _config_error(err, "command line") from None
+    except Exception as err:  # omegaconf's YAML and container errors, whatever their type
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"{override!r}: {first} (from command line); check the key path and "
+                          "give the value the shape the config has there") from None
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Numbers a run uses, checked before anything runs: finite, and intensities in range."""
+    try:
+        data = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as err:
+        raise _config_error(err, "interpolation") from None
+    check_finite_tree(data, "config")
+    experiment = data.get("experiment") or {}
+    intensities = experiment.get("intensities")
+    if not isinstance(intensities, list) or not intensities:
+        raise ConfigError("experiment.intensities: expected a list of numbers like [0, 0.5, 1]")
+    for i, value in enumerate(intensities):
+        finite(value, f"experiment.intensities[{i}]", low=-MAX_INTENSITY, high=MAX_INTENSITY)
+    seed = data.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
+        raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
 
 
 def _config_error(err: OmegaConfBaseException, source: str, prefix: str = "") -> ConfigError:
@@ -166,13 +209,11 @@ def compose(args: list[str] | None = None, *, root: Path | None = None,
         cfg = _merge(cfg, experiment, f"experiment/{experiment_name}.yaml")
         sources.append(f"experiment/{experiment_name}.yaml")
     if overrides:
-        try:
-            dotlist = OmegaConf.from_dotlist(overrides)
-        except OmegaConfBaseException as err:
-            raise ConfigError(f"bad override in {overrides}: {err}") from None
-        cfg = _merge(cfg, dotlist, "command line")
+        for override in overrides:
+            _apply_override(cfg, override)
         sources.append("command line")
     cfg = validate_plugin_nodes(cfg, plugins)
+    check_values(cfg)
     return Composition(cfg, choices, sources, root)
 
 
@@ -183,6 +224,8 @@ def validate_plugin_nodes(cfg: DictConfig, plugins: PluginManager) -> DictConfig
         if not isinstance(value, DictConfig) or "kind" not in value:
             continue
         kind = value.kind
+        if not isinstance(kind, str):
+            raise ConfigError(f"{node}.kind: expected a registered kind name, got {kind!r}")
         owners = {"model": plugins.adapters}
         if node in owners and kind not in owners[node]:
             hint = did_you_mean(kind, owners[node].names())

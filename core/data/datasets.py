@@ -64,6 +64,7 @@ from polysteer.errors import CorruptFileError, PolysteerError, RegistryError
 from polysteer.io.console import say
 from polysteer.io.fileio import read_json, sha256_file, staged_folder, write_json
 from polysteer.io.paths import home
+from polysteer.io.safeload import check_regular_file
 
 MANIFEST = "polysteer-dataset.json"
 MANIFEST_FORMAT = "polysteer-dataset"
@@ -894,7 +895,11 @@ def _load_folder(folder: Path, name: str) -> Dataset:
     if problems:
         raise CorruptFileError(f"the dataset in {folder} is damaged: {problems[0]}")
     manifest = _read_manifest(folder)
-    records = _read_records(folder / str(manifest["data"].get("file", DATA)))
+    try:
+        records = _read_records(folder / str(manifest["data"].get("file", DATA)))
+    except UnicodeDecodeError:
+        raise CorruptFileError(f"the dataset in {folder} is not UTF-8 text"
+                               f"{_refetch_hint(name)}") from None
     if len(records) != manifest["records"]:
         raise CorruptFileError(f"{folder}: {len(records)} records, the manifest says "
                                f"{manifest['records']}{_refetch_hint(name)}")
@@ -904,10 +909,13 @@ def _load_folder(folder: Path, name: str) -> Dataset:
 def _read_records(path: Path) -> list[Record]:
     """The records of a converted ``data.jsonl``, as written (each must hold a string text)."""
     records = []
-    with path.open(encoding="utf-8") as handle:
+    check_regular_file(path, "dataset file")
+    with path.open(encoding="utf-8", errors="strict") as handle:
         for number, line in enumerate(handle, 1):
             try:
                 record = json.loads(line)
+            except RecursionError:
+                raise CorruptFileError(f"{path} line {number} is nested too deeply") from None
             except json.JSONDecodeError as err:
                 raise CorruptFileError(f"{path} line {number} is not valid JSON ({err})") from err
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
@@ -982,21 +990,27 @@ def read_local(path: str | os.PathLike[str], text_column: str = "text",
     ``label_column=None`` takes labels from a ``label`` column when there is one; naming a column
     makes it required. Blank texts are dropped.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
+    path = check_regular_file(Path(path).expanduser(), "data file")  # never a pipe or device
     suffix = path.suffix.lower()
     required = label_column is not None
     label = label_column or "label"
-    if suffix == ".txt":
-        records = _read_txt(path)
-    elif suffix == ".jsonl":
-        records = _read_jsonl(path, text_column, label, required)
-    elif suffix in (".csv", ".tsv"):
-        records = _read_csv(path, text_column, label, required)
-    else:
-        raise PolysteerError(f"{path}: unsupported file type {path.suffix!r}; use one of "
-                             f"{', '.join(LOCAL_SUFFIXES)}")
+    try:
+        if suffix == ".txt":
+            records = _read_txt(path)
+        elif suffix == ".jsonl":
+            records = _read_jsonl(path, text_column, label, required)
+        elif suffix in (".csv", ".tsv"):
+            records = _read_csv(path, text_column, label, required)
+        else:
+            raise PolysteerError(f"{path}: unsupported file type {path.suffix!r}; use one of "
+                                 f"{', '.join(LOCAL_SUFFIXES)}")
+    except UnicodeDecodeError as err:
+        raise CorruptFileError(f"data file {path} is not UTF-8 text (byte {err.start} of a read "
+                               "block); save it as UTF-8") from None
+    except RecursionError:
+        raise CorruptFileError(f"data file {path}: a JSON line is nested too deeply") from None
+    except csv.Error as err:
+        raise CorruptFileError(f"data file {path} is not valid CSV ({err})") from None
     for record in records:
         if not isinstance(record["text"], str):
             raise PolysteerError(f"{path} ({record['source']}): the text column {text_column!r} "

@@ -33,7 +33,15 @@ import torch
 from polysteer.errors import CorruptFileError, DictionaryMismatchError, PolysteerError
 from polysteer.features.dictionary import FeatureDictionary
 from polysteer.features.fingerprint import ModelFingerprint
-from polysteer.io.fileio import read_json, read_tensors, write_folder, write_json, write_tensors
+from polysteer.io.fileio import (
+    read_folder,
+    read_json,
+    read_tensors,
+    write_folder,
+    write_json,
+    write_tensors,
+)
+from polysteer.io.safeload import finite
 
 FORMAT = "polysteer-classifier"
 FORMAT_VERSION = 1
@@ -469,21 +477,30 @@ def from_fit(fit: LinearFit, *, name: str, classes: tuple[str, str], site: str, 
 
 
 def load_classifier(path: str | os.PathLike, plugins: Any = None) -> FeatureClassifier:
-    """Load a classifier folder; its dictionary is resolved by name and checked by digest."""
+    """Load a classifier folder; its dictionary is resolved by name and checked by digest.
+
+    Every field and tensor is checked here (types, shapes, finite numbers), so a damaged folder
+    gives a :class:`CorruptFileError` naming the file and the field, never a ``KeyError`` later.
+    Files are read from one version of the folder (a concurrent ``fit`` never mixes in).
+    """
+    path = Path(path)
+    return read_folder(path, lambda real: _load_classifier_files(real, path, plugins))
+
+
+def _load_classifier_files(real: Path, path: Path, plugins: Any) -> FeatureClassifier:
     from polysteer.features.dictionary import resolve_dictionary
 
-    path = Path(path)
-    meta_path = path / "classifier.json"
+    meta_path = real / "classifier.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{path} is not a classifier folder (no classifier.json); fit one "
                                 "with `polysteer classify fit`")
     info = read_json(meta_path)
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise CorruptFileError(f"{meta_path} is not a polysteer classifier (format {FORMAT!r})")
-    tensors = read_tensors(path / "classifier.safetensors")
-    missing = {"columns", "weight", "mean", "std", "bias"} - set(tensors)
-    if missing:
-        raise CorruptFileError(f"{path / 'classifier.safetensors'} lacks {sorted(missing)}; fit again")
+    _check_info(info, meta_path)
+    tensors_path = real / "classifier.safetensors"
+    tensors = read_tensors(tensors_path)
+    _check_tensors(tensors, info, path / "classifier.safetensors")
     dictionary = None
     ref = info.get("dictionary")
     if ref is not None:
@@ -492,8 +509,79 @@ def load_classifier(path: str | os.PathLike, plugins: Any = None) -> FeatureClas
             raise DictionaryMismatchError(
                 f"classifier {path} was fitted on another version of dictionary {ref['ref']!r} "
                 "(its weights changed): fit the classifier again")
+        if dictionary.d_features != int(info["width"]):
+            raise CorruptFileError(f"{meta_path}: width {info['width']} does not match dictionary "
+                                   f"{ref['ref']!r} ({dictionary.d_features} features); fit again")
     return FeatureClassifier(info, dictionary, tensors["columns"], tensors["weight"], tensors["mean"],
                              tensors["std"], float(tensors["bias"][0]))
+
+
+def _check_info(info: dict[str, Any], where: Path) -> None:
+    """Every field a classifier reads later, checked now (names the field and the fix)."""
+
+    def bad(key: str, expected: str) -> CorruptFileError:
+        return CorruptFileError(f"{where}: {key}: expected {expected}, got {info.get(key)!r}; the "
+                                "file is damaged: fit the classifier again")
+
+    for key in ("site", "classes", "pools", "width", "channels", "site_norm"):
+        if key not in info:
+            raise CorruptFileError(f"{where}: {key}: missing; the file is damaged: fit the "
+                                   "classifier again")
+    classes = info["classes"]
+    if not (isinstance(classes, list) and len(classes) == 2
+            and all(isinstance(c, str) for c in classes)):
+        raise bad("classes", "two class names")
+    if not isinstance(info["site"], str):
+        raise bad("site", "a site name")
+    pools = info["pools"]
+    if not (isinstance(pools, list) and pools and all(p in POOLS for p in pools)):
+        raise bad("pools", f"a list of {' / '.join(POOLS)}")
+    for key in ("width", "channels"):
+        value = info[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise bad(key, "a positive integer")
+    finite(info["site_norm"], f"{where}: site_norm", low=0.0, error=CorruptFileError)
+    finite(info.get("threshold", 0.5), f"{where}: threshold", low=0.0, high=1.0,
+           error=CorruptFileError)
+    model = info.get("model")
+    ref = info.get("dictionary")
+    try:
+        if model is not None:
+            ModelFingerprint.from_json(model)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise bad("model", "a model fingerprint") from None
+    if ref is not None and not (isinstance(ref, dict) and isinstance(ref.get("ref"), str)
+                                and isinstance(ref.get("digest"), str)):
+        raise bad("dictionary", "{ref: NAME, digest: HEX} or null")
+    columns = info.get("columns", [])
+    if not isinstance(columns, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("feature"), int) and isinstance(c.get("pool"), str)
+            and isinstance(c.get("fires_on", []), list) for c in columns):
+        raise bad("columns", "a list of {feature, pool, label, weight}")
+
+
+def _check_tensors(tensors: dict[str, torch.Tensor], info: dict[str, Any], where: Path) -> None:
+    missing = {"columns", "weight", "mean", "std", "bias"} - set(tensors)
+    if missing:
+        raise CorruptFileError(f"{where} lacks {sorted(missing)}; fit again")
+    n = tensors["columns"].numel()
+    for name in ("columns", "weight", "mean", "std"):
+        t = tensors[name]
+        if t.ndim != 1 or t.numel() != n:
+            raise CorruptFileError(f"{where}: {name} has shape {tuple(t.shape)}, expected ({n},); "
+                                   "the file is damaged: fit the classifier again")
+        if name != "columns" and not torch.isfinite(t.float()).all():
+            raise CorruptFileError(f"{where}: {name} holds NaN or infinite values; fit again")
+    if tensors["columns"].is_floating_point() or tensors["bias"].numel() != 1 \
+            or not torch.isfinite(tensors["bias"].float()).all():
+        raise CorruptFileError(f"{where}: columns must be integers and bias one finite number; "
+                               "fit the classifier again")
+    columns = tensors["columns"].long()
+    limit = int(info["width"]) * len(info["pools"])
+    if n and (int(columns.min()) < 0 or int(columns.max()) >= limit):
+        raise CorruptFileError(f"{where}: columns outside [0, {limit}) (width x pools); fit again")
+    if (tensors["std"].float() <= 0).any():
+        raise CorruptFileError(f"{where}: std must be positive; fit the classifier again")
 
 
 def classifier_search_path(base_dir: Path | None = None) -> list[Path]:

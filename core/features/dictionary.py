@@ -26,12 +26,24 @@ from torch import nn
 
 from polysteer.errors import CorruptFileError, DictionaryMismatchError, SteeringError, did_you_mean
 from polysteer.features.fingerprint import ModelFingerprint
-from polysteer.io.fileio import read_json, read_tensors, write_folder, write_json, write_tensors
+from polysteer.io.fileio import (
+    read_folder,
+    read_json,
+    read_tensors,
+    write_folder,
+    write_json,
+    write_tensors,
+)
 from polysteer.io.paths import home
+from polysteer.io.safeload import finite
 from polysteer.plugin.manager import PluginManager, current_plugin_manager
 
 FORMAT_VERSION = 1
 SAE_ACTIVATIONS = ("topk", "jumprelu", "relu")
+
+
+MAX_SITE_NORM = 1e6
+"""Largest typical token norm a dictionary may declare (activations of fp16 models stay far below)."""
 
 
 @dataclass
@@ -60,8 +72,10 @@ class DictionaryInfo:
     @staticmethod
     def from_json(data: dict) -> DictionaryInfo:
         model = data.get("model")
+        site_norm = finite(data["site_norm"], "info.site_norm", low=0.0, high=MAX_SITE_NORM,
+                           error=CorruptFileError)
         return DictionaryInfo(model=ModelFingerprint.from_json(model) if model else None,
-                              site=str(data["site"]), site_norm=float(data["site_norm"]),
+                              site=str(data["site"]), site_norm=site_norm,
                               method=str(data.get("method", "manual")),
                               details=dict(data.get("details", {})))
 
@@ -290,18 +304,34 @@ class SparseAutoencoder(FeatureDictionary):
 
 
 def load_dictionary(path: str | os.PathLike) -> FeatureDictionary:
-    """Load a dictionary folder written by :meth:`FeatureDictionary.save`."""
+    """Load a dictionary folder written by :meth:`FeatureDictionary.save`.
+
+    Every file is read from one version of the folder (a concurrent save never mixes in), every
+    number is checked finite (a NaN ``site_norm`` or weight is refused here, not met in a hook).
+    """
     path = Path(path)
-    meta_path = path / "dictionary.json"
+    d = read_folder(path, lambda real: _load_dictionary_files(real, path))
+    d.source = path
+    return d
+
+
+def _load_dictionary_files(real: Path, path: Path) -> FeatureDictionary:
+    meta_path = real / "dictionary.json"
     if not meta_path.exists():
         raise FileNotFoundError(f"{path} is not a polysteer dictionary folder (no dictionary.json)")
     meta = read_json(meta_path)
-    tensors = read_tensors(path / "dictionary.safetensors")
+    tensors = read_tensors(real / "dictionary.safetensors")
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CorruptFileError(f"{path / 'dictionary.safetensors'}: tensor {name!r} holds NaN "
+                                   "or infinite values; recreate the dictionary")
     try:
         if not isinstance(meta, dict) or meta.get("format") != "polysteer-dictionary":
             raise KeyError("format")
         info = DictionaryInfo.from_json(meta["info"])
         labels, kind = list(meta["labels"]), meta["kind"]
+        if not all(isinstance(label, str) for label in labels):
+            raise TypeError("labels must be strings")
         if kind == "directions":
             d = DirectionSet(tensors["unit"], info, labels, tensors["scale"])
             d.unit.copy_(tensors["unit"])  # bit-exact: skip the constructor's renormalisation
@@ -312,11 +342,12 @@ def load_dictionary(path: str | os.PathLike) -> FeatureDictionary:
             d.load_state_dict(tensors)
         else:
             raise KeyError(f"kind {kind!r}")
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
+        if isinstance(err, CorruptFileError):
+            raise CorruptFileError(f"{meta_path}: {err}") from None
         raise CorruptFileError(
             f"{path} is not a valid polysteer dictionary ({type(err).__name__}: {err}); "
             "recreate it or check that it was written by polysteer") from err
-    d.source = path
     return d
 
 
@@ -349,7 +380,9 @@ def dictionary_search_path(base_dir: Path | None = None,
 
 
 @lru_cache(maxsize=32)
-def _load_cached(path: str, mtime_ns: int, manager: PluginManager) -> FeatureDictionary:
+def _load_cached(version: str, mtime_ns: int, manager: PluginManager, path: str) -> FeatureDictionary:
+    """Keyed by the resolved folder (a replaced folder is a new version, so it is read again);
+    loaded by its own name, so its ``source`` stays the name the user gave."""
     for entry in manager.dictionary_formats:
         fmt = entry.value
         if fmt.detect(Path(path)):
@@ -374,7 +407,7 @@ def resolve_dictionary(ref: Any, base_dir: Path | None = None,
         if candidate.is_dir():
             stat = candidate.stat()
             return _load_cached(str(candidate.resolve()), stat.st_mtime_ns,
-                                plugins or current_plugin_manager())
+                                plugins or current_plugin_manager(), str(candidate.absolute()))
     searched = ", ".join(str(f) for f in dictionary_search_path(base_dir, plugins))
     raise FileNotFoundError(f"dictionary {str(ref)!r} not found; looked in: {searched}. Build it "
                             "(e.g. polysteer concept build) or give a folder path")

@@ -46,7 +46,15 @@ import torch
 from polysteer.errors import CorruptFileError, PolysteerError
 from polysteer.features.dictionary import DictionaryFormat, DictionaryInfo, SparseAutoencoder
 from polysteer.features.fingerprint import ModelFingerprint
-from polysteer.io.fileio import read_json, read_tensors, write_folder, write_json, write_tensors
+from polysteer.io.fileio import (
+    read_folder,
+    read_json,
+    read_tensors,
+    write_folder,
+    write_json,
+    write_tensors,
+)
+from polysteer.io.safeload import check_finite_tree, finite
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -103,7 +111,13 @@ def load_saelens(folder: str | os.PathLike, site: str | None = None,
         site_norm: typical token norm at the site; default: saved by :func:`export_saelens`, else 1.0.
     """
     folder = Path(folder)
-    cfg_path, weights_path = folder / CFG_FILE, folder / WEIGHTS_FILE
+    return read_folder(folder, lambda real: _load_files(real, folder, site, model, site_norm))
+
+
+def _load_files(real: Path, folder: Path, site: str | None, model: ModelFingerprint | None,
+                site_norm: float | None) -> SparseAutoencoder:
+    """Read one version of the folder (a concurrent export never mixes in) and check it."""
+    cfg_path, weights_path = real / CFG_FILE, real / WEIGHTS_FILE
     if not cfg_path.exists():
         raise FileNotFoundError(f"{folder} is not an SAELens folder: {CFG_FILE} is missing")
     if not weights_path.exists():
@@ -111,12 +125,21 @@ def load_saelens(folder: str | os.PathLike, site: str | None = None,
                                 "(is the download finished?)")
     cfg = read_json(cfg_path)
     tensors = read_tensors(weights_path)
-    side = read_json(folder / SIDECAR_FILE) if (folder / SIDECAR_FILE).exists() else {}
+    side = read_json(real / SIDECAR_FILE) if (real / SIDECAR_FILE).exists() else {}
     if not isinstance(cfg, dict) or not isinstance(side, dict):
         raise CorruptFileError(f"{folder}: {CFG_FILE} and {SIDECAR_FILE} must hold JSON objects")
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CorruptFileError(f"{folder / WEIGHTS_FILE}: tensor {name!r} holds NaN or "
+                                   "infinite values; re-download or re-export it")
+    if "site_norm" in side:
+        finite(side["site_norm"], f"{folder / SIDECAR_FILE}: site_norm", low=0.0,
+               error=CorruptFileError)
+    check_finite_tree(cfg, f"{folder / CFG_FILE}", error=CorruptFileError)
     try:
         return _build(folder, cfg, tensors, side, site, model, site_norm)
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError,
+            OverflowError) as err:
         if isinstance(err, PolysteerError):
             raise
         raise CorruptFileError(

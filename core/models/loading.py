@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from polysteer.config import validate_plugin_nodes
+from polysteer.errors import ConfigError
 from polysteer.io.paths import configs_dir
+from polysteer.io.safeload import load_yaml
 from polysteer.plugin.manager import PluginManager, current_plugin_manager
 from polysteer.steering.adapter import ModelAdapter
 
@@ -41,4 +41,7 @@ def named_config(name: str, plugins: PluginManager) -> dict[str, Any]:
     path = configs_dir() / "model" / f"{name}.yaml"
     if name in plugins.adapters or not path.exists():
         return {"kind": name}
-    return dict(yaml.safe_load(path.read_text()))
+    data = load_yaml(path, "model config")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'kind'")
+    return dict(data)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from polysteer.errors import ConfigError
 from polysteer.steering.adapter import ModelAdapter
 from polysteer.steering.generation import Generation
 from polysteer.steering.layout import BPC
@@ -163,8 +164,15 @@ class ReferenceAdapter(ModelAdapter):
 
     def prepare_inputs(self, spec: Any) -> torch.Tensor:
         """``None`` -> two deterministic random prompts; a list of id lists -> a tensor."""
+        vocab = self.model.config.vocab_size
         if spec is None:
-            return reference_prompts(vocab=self.model.config.vocab_size)
+            return reference_prompts(vocab=vocab)
+        rows = spec if isinstance(spec, list | tuple) else None
+        if not rows or not all(isinstance(r, list | tuple) and r and len(r) == len(rows[0])
+                               and all(isinstance(t, int) and not isinstance(t, bool)
+                                       and 0 <= t < vocab for t in r) for r in rows):
+            raise ConfigError(f"inputs: expected equal-length lists of token ids in [0, {vocab}) "
+                              f"for the reference model, got {spec!r}")
         return torch.as_tensor(spec, dtype=torch.long)
 
     def logits(self, inputs: Any) -> torch.Tensor:

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from polysteer.config import MAX_INTENSITY
 from polysteer.errors import ConfigError, PolysteerError, RegistryError, SteeringError
 from polysteer.features.classifier import OUTLIER_FACTOR, StreamingScore, resolve_classifier
 from polysteer.features.dictionary import FeatureDictionary, resolve_dictionary
@@ -55,7 +56,11 @@ def _check_intensity(value: Any, what: str = "intensity") -> torch.Tensor | floa
     if isinstance(value, bool) or not torch.isfinite(values).all():
         raise SteeringError(f"{what} must be a finite number like 0.5 (or one per sample), "
                             f"got {value!r}")
-    if torch.as_tensor(value).ndim == 0:
+    if values.numel() and float(values.abs().max()) > MAX_INTENSITY:
+        raise SteeringError(f"{what} {value!r} is out of range: use values between "
+                            f"{-MAX_INTENSITY:g} and {MAX_INTENSITY:g} (1.0 is a typical "
+                            "token's norm at the site)")
+    if isinstance(value, int | float) or getattr(value, "ndim", None) == 0:  # incl. numpy scalars
         return float(values[0])
     return values.float()
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from polysteer.io.safeload import quoted_hint
 from polysteer.steering.step import Step
 
 Envelope = Callable[[float], float]
@@ -26,15 +27,31 @@ PositionMask = Callable[[Step, int, "tuple[int, int] | None", torch.device], "to
 """``mask(step, positions, grid, device) -> bool (positions,)`` or ``None`` for every position."""
 
 
+MAX_MULTIPLIER = 1000.0
+"""Largest magnitude an envelope value may have (larger ones overflow half-precision models)."""
+
+
+def _real(name: str, value: Any) -> float:
+    """``value`` as a float if it is a real number: a quoted ``'2'`` or ``true`` is refused here,
+    when the schedule is built, and never meets a forward hook."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number, got {value!r}{quoted_hint(value)}")
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
 def _finite(name: str, value: Any) -> float:
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    v = _real(name, value)
+    if not math.isfinite(v) or abs(v) > MAX_MULTIPLIER:
+        raise ValueError(f"{name} must be a finite number of magnitude at most "
+                         f"{MAX_MULTIPLIER:g}, got {value!r}")
     return v
 
 
 def _fraction(name: str, value: Any) -> float:
-    v = float(value)
+    v = _real(name, value)
     if not 0.0 <= v <= 1.0 or math.isnan(v):
         raise ValueError(f"{name} must be a fraction in [0, 1], got {value!r}")
     return v
@@ -116,7 +133,10 @@ class Piecewise:
     points: tuple[tuple[float, float], ...]
 
     def __post_init__(self) -> None:
-        pts = tuple((float(p), float(v)) for p, v in self.points)
+        if not all(isinstance(pair, list | tuple) and len(pair) == 2 for pair in self.points):
+            raise ValueError("piecewise points must be [progress, value] pairs")
+        pts = tuple((_fraction("piecewise point", p), _finite("piecewise value", v))
+                    for p, v in self.points)
         if not pts or [p for p, _ in pts] != sorted(p for p, _ in pts):
             raise ValueError("piecewise needs at least one [progress, value] point, sorted by progress")
         for p, v in pts:

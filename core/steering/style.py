@@ -37,6 +37,8 @@ import yaml
 
 from polysteer.errors import ConfigError, did_you_mean
 from polysteer.io.fileio import atomic_path
+from polysteer.io.safeload import check_finite_tree, load_yaml, quoted_hint
+from polysteer.steering.schedules import BUILTIN_ENVELOPES, BUILTIN_MASKS
 
 DictionaryRef = Any
 """A dictionary folder path or name (str), or a loaded :class:`FeatureDictionary`."""
@@ -55,12 +57,32 @@ def _check_keys(data: Any, path: str, required: tuple[str, ...], optional: tuple
             raise ConfigError(f"{path + '.' if path else ''}{key}: missing (required)")
 
 
-def _number(value: Any, path: str) -> float:
+MAX_WEIGHT = 1000.0
+"""Largest magnitude of a component or realisation weight (larger ones overflow fp16 models)."""
+
+
+def _number(value: Any, path: str, limit: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{path}: expected a number, got {value!r}")
+        raise ConfigError(f"{path}: expected a number, got {value!r}{quoted_hint(value)}")
     if not math.isfinite(value):
         raise ConfigError(f"{path}: must be a finite number, got {value!r}")
+    if limit is not None and abs(value) > limit:
+        raise ConfigError(f"{path}: {value!r} is out of range; use a value between {-limit:g} "
+                          f"and {limit:g}")
     return float(value)
+
+
+def _check_builtin_spec(spec: dict[str, Any], path: str, builtins: dict[str, Any]) -> dict[str, Any]:
+    """Build a built-in schedule or position mask once at load, so a bad parameter (a quoted
+    number, a fraction out of [0, 1]) is refused here, naming its key path; plugin kinds are
+    checked when steering starts."""
+    factory = builtins.get(spec.get("kind")) if isinstance(spec.get("kind"), str) else None
+    if factory is not None:
+        try:
+            factory(**{k: v for k, v in spec.items() if k != "kind"})
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{path}: {err}") from None
+    return spec
 
 
 def _kind_spec(value: Any, path: str, default: str) -> dict[str, Any]:
@@ -71,6 +93,8 @@ def _kind_spec(value: Any, path: str, default: str) -> dict[str, Any]:
         return {"kind": value}
     if not isinstance(value, dict) or "kind" not in value:
         raise ConfigError(f"{path}: expected a kind name or a mapping with 'kind', got {value!r}")
+    if not isinstance(value["kind"], str) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(f"{path}: expected a kind name and named parameters, got {value!r}")
     return dict(value)
 
 
@@ -209,12 +233,7 @@ class Style:
     def load(path: str | os.PathLike) -> Style:
         """Load a YAML style file; dictionary paths in it are relative to the file."""
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"style file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {err}") from err
+        data = load_yaml(path, "style file")  # regular UTF-8 file, alias/depth limits
         try:
             return _parse_style(data, path.parent)
         except ConfigError as err:
@@ -296,7 +315,8 @@ def _parse_concepts(data: Any) -> dict[str, dict[str, Realisation]]:
             path = f"concepts.{name}.{modality}"
             _check_keys(spec, path, ("dictionary", "feature"), ("weight",))
             out[name][modality] = Realisation(spec["dictionary"], spec["feature"],
-                                              _number(spec.get("weight", 1.0), f"{path}.weight"))
+                                              _number(spec.get("weight", 1.0), f"{path}.weight",
+                                                      MAX_WEIGHT))
     return out
 
 
@@ -304,6 +324,8 @@ def _parse_component(data: Any, path: str, concepts: dict) -> Component:
     _check_keys(data, path, (), _COMPONENT_KEYS)
     has_feature = "dictionary" in data or "feature" in data
     if "concept" in data:
+        if not isinstance(data["concept"], str):
+            raise ConfigError(f"{path}.concept: expected a concept name, got {data['concept']!r}")
         if has_feature:
             raise ConfigError(f"{path}: give either 'concept' or 'dictionary' + 'feature', not both")
         if data["concept"] not in concepts:
@@ -321,6 +343,7 @@ def _parse_component(data: Any, path: str, concepts: dict) -> Component:
     options = data.get("options") or {}
     if not isinstance(options, dict):
         raise ConfigError(f"{path}.options: expected a mapping")
+    check_finite_tree(options, f"{path}.options")
     enabled = data.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError(f"{path}.enabled: expected true or false, got {enabled!r}")
@@ -329,11 +352,13 @@ def _parse_component(data: Any, path: str, concepts: dict) -> Component:
         raise ConfigError(f"{path}.intervention: expected a kind name like 'add'")
     name = data.get("name") or str(data.get("concept") or data.get("feature"))
     return Component(
-        name=str(name), weight=_number(data.get("weight", 1.0), f"{path}.weight"),
+        name=str(name), weight=_number(data.get("weight", 1.0), f"{path}.weight", MAX_WEIGHT),
         dictionary=data.get("dictionary"), feature=data.get("feature"),
         concept=data.get("concept"), intervention=intervention, options=dict(options),
-        schedule=_kind_spec(data.get("schedule"), f"{path}.schedule", "constant"),
-        positions=_kind_spec(data.get("positions"), f"{path}.positions", "all"),
+        schedule=_check_builtin_spec(_kind_spec(data.get("schedule"), f"{path}.schedule", "constant"),
+                                     f"{path}.schedule", BUILTIN_ENVELOPES),
+        positions=_check_builtin_spec(_kind_spec(data.get("positions"), f"{path}.positions", "all"),
+                                      f"{path}.positions", BUILTIN_MASKS),
         branches=branches, enabled=enabled)
 
 

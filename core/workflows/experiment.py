@@ -13,6 +13,10 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
+import re
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,9 +26,9 @@ from typing import Any
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from polysteer.config import Composition, node_to_dict
+from polysteer.config import Composition, check_values, node_to_dict
 from polysteer.errors import ConfigError, PolysteerError
-from polysteer.io.fileio import atomic_path
+from polysteer.io.fileio import atomic_path, clean_dead_temps, share_permissions, temp_tag
 from polysteer.io.plots import pyplot, save_png
 from polysteer.models.loading import load_model
 from polysteer.plugin.manager import PluginManager, current_plugin_manager
@@ -161,10 +165,29 @@ def run_experiment(comp: Composition, *, plugins: PluginManager | None = None,
             names = (modality_measures.values() if isinstance(modality_measures, Mapping)
                      else [modality_measures])
             for group in names:
-                for name in [group] if isinstance(group, str) else group or []:
-                    plugins.measures.get(name)
+                for measure in [group] if isinstance(group, str) else group or []:
+                    plugins.measures.get(measure)
+    check_values(cfg)  # finite numbers, intensities in range (compose checked; callers may edit)
+    name = str(exp.name)
+    if not _SAFE_NAME.fullmatch(name):
+        raise ConfigError(f"experiment.name: {name!r} cannot name a run folder; use letters, "
+                          "digits, '.', '_' and '-'")
 
-    folder = new_run_folder(Path(output_dir or cfg.output_dir), exp.name)
+    parent = Path(output_dir or cfg.output_dir)
+    parent.mkdir(parents=True, exist_ok=True)
+    clean_dead_temps(parent)  # what runs killed earlier left
+    folder = Path(tempfile.mkdtemp(prefix=f".{name}.{temp_tag()}.", suffix=".tmp", dir=parent))
+    try:
+        _run_into(folder, comp, plugins, models, styles, intensities, seeds)
+        share_permissions(folder)
+        return publish_run_folder(folder, parent, name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_into(folder: Path, comp: Composition, plugins: PluginManager, models: list[_Model],
+              styles: list[Style], intensities: list[float], seeds: list[int]) -> None:
+    cfg, exp = comp.config, comp.config.experiment
     (folder / "outputs").mkdir()
     with atomic_path(folder / "config.yaml") as tmp:
         tmp.write_text(OmegaConf.to_yaml(cfg))
@@ -231,7 +254,25 @@ def run_experiment(comp: Composition, *, plugins: PluginManager | None = None,
     with atomic_path(folder / "metrics.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     _report(folder, comp, sections)
-    return folder
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def publish_run_folder(tmp: Path, parent: Path, name: str) -> Path:
+    """Rename the finished run ``tmp`` to ``parent/<time>-<name>`` (a suffix if that is taken):
+    a run folder exists only once its run finished, so a failed or killed run leaves none."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        folder = parent / (f"{stamp}-{name}" + (f"-{n}" if n else ""))
+        if os.path.lexists(folder):
+            continue
+        try:
+            os.rename(tmp, folder)  # an empty folder created meanwhile is replaced: fine
+            return folder
+        except OSError:
+            continue
+    raise FileExistsError(f"could not create a new run folder in {parent}")
 
 
 def _finite_or_none(value: Any) -> float | None:

@@ -299,11 +299,17 @@ def load_avatar_pipeline(folder: Any, dtype: torch.dtype = torch.float32) -> Ava
     """Load a folder written by :func:`save_avatar_pipeline`."""
     from pathlib import Path
 
+    from polysteer.io import read_folder
+
+    return read_folder(Path(folder), lambda real: _load_pipeline_files(real, dtype))
+
+
+def _load_pipeline_files(folder: Any, dtype: Any) -> AvatarPipeline:
+    """The pipeline from one version of its cache folder (a reinstall never mixes in)."""
     from diffusers import DDIMScheduler, UNet2DModel
 
     from polysteer.io import read_json, read_tensors
 
-    folder = Path(folder)
     unet = UNet2DModel.from_pretrained(folder / "unet", dtype=dtype).eval()
     cfg = read_json(folder / "conditioner" / "config.json")
     conditioner = AttributeConditioner(cfg["dim"], dict(cfg["attributes"]))  # [[name, values], ...]

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from polysteer.io import read_json, read_tensors, write_folder, write_json, write_tensors
+from polysteer.errors import CorruptFileError
+from polysteer.io import read_folder, read_json, read_tensors, write_folder, write_json, write_tensors
 
 SHIPPED = "avatars-classifier"
 
@@ -66,10 +67,18 @@ def load_classifier(folder: str | Path | None = None) -> AttributeClassifier:
     from polysteer.plugins.image import SHIPPED as shipped_dir
 
     folder = Path(folder) if folder is not None else shipped_dir / "model" / SHIPPED
-    cfg = read_json(folder / "config.json")
-    model = AttributeClassifier(dict(cfg["attributes"]), cfg["width"])
-    model.load_state_dict(read_tensors(folder / "model.safetensors"))
-    return model.eval()
+
+    def load(real: Path) -> AttributeClassifier:  # one version of the folder, checked
+        cfg = read_json(real / "config.json")
+        try:
+            model = AttributeClassifier(dict(cfg["attributes"]), int(cfg["width"]))
+            model.load_state_dict(read_tensors(real / "model.safetensors"))
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
+            raise CorruptFileError(f"{folder} is not a valid avatar classifier folder "
+                                   f"({type(err).__name__}: {err}); train or copy it again") from None
+        return model.eval()
+
+    return read_folder(folder, load)
 
 
 @functools.lru_cache(maxsize=1)

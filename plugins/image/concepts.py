@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from polysteer import DirectionSet
 from polysteer.errors import ConfigError
+from polysteer.io import finite, load_yaml
 from polysteer.plugins.image.harvest import region_cells
 from polysteer.workflows import ConceptRecipe, build_concept
 
@@ -218,12 +218,16 @@ class ImageConceptSpec:
     @staticmethod
     def load(path: str | os.PathLike) -> ImageConceptSpec:
         """Read and validate a spec file."""
-        data = yaml.safe_load(Path(path).read_text())
+        data = load_yaml(path, "concept spec")  # regular UTF-8 file, alias/depth limits
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping")
         unknown = set(data) - set(ImageConceptSpec.__dataclass_fields__)
         if unknown:
             raise ConfigError(f"{path}: unknown keys {sorted(unknown)}")
+        for key in ("name", "site"):
+            if key not in data:
+                raise ConfigError(f"{path}: {key}: missing (required)")
+        _check_spec_types(data, path)
         spec = ImageConceptSpec(**data)
         sources = [spec.positive is not None, spec.positive_folder is not None,
                    spec.positive_render is not None, spec.measure is not None]
@@ -231,6 +235,35 @@ class ImageConceptSpec:
             raise ConfigError(f"{path}: give exactly one of positive/negative, positive_folder/"
                               "negative_folder, positive_render/negative_render or measure")
         return spec
+
+
+def _check_spec_types(data: dict[str, Any], path: Any) -> None:
+    """Each key of an image concept spec has the type the builders expect (checked at load)."""
+    texts = ("name", "site", "model", "positive_folder", "negative_folder", "measure", "method",
+             "description")
+    for key, value in data.items():
+        where = f"{path}: {key}"
+        if key in texts:
+            if not isinstance(value, str) and not (value is None and key not in ("name", "site")):
+                raise ConfigError(f"{where}: expected text, got {value!r}")
+        elif key in ("samples", "seed", "steps"):
+            finite(value, where, low=0 if key == "seed" else 1, high=100_000, integer=True)
+        elif key == "intensity":
+            finite(value, where, low=-1000.0, high=1000.0)
+        elif key == "window":
+            if not (isinstance(value, list) and len(value) == 2):
+                raise ConfigError(f"{where}: expected [start, end] fractions")
+            for i, v in enumerate(value):
+                finite(v, f"{where}[{i}]", low=0.0, high=1.0)
+        elif key == "region" and value is not None:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: expected a mapping of top/bottom/left/right fractions")
+            for k, v in value.items():
+                finite(v, f"{where}.{k}", low=0.0, high=1.0)
+        elif value is not None:  # positive/negative(_render): attribute -> value
+            if not (isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                    for k, v in value.items())):
+                raise ConfigError(f"{where}: expected a mapping of attribute -> value (text)")
 
 
 def build_image_concept(adapter: Any, spec: ImageConceptSpec) -> DirectionSet:

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from polysteer import DirectionSet
 from polysteer.errors import ConfigError
+from polysteer.io import finite, load_yaml
 from polysteer.plugins.text.harvest import OUTLIER_FACTOR, TextRenderer, keep_mask, text_tokens
 from polysteer.workflows import ConceptRecipe, batched, collect
 from polysteer.workflows import build_concept as core_build_concept
@@ -56,7 +55,7 @@ class ConceptSpec:
     @staticmethod
     def load(path: str | os.PathLike) -> ConceptSpec:
         """Read and validate a concept spec YAML file."""
-        data = yaml.safe_load(Path(path).read_text())
+        data = load_yaml(path, "concept spec")  # regular UTF-8 file, alias/depth limits
         allowed = {"name", "site", "positive", "negative", "method", "intensity", "template",
                    "description", "words"}
         if not isinstance(data, dict):
@@ -67,6 +66,15 @@ class ConceptSpec:
         for key in ("name", "site", "positive", "negative"):
             if key not in data:
                 raise ConfigError(f"{path}: {key}: missing (required)")
+        for key in ("name", "site", "method", "template", "description"):
+            if key in data and not isinstance(data[key], str):
+                raise ConfigError(f"{path}: {key}: expected text, got {data[key]!r}")
+        for key in ("positive", "negative"):
+            if not (isinstance(data[key], list) and data[key]
+                    and all(isinstance(t, str) for t in data[key])):
+                raise ConfigError(f"{path}: {key}: expected a non-empty list of texts")
+        if "intensity" in data:
+            finite(data["intensity"], f"{path}: intensity", low=-1000.0, high=1000.0)
         if data.get("method", "mean-diff") not in METHODS:
             raise ConfigError(f"{path}: method: {data['method']!r} is not one of {METHODS}")
         if data.get("method") == "pca" and len(data["positive"]) != len(data["negative"]):

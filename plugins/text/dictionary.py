@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from polysteer.errors import ConfigError
+from polysteer.io import finite, load_yaml, parse_yaml
 from polysteer.plugins.text.harvest import OUTLIER_FACTOR, TextRenderer, keep_mask, text_tokens
 from polysteer.workflows import TrainConfig
 
@@ -167,7 +167,7 @@ def _set_override(data: dict, item: str) -> None:
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like key=value (e.g. train.steps=200)")
     key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw else None
+    value = parse_yaml(raw, f"override {item!r}") if raw else None
     parts = key.strip().split(".")
     node = data
     for part in parts[:-1]:
@@ -198,6 +198,7 @@ def parse_config(data: Any, overrides: Sequence[str] = (), where: str = "config"
         bad = sorted(set(node) - set(_names(cls)))
         if bad:
             raise ConfigError(f"{where}: {key}: unknown key(s) {bad}; allowed: {_names(cls)}")
+        _check_field_types(cls, node, f"{where}: {key}")
         try:
             sections[key] = cls(**node)
         except (TypeError, ValueError) as err:
@@ -207,7 +208,34 @@ def parse_config(data: Any, overrides: Sequence[str] = (), where: str = "config"
     if data.get("save_dtype", "float16") not in ("float16", "float32"):
         raise ConfigError(f"{where}: save_dtype: {data['save_dtype']!r} is not float16 or float32")
     rest = {k: v for k, v in data.items() if k not in SECTIONS}
+    _check_field_types(DictionaryConfig, rest, where)
     return DictionaryConfig(**rest, **sections)
+
+
+def _check_field_types(cls: type, node: dict[str, Any], where: str) -> None:
+    """Each value has its field's declared type (a quoted ``'200'`` for an int is refused here,
+    naming the key path); numbers are finite and integers non-negative."""
+    for f in dataclasses.fields(cls):
+        if f.name not in node or f.name in SECTIONS:
+            continue
+        value, path = node[f.name], f"{where}.{f.name}"
+        declared = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        kinds = {part.strip().split("[")[0] for part in declared.split("|")}
+        if value is None and "None" in kinds:
+            continue
+        if "bool" in kinds and isinstance(value, bool):
+            continue
+        if "int" in kinds and isinstance(value, int) and not isinstance(value, bool):
+            finite(value, path, low=0, high=2 ** 62, integer=True)
+        elif "float" in kinds and isinstance(value, int | float) and not isinstance(value, bool):
+            finite(value, path)
+        elif "str" in kinds and isinstance(value, str):
+            continue
+        elif "list" in kinds and (isinstance(value, str) or isinstance(value, list) and all(
+                isinstance(v, str) for v in value)):  # one name stands for a list of one
+            continue
+        else:
+            raise ConfigError(f"{path}: expected {' or '.join(sorted(kinds))}, got {value!r}")
 
 
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> DictionaryConfig:
@@ -221,10 +249,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Dicti
             raise ConfigError(f"dictionary config {str(path)!r} not found (not a file, not "
                               f"{named})")
         p = named
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{p}: not valid YAML ({err})") from err
+    data = load_yaml(p, "dictionary config")  # regular UTF-8 file, alias/depth limits
     return parse_config(data, overrides, str(p))
 
 

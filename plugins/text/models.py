@@ -33,7 +33,7 @@ from polysteer.errors import (
     MissingDependencyError,
     PolysteerError,
 )
-from polysteer.io import home, say, sha256_file, staged_folder
+from polysteer.io import home, read_folder, say, sha256_file, staged_folder
 from polysteer.plugin import catalogue_entry
 
 MANIFEST = MODEL_MANIFEST
@@ -298,11 +298,22 @@ def load_causal_lm(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     extra = {"gguf_file": gguf_file} if gguf_file else {}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
-        model = AutoModelForCausalLM.from_pretrained(source, **extra, **_dtype_kwargs(torch_dtype))
-    except (OSError, ValueError) as err:
-        raise _load_error(source, hub, err) from err
+
+    def load(folder: Any) -> tuple[Any, Any]:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder, **extra)
+            model = AutoModelForCausalLM.from_pretrained(folder, **extra,
+                                                         **_dtype_kwargs(torch_dtype))
+        except (OSError, ValueError) as err:
+            if isinstance(folder, Path) and not folder.exists():  # replaced while loading
+                raise FileNotFoundError(str(folder)) from err
+            raise _load_error(source, hub, err) from err
+        return tokenizer, model
+
+    if not hub and Path(source).is_dir():  # one version of the folder, even during a reinstall
+        tokenizer, model = read_folder(Path(source), load)
+    else:
+        tokenizer, model = load(source)
     model.to(device)
     model.eval()
     _prepare_tokenizer(tokenizer)

@@ -13,6 +13,7 @@ from polysteer.errors import CorruptFileError, DictionaryMismatchError, Steering
 from polysteer.features import dictionary as dictionary_module
 from polysteer.features.dictionary import DictionaryInfo, DirectionSet, SparseAutoencoder, load_dictionary
 from polysteer.features.fingerprint import fingerprint
+from polysteer.io import fileio
 from polysteer.models.reference import ReferenceConfig, ReferenceLM
 
 SITE = "blocks.1.resid_post"
@@ -203,7 +204,11 @@ def test_save_replaces_an_existing_folder_and_leaves_no_temp_folders(tmp_path):
     _sae(activation="relu", k=None).save(target)
     (target / "stale.txt").write_text("from an older save")
     _directions().save(target)
-    assert _listing(tmp_path) == ["d"]
+    # the replaced folder is a link to its one live version (atomic for readers); nothing else
+    assert [n for n in _listing(tmp_path) if not n.startswith(".d.v-")] == ["d"]
+    assert _listing(tmp_path) == sorted(["d", os.readlink(target)])
+    _directions().save(target)
+    assert _listing(tmp_path) == sorted(["d", os.readlink(target)]), "the replaced version is removed"
     assert _listing(target) == ["dictionary.json", "dictionary.safetensors"]
     assert isinstance(load_dictionary(target), DirectionSet)
 
@@ -234,15 +239,18 @@ def test_failed_swap_keeps_the_old_folder_in_place(tmp_path, monkeypatch):
     real_replace = os.replace
 
     def flaky_replace(src, dst):
-        if Path(dst) == target and Path(src).name.startswith(".d.") and Path(src).is_dir() \
-                and not Path(src).name.endswith(".old"):
+        if Path(dst) == target:
             raise OSError("simulated failure while swapping folders")
         return real_replace(src, dst)
 
+    def flaky_exchange(a, b):
+        raise OSError("simulated failure while swapping folders")
+
     monkeypatch.setattr(os, "replace", flaky_replace)
+    monkeypatch.setattr(fileio, "_exchange", flaky_exchange)
     with pytest.raises(OSError, match="simulated"):
         _sae(activation="relu", k=None).save(target)
-    monkeypatch.setattr(os, "replace", real_replace)
+    monkeypatch.undo()
     assert target.is_dir(), "the old dictionary folder was lost"
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     assert _listing(tmp_path) == ["d"]

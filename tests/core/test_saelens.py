@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -65,7 +66,8 @@ def test_export_replaces_an_existing_folder(tmp_path):
     export_saelens(_sae("relu"), tmp_path / "sae")
     export_saelens(_sae("topk"), tmp_path / "sae")
     assert load_saelens(tmp_path / "sae").activation == "topk"
-    assert [p.name for p in tmp_path.iterdir()] == ["sae"]
+    # a replaced folder is a link to its one live version (atomic for readers), nothing else
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["sae", os.readlink(tmp_path / "sae")])
 
 
 # -- a hand-written SAELens folder vs. the SAELens math -----------------------------------------

@@ -1,0 +1,173 @@
+"""Replacing a saved folder is atomic for concurrent readers, and a killed writer loses nothing.
+
+Issue 19, reproduction 4: re-saving a dictionary while another process loaded it gave "not found"
+(608 of 10,402 loads) or mixed the old JSON with the new tensors (74 of 4,616), and a crash between
+the two renames left nothing at the name. Here real processes read while one writes, and writers
+are SIGKILLed at random points.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from polysteer.features.dictionary import DictionaryInfo, DirectionSet, load_dictionary
+from polysteer.io.fileio import clean_debris, read_folder, staged_folder
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and fork are POSIX")
+
+D_IN = 64
+
+
+def _version(n: int) -> DirectionSet:
+    """Version ``n``: its labels, scales and directions all say ``n`` (and its size varies)."""
+    d_features = 1 + n % 7
+    info = DictionaryInfo(model=None, site="blocks.0.resid_post", site_norm=float(n + 1),
+                          method="test", details={"version": n})
+    directions = torch.full((d_features, D_IN), float(n + 1))
+    return DirectionSet(directions, info, [f"v{n}"] * d_features, torch.full((d_features,), float(n)))
+
+
+def _check(d: DirectionSet) -> int:
+    """The version a loaded dictionary is, asserting that all of its parts agree."""
+    n = int(d.labels[0][1:])
+    assert d.info.details["version"] == n and d.info.site_norm == n + 1
+    assert d.scales.tolist() == [float(n)] * d.d_features, "JSON of one version, tensors of another"
+    assert d.d_features == 1 + n % 7
+    return n
+
+
+def _writer(target: str, start: int, stop_after: int | None) -> None:
+    n = start
+    while stop_after is None or n < start + stop_after:
+        _version(n).save(target)
+        n += 1
+
+
+def _reader(target: str, seconds: float, out: mp.Queue) -> None:
+    loads, errors, seen = 0, [], set()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            seen.add(_check(load_dictionary(target)))
+            loads += 1
+        except Exception as err:  # counted and reported, never hidden
+            errors.append(f"{type(err).__name__}: {err}")
+    out.put((loads, errors[:5], len(errors), len(seen)))
+
+
+def test_readers_see_old_or_new_version_whole_while_a_writer_replaces_it(tmp_path):
+    target = tmp_path / "dict"
+    _version(0).save(target)
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    writer = ctx.Process(target=_writer, args=(str(target), 1, None))
+    readers = [ctx.Process(target=_reader, args=(str(target), 4.0, out)) for _ in range(3)]
+    writer.start()
+    for r in readers:
+        r.start()
+    results = [out.get(timeout=120) for _ in readers]
+    for r in readers:
+        r.join()
+    writer.kill()
+    writer.join()
+    loads = sum(r[0] for r in results)
+    failures = sum(r[2] for r in results)
+    assert failures == 0, [r[1] for r in results]
+    assert loads > 20 and max(r[3] for r in results) > 2, "readers saw several versions"
+    _check(load_dictionary(target))
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_a_writer_killed_at_any_point_leaves_a_whole_version_and_its_debris_is_cleaned(
+        tmp_path, round_):
+    target = tmp_path / "dict"
+    rng = random.Random(round_)
+    ctx = mp.get_context("fork")
+    expected = 0
+    _version(0).save(target)
+    for kill in range(8):
+        start = 1000 * (kill + 1)
+        writer = ctx.Process(target=_writer, args=(str(target), start, None))
+        writer.start()
+        time.sleep(rng.uniform(0.0, 0.15))
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.join()
+        n = _check(load_dictionary(target))  # never nothing, never a mix
+        assert n == expected or start <= n, n
+        expected = n
+    # the next save of that folder removes what the killed writers left beside it
+    _version(1).save(target)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(["dict", os.readlink(target)]), names
+    assert _check(load_dictionary(target)) == 1
+
+
+def test_a_swap_killed_between_its_renames_is_put_back(tmp_path):
+    """The fallback swap (no symlinks) moves the old folder aside: a kill there is repaired."""
+    target = tmp_path / "dict"
+    _version(3).save(target)
+    aside = tmp_path / ".dict.999999999-dead.tmp"  # a dead writer's aside folder
+    aside.mkdir()
+    os.replace(target, aside / "dict")
+    assert not target.exists()
+    removed = clean_debris(target)
+    assert removed == [aside] and _check(load_dictionary(target)) == 3
+
+
+def test_stale_staging_folders_of_dead_processes_are_cleaned_on_the_next_write(tmp_path):
+    target = tmp_path / "model"
+    dead = tmp_path / ".model.999999999-abcd.tmp"  # pid that cannot exist
+    dead.mkdir()
+    (dead / "half.bin").write_bytes(b"x")
+    alive = tmp_path / f".model.{os.getpid()}-abcd.tmp"  # this process: work in progress
+    alive.mkdir()
+    other = tmp_path / ".other.999999999-abcd.tmp"  # another folder's: not ours to judge
+    other.mkdir()
+    old_style = tmp_path / ".model.k2j4x9.tmp"  # an earlier polysteer's name, no pid
+    old_style.mkdir()
+    recent = tmp_path / ".model.a8b8c8.tmp"
+    recent.mkdir()
+    long_ago = time.time() - 3 * 24 * 3600
+    os.utime(old_style, (long_ago, long_ago))
+    with staged_folder(target) as tmp:
+        (tmp / "weights").write_text("w")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(["model", alive.name, other.name, recent.name])
+
+
+def test_read_folder_retries_only_when_the_version_moved(tmp_path):
+    target = tmp_path / "d"
+    _version(1).save(target)
+    _version(2).save(target)  # now a link
+    calls = []
+
+    def load(real: Path):
+        calls.append(real)
+        if len(calls) == 1:
+            _version(3).save(target)  # the version being read is replaced and removed
+            raise FileNotFoundError(real)
+        return _check(load_dictionary(real))
+
+    assert read_folder(target, load) == 3 and len(calls) == 2
+    with pytest.raises(FileNotFoundError):
+        read_folder(tmp_path / "missing", lambda real: load_dictionary(real))
+
+
+def test_a_cached_dictionary_is_read_again_once_replaced_and_keeps_its_name(tmp_path, plugin_manager):
+    from polysteer.features.dictionary import resolve_dictionary
+
+    _version(1).save(tmp_path / "d")
+    assert _check(resolve_dictionary("d", tmp_path)) == 1
+    _version(2).save(tmp_path / "d")  # now a link to a new version
+    loaded = resolve_dictionary("d", tmp_path)
+    assert _check(loaded) == 2 and loaded.source == tmp_path / "d"
+    _version(3).save(tmp_path / "d")
+    assert _check(resolve_dictionary("d", tmp_path)) == 3
