@@ -31,6 +31,7 @@ BAD_INPUTS: dict[str, list[str]] = {
     "draw": ["draw", "--model", "./no-such-model"],
     "speak": ["speak", "--voice", "./no-such-voice", "hello"],
     "transcribe": ["transcribe", "no-such-file.wav"],
+    "prefs": ["prefs", "undo", "nobody", "--store", "{tmp}/prefs.sqlite"],
 }
 NO_USER_VALUES = {"plugins", "demo-reference"}  # flags only: argparse checks all they take
 
