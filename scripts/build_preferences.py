@@ -5,8 +5,9 @@
 Reads ``plugins/text/shipped/preferences/statements.json`` (preference statements mapped to shipped
 styles, "on" or "off", and ordinary requests). Fits, on the ``train`` rows only:
 
-* per preference P, a sparse classifier of SmolLM2 SAE features (``smollm2-res-sae``) for
-  "states P (on or off)" vs every other train row;
+* a detector: "states a preference" vs "ordinary request", a sparse classifier of SmolLM2 SAE
+  features (``smollm2-res-sae``) on every train row;
+* per preference P, "states P" vs "states another preference", on the train statements;
 * a polarity classifier, "turns a preference off" vs "asks for it", on the train statements.
 
 Then loads the written folder back and runs it, as the store does, on the ``test`` rows (never
@@ -82,20 +83,21 @@ def evaluate(predicted: list[list[tuple[str, bool]]], rows: list[dict], names: l
 
 
 def tfidf_baseline(train: list[dict], test: list[dict], names: list[str]) -> list[list[tuple[str, bool]]]:
-    """Words only: TF-IDF (1-2 grams) + L2 logistic regression per decision, threshold 0.5."""
+    """Words only, the same three-part decision: TF-IDF (1-2 grams) + L2 logistic regressions."""
     from polysteer.features import fit_linear
     from polysteer.plugins.text.classify import Tfidf
 
     tfidf = Tfidf(ngrams=2, min_df=1).fit([r["text"] for r in train])
     xtr, xte = tfidf.transform([r["text"] for r in train]), tfidf.transform([r["text"] for r in test])
-    probs = {}
-    for name in names:
-        y = torch.tensor([float(r["preference"] == name) for r in train])
-        probs[name] = fit_linear(xtr, y, penalty="l2").probabilities(xte)
     stated = [i for i, r in enumerate(train) if r["preference"]]
-    y = torch.tensor([float(train[i]["polarity"] == "off") for i in stated])
-    off = fit_linear(xtr[stated], y, penalty="l2").probabilities(xte)
-    return [[(n, bool(off[i] < 0.5)) for n in names if probs[n][i] >= 0.5] for i in range(len(test))]
+    detect = fit_linear(xtr, torch.tensor([float(bool(r["preference"])) for r in train]),
+                        penalty="l2").probabilities(xte)
+    which = torch.stack([fit_linear(xtr[stated], torch.tensor(
+        [float(train[i]["preference"] == n) for i in stated]), penalty="l2").logits(xte) for n in names], 1)
+    off = fit_linear(xtr[stated], torch.tensor([float(train[i]["polarity"] == "off") for i in stated]),
+                     penalty="l2").probabilities(xte)
+    return [[(names[int(which[i].argmax())], bool(off[i] < 0.5))] if detect[i] >= 0.5 else []
+            for i in range(len(test))]
 
 
 def main() -> None:
@@ -120,15 +122,19 @@ def main() -> None:
     start = time.perf_counter()
     acts = text_activations(model, [r["text"] for r in train], site, progress=True)
     texts = [r["text"] for r in train]
+    stated = [i for i, r in enumerate(train) if r["preference"]]
+    stated_texts, stated_acts = [texts[i] for i in stated], [acts[i] for i in stated]
+    detector = fit_text_classifier(model, DICTIONARY, texts,
+                                   ["stated" if r["preference"] else "ordinary" for r in train],
+                                   positive="stated", name="states-a-preference", acts=acts)
     classifiers = {}
     for name in names:
-        labels = [name if r["preference"] == name else "other" for r in train]
-        classifiers[name] = fit_text_classifier(model, DICTIONARY, texts, labels, positive=name,
-                                                name=f"prefers-{name}", acts=acts)
-    stated = [i for i, r in enumerate(train) if r["preference"]]
-    polarity = fit_text_classifier(model, DICTIONARY, [texts[i] for i in stated],
+        labels = [name if train[i]["preference"] == name else "other" for i in stated]
+        classifiers[name] = fit_text_classifier(model, DICTIONARY, stated_texts, labels, positive=name,
+                                                name=f"prefers-{name}", acts=stated_acts)
+    polarity = fit_text_classifier(model, DICTIONARY, stated_texts,
                                    [train[i]["polarity"] for i in stated], positive="off",
-                                   name="preference-off", acts=[acts[i] for i in stated])
+                                   name="preference-off", acts=stated_acts)
     fit_s = time.perf_counter() - start
     info = {"format": "polysteer-preference-recogniser", "version": 1, "name": "smollm2-preferences",
             "description": "preferences stated in a user message (SmolLM2 SAE features at "
@@ -137,10 +143,11 @@ def main() -> None:
             "reader": {"renderer": "text", "renderer_options": {"max_tokens": 128, "padding_side": "right"},
                        "rows": "text-tokens", "rows_options": {"skip_first": False, "outlier_factor": None},
                        "batch_size": 16},
-            "preferences": {n: {"classifier": n, "style": n, "threshold": 0.5} for n in names},
+            "detector": {"classifier": "detector", "threshold": 0.5, "positive": "stated"},
+            "preferences": {n: {"classifier": n, "style": n} for n in names},
             "polarity": {"classifier": "polarity", "threshold": 0.5, "positive": "off"},
             "data": {"statements": "statements.json", "train": len(train), "test": len(test)}}
-    FeatureRecogniser(info, classifiers, polarity).save(args.out)
+    FeatureRecogniser(info, detector, classifiers, polarity).save(args.out)
 
     # held-out evaluation of exactly what ships: load the folder back, recognise the test rows
     recogniser = load_recogniser(args.out)
@@ -150,7 +157,8 @@ def main() -> None:
     baseline = evaluate(tfidf_baseline(train, test, names), test, names)
     info["heldout"] = heldout
     info["heldout_tfidf_baseline"] = {"overall": baseline["overall"]}
-    info["features_used"] = {n: len(c.columns) for n, c in [*classifiers.items(), ("polarity", polarity)]}
+    info["features_used"] = {n: len(c.columns) for n, c in
+                             [("detector", detector), *classifiers.items(), ("polarity", polarity)]}
     info["fit_seconds"] = round(fit_s, 1)
     from polysteer.io import write_json
     write_json(args.out / "recogniser.json", info)

@@ -4,10 +4,14 @@ A :class:`FeatureRecogniser` is a folder::
 
     recogniser.json          which preferences, their classifiers and thresholds, how texts are read,
                              the held-out precision/recall it was shipped with
-    <preference>/            one sparse feature classifier per preference (``classifier.json`` +
-                             ``classifier.safetensors``): "this message states preference P" vs
-                             everything else (other preferences and ordinary requests)
-    polarity/                one classifier over preference statements: "turns it off" vs "asks for it"
+    detector/                "this message states a preference" vs an ordinary request
+    <preference>/            one per preference, fitted on preference statements only: "states P"
+                             vs "states another preference"
+    polarity/                over preference statements: "turns it off" vs "asks for it"
+
+(each a ``classifier.json`` + ``classifier.safetensors`` folder). A message states a preference
+when the detector's probability reaches its threshold; which one is the preference classifier with
+the highest score; on or off is the polarity classifier's call.
 
 Each classifier is a :class:`~polysteer.features.FeatureClassifier`: an L1 logistic read-out of
 pooled sparse-autoencoder features at one site (on SmolLM2, the shipped ``smollm2-res-sae`` at
@@ -78,19 +82,22 @@ class FeatureRecogniser:
 
     Attributes:
         info: the ``recogniser.json`` content.
-        classifiers: per preference name, its classifier.
+        detector: states-a-preference vs ordinary request.
+        classifiers: per preference name, its classifier (among preference statements).
         polarity: the off-vs-on classifier (positive class: off).
     """
 
-    def __init__(self, info: dict[str, Any], classifiers: dict[str, FeatureClassifier],
-                 polarity: FeatureClassifier):
-        self.info, self.classifiers, self.polarity = info, classifiers, polarity
-        sites = {c.site for c in [*classifiers.values(), polarity]}
+    def __init__(self, info: dict[str, Any], detector: FeatureClassifier,
+                 classifiers: dict[str, FeatureClassifier], polarity: FeatureClassifier):
+        self.info, self.detector = info, detector
+        self.classifiers, self.polarity = classifiers, polarity
+        sites = {c.site for c in self._all()}
         if len(sites) != 1:
             raise RecogniserError(f"a recogniser's classifiers must read one site, got {sorted(sites)}")
         self.site = sites.pop()
-        dictionaries = {id(c.dictionary) for c in [*classifiers.values(), polarity]}
-        self._shared = len(dictionaries) == 1  # one encode serves every classifier
+
+    def _all(self) -> list[FeatureClassifier]:
+        return [self.detector, *self.classifiers.values(), self.polarity]
 
     @property
     def name(self) -> str:
@@ -101,16 +108,13 @@ class FeatureRecogniser:
         """The preference names it recognises (each a shipped style name)."""
         return list(self.classifiers)
 
-    def threshold(self, name: str) -> float:
-        return float(self.info["preferences"][name].get("threshold", 0.5))
-
     # -- reading ------------------------------------------------------------------------------------
     def activations(self, texts: Sequence[str], model: Any, *, progress: bool = False
                     ) -> list[torch.Tensor]:
         """Per text, its ``(positions, channels)`` activations at the recogniser's site, sinks
         dropped, read the way the classifiers were fitted."""
         reader = self.info.get("reader", {})
-        for clf in [*self.classifiers.values(), self.polarity]:
+        for clf in self._all():
             clf.check_compatible(getattr(model, "model_fingerprint", None), self.site,
                                  model.bind(self.site).channels)
         got = collect(model, batched(list(texts), int(reader.get("batch_size", 16))), [self.site],
@@ -119,44 +123,51 @@ class FeatureRecogniser:
                       rows=row_selector(reader.get("rows", "text-tokens"), **reader.get("rows_options", {
                           "skip_first": False, "outlier_factor": None})),
                       progress=progress, total_items=len(texts), desc="reading messages")
-        norm = self.polarity.site_norm
+        norm = self.detector.site_norm
         return [a[a.norm(dim=-1) <= OUTLIER_FACTOR * norm] for a in got.per_example(self.site)]
 
-    def scores(self, acts: Sequence[torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """(per preference P(states it), P(turns it off)) for each example's activations."""
-        def pooled(clf: FeatureClassifier) -> torch.Tensor:
-            return pooled_features(acts, clf.dictionary, clf.pools)
+    def scores(self, acts: Sequence[torch.Tensor]) -> dict[str, Any]:
+        """``{"detector": P(states a preference), "which": {name: logit}, "off": P(turns it off)}``
+        per example (tensors of length ``len(acts)``)."""
+        cache: dict[tuple[int, tuple[str, ...]], torch.Tensor] = {}
 
-        shared = pooled(self.polarity) if self._shared else None
-        probs = {}
-        for name, clf in self.classifiers.items():
-            x = shared if shared is not None and clf.pools == self.polarity.pools else pooled(clf)
-            probs[name] = torch.sigmoid(clf.logits_from_pooled(x))
-        x = shared if shared is not None else pooled(self.polarity)
-        return probs, torch.sigmoid(self.polarity.logits_from_pooled(x))
+        def logits(clf: FeatureClassifier) -> torch.Tensor:
+            key = (id(clf.dictionary), clf.pools)
+            if key not in cache:  # one encode serves every classifier on the same dictionary
+                cache[key] = pooled_features(acts, clf.dictionary, clf.pools)
+            return clf.logits_from_pooled(cache[key])
 
-    def decide(self, probs: dict[str, torch.Tensor], off: torch.Tensor) -> list[list[Recognised]]:
-        """Per example, the preferences whose probability reaches their threshold."""
+        return {"detector": torch.sigmoid(logits(self.detector)),
+                "which": {name: logits(clf) for name, clf in self.classifiers.items()},
+                "off": torch.sigmoid(logits(self.polarity))}
+
+    def decide(self, scores: dict[str, Any]) -> list[list[Recognised]]:
+        """Per example: nothing, or the most likely preference, on or off."""
+        names = list(scores["which"])
+        which = torch.stack([scores["which"][n] for n in names], 1)
+        detect_at = float(self.info["detector"].get("threshold", 0.5))
+        off_at = float(self.info["polarity"].get("threshold", 0.5))
         out: list[list[Recognised]] = []
-        for i in range(len(off)):
-            is_off = bool(off[i] >= float(self.info["polarity"].get("threshold", 0.5)))
-            found = [Recognised(name, on=not is_off, probability=round(float(p[i]), 4))
-                     for name, p in probs.items() if p[i] >= self.threshold(name)]
-            out.append(sorted(found, key=lambda r: -r.probability))
+        for i, p in enumerate(scores["detector"].tolist()):
+            if p < detect_at:
+                out.append([])
+                continue
+            name = names[int(which[i].argmax())]
+            out.append([Recognised(name, on=bool(scores["off"][i] < off_at), probability=round(p, 4))])
         return out
 
     def recognise(self, texts: Sequence[str], model: Any) -> list[list[Recognised]]:
-        """Per text, the preferences it states (most probable first), read through ``model``."""
+        """Per text, the preferences it states, read through ``model``."""
         if not len(texts):
             return []
-        probs, off = self.scores(self.activations(texts, model))
-        return self.decide(probs, off)
+        return self.decide(self.scores(self.activations(texts, model)))
 
     # -- files --------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write the folder (``recogniser.json`` and one classifier folder per preference)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        self.detector.save(path / "detector")
         for name, clf in self.classifiers.items():
             clf.save(path / name)
         self.polarity.save(path / "polarity")
@@ -179,8 +190,9 @@ def load_recogniser(path: str | os.PathLike, plugins: Any = None) -> FeatureReco
                                f"up to {FORMAT_VERSION}: upgrade polysteer")
     classifiers = {name: load_classifier(path / entry.get("classifier", name), plugins)
                    for name, entry in info["preferences"].items()}
+    detector = load_classifier(path / info["detector"].get("classifier", "detector"), plugins)
     polarity = load_classifier(path / info["polarity"].get("classifier", "polarity"), plugins)
-    return FeatureRecogniser(info, classifiers, polarity)
+    return FeatureRecogniser(info, detector, classifiers, polarity)
 
 
 def recogniser_search_path() -> list[Path]:

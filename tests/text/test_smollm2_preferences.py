@@ -61,7 +61,8 @@ def test_heldout_precision_and_recall(adapter, recogniser):
     for name, m in shipped["per_preference"].items():
         for key in ("precision", "recall"):
             assert got["per_preference"][name][key] >= m[key] - 2 * MARGIN, (name, key, got)
-    assert got["overall"]["ordinary_false_alarm_rate"] <= shipped["overall"]["ordinary_false_alarm_rate"] + MARGIN
+    false_alarms = shipped["overall"]["ordinary_false_alarm_rate"]
+    assert got["overall"]["ordinary_false_alarm_rate"] <= false_alarms + MARGIN
 
 
 def test_stated_preference_still_steers_three_turns_later(adapter, recogniser, tmp_path):
