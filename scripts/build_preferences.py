@@ -72,6 +72,11 @@ def evaluate(predicted: list[list[tuple[str, bool]]], rows: list[dict], names: l
         tp_all += len(got & true)
         fp_all += len(got - true)
         fn_all += len(true - got)
+    found = {(n, i) for i, pred in enumerate(predicted) for n, _ in pred}
+    true = {(r["preference"], i) for i, r in enumerate(rows) if r["preference"]}
+    out["detection"] = {  # the preference right, whatever its on/off
+        "precision": round(len(found & true) / len(found), 4) if found else 0.0,
+        "recall": round(len(found & true) / len(true), 4) if true else 0.0}
     ordinary = [pred for pred, row in zip(predicted, rows, strict=True) if not row["preference"]]
     out["overall"] = {
         "precision": round(tp_all / (tp_all + fp_all), 4) if tp_all + fp_all else 0.0,
@@ -105,6 +110,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--statements", type=Path, default=STATEMENTS)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="measure the existing folder on the held-out rows again (no fitting)")
     args = parser.parse_args()
 
     import polysteer as ps
@@ -117,6 +124,16 @@ def main() -> None:
     train = [r for r in rows if r["split"] == "train"]
     test = [r for r in rows if r["split"] == "test"]
     model = ps.load_model("smollm2")
+    if args.evaluate_only:
+        from polysteer.io import read_json, write_json
+
+        recogniser = load_recogniser(args.out)
+        found = recogniser.recognise([r["text"] for r in test], model)
+        info = read_json(args.out / "recogniser.json")
+        info["heldout"] = evaluate([[(f.name, f.on) for f in one] for one in found], test, names)
+        write_json(args.out / "recogniser.json", info)
+        print(json.dumps(info["heldout"]))
+        return
     dictionary = resolve_dictionary(DICTIONARY)
     site = dictionary.info.site
     start = time.perf_counter()

@@ -82,8 +82,8 @@ def test_stated_preference_still_steers_three_turns_later(adapter, recogniser, t
         == ["concise"]
     prompts = ["Explain how a refrigerator keeps food cold.", "What are the benefits of learning to swim?",
                "Describe how bread is made.", "How does a bicycle work?"]
-    plain = adapter.generate(prompts, max_new_tokens=96)
-    steered = adapter.generate(prompts, style=style, intensity=1.0, max_new_tokens=96)
+    plain = adapter.generate(prompts, max_new_tokens=48)
+    steered = adapter.generate(prompts, style=style, intensity=1.0, max_new_tokens=48)
 
     def mean_new_tokens(gen) -> float:
         return float((gen.row_lengths() - gen.prompt_length).float().mean())
