@@ -135,6 +135,9 @@ def polysteer_register_commands(registry):
 
     for name, command in CORE_COMMANDS.items():
         registry.register(name, command, description=command.help)
+    from polysteer.cli.prefs import PREFS_COMMAND
+
+    registry.register("prefs", PREFS_COMMAND, description=PREFS_COMMAND.help)
 
 
 @hookimpl

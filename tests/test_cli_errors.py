@@ -34,6 +34,7 @@ BAD_INPUTS: dict[str, list[str]] = {
     "speak": ["speak", "--voice", "./no-such-voice", "hello"],
     "transcribe": ["transcribe", "no-such-file.wav"],
     "serve": ["serve", "--model", "refrence"],
+    "prefs": ["prefs", "undo", "nobody", "--store", "{tmp}/prefs.sqlite"],
 }
 NO_USER_VALUES = {"plugins", "demo-reference"}  # flags only: argparse checks all they take
 

@@ -12,7 +12,8 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "core"
-LAYERS = ["io", "plugin", "config", "features", "steering", "models", "data", "workflows", "serve", "cli",
+LAYERS = ["io", "plugin", "config", "features", "steering", "models", "data", "workflows", "preferences",
+          "serve", "cli",
           "builtins", "testing"]
 """Sub-packages and top modules from the bottom layer up; each imports only the ones before it
 (``errors`` and ``hookspecs`` are below them all; ``polysteer/__init__`` re-exports the public API)."""
