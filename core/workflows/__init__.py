@@ -23,6 +23,12 @@ from polysteer.workflows.concept_builder import (
     probe_concept,
     probe_vector,
 )
+from polysteer.workflows.concepts_api import (
+    concept,
+    concept_site_table,
+    default_concept_site,
+    recommended_intensity,
+)
 from polysteer.workflows.experiment import new_run_folder, run_experiment
 from polysteer.workflows.harvesting import (
     STORE_MANIFEST,
@@ -53,4 +59,5 @@ __all__ = [
     "collect", "contrast_concept", "contrast_vector", "correlated_candidates", "harvest",
     "label_by_effect", "loss_recovered", "measure_effects", "new_run_folder", "probe_concept",
     "probe_style", "probe_vector", "renderer", "row_selector", "run_experiment", "train_sae",
+    "concept", "concept_site_table", "default_concept_site", "recommended_intensity",
 ]
