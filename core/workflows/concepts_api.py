@@ -20,8 +20,7 @@ site :func:`default_concept_site` picks for the model:
    fingerprint or name;
 2. otherwise, for a model with ``blocks.N.resid_post`` sites, the layer at the table's
    ``relative_depth`` (the measured best layer / the number of layers on SmolLM2), rounded;
-3. otherwise a modality default from the table (``unet.mid`` for images, ...), else an error asking
-   for ``site=``.
+3. otherwise an error asking for ``site=``.
 
 The recommended intensity (``intensity=``, else the table's entry for the model, else its
 ``default_intensity``) is stored in ``details["recommended_intensity"]``; :meth:`Style.from_concept`
@@ -46,12 +45,10 @@ _BLOCK = re.compile(r"^blocks\.(\d+)\.resid_post$")
 
 RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "text": {"renderer": "text", "rows": "text-tokens"},
-    "image": {"renderer": "image", "rows": "image-pooled", "scale": "projection",
-              "norm_from": "positive"},
-    "voice": {"renderer": "speech", "rows": "voice-positions"},
 }
-"""Per modality: the registered renderer and row selector ``ps.concept`` harvests with (plus recipe
-options), as the plugins' own concept builders use them."""
+"""Per modality: the registered renderer and row selector ``ps.concept`` harvests with, as the
+text plugin's concept specs use them. Other modalities pass ``renderer=`` and ``rows=`` (see their
+plugins' concept builders, e.g. ``image`` + ``image-pooled`` for avatar conditions)."""
 
 
 @cache
@@ -86,9 +83,6 @@ def default_concept_site(adapter: Any) -> tuple[str, str]:
         return (f"blocks.{layer}.resid_post",
                 f"rule for unmeasured models: layer nearest {depth} x {blocks[-1] + 1} layers "
                 f"({table['rule']['source']})")
-    fallback = table.get("modality_defaults", {}).get(adapter.modality)
-    if fallback in sites:
-        return fallback, f"the {adapter.modality} default site"
     raise ConfigError(f"no default concept site for {getattr(adapter, 'name', adapter)!r} "
                       f"({adapter.modality}); pass site=... (one of `polysteer sites MODEL`)")
 
@@ -136,7 +130,8 @@ def concept(model: Any, positive: Sequence[Any], negative: Sequence[Any], *, sit
     if rows is not None:
         defaults["rows"] = rows
     if "renderer" not in defaults:
-        raise ConfigError(f"no default renderer for {model.modality} models; pass renderer=...")
+        raise ConfigError(f"no default renderer for {model.modality} models; pass renderer=... and "
+                          "rows=... (a registered renderer and row selector, see `polysteer plugins`)")
     details = {**recipe.pop("details", {}), "recommended_intensity": float(intensity),
                "site_choice": why, "examples": len(positive) + len(negative)}
     try:
