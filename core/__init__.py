@@ -57,6 +57,7 @@ from polysteer.steering.sites import Site, SiteBinding, SiteTable, UnknownSiteEr
 from polysteer.steering.step import Phase, RowMap, Step, StepClock
 from polysteer.steering.style import Component, Rule, Style, blend, load_style
 from polysteer.workflows.concept_builder import ConceptRecipe, build_concept
+from polysteer.workflows.concepts_api import concept, default_concept_site, recommended_intensity
 from polysteer.workflows.create import CreateConfig, Creation, create
 
 __all__ = [
@@ -72,4 +73,5 @@ __all__ = [
     "load_dictionary", "load_model", "load_style", "median_norm", "pca_of_differences",
     "resolve_classifier", "resolve_dictionary", "steer", "use_plugin_manager",
     "CreateConfig", "Creation", "create",
+    "concept", "default_concept_site", "recommended_intensity",
 ]

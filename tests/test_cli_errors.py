@@ -35,6 +35,8 @@ BAD_INPUTS: dict[str, list[str]] = {
     "transcribe": ["transcribe", "no-such-file.wav"],
     "serve": ["serve", "--model", "refrence"],
     "prefs": ["prefs", "undo", "nobody", "--store", "{tmp}/prefs.sqlite"],
+    "export": ["export", "gguf", "no-such-style", "--model", "reference", "-o", "{tmp}/s.gguf"],
+    "import": ["import", "gguf", "{tmp}/no-such.gguf", "--model", "reference", "-o", "{tmp}/d"],
 }
 NO_USER_VALUES = {"plugins", "demo-reference"}  # flags only: argparse checks all they take
 

@@ -180,6 +180,27 @@ class Style:
     description: str = ""
     base_dir: Path | None = None  # relative dictionary paths resolve against this
 
+    @classmethod
+    def from_concept(cls, concept: Any, weight: float | None = None, *, name: str | None = None,
+                     feature: int | str = 0, **component: Any) -> Style:
+        """A one-component style that adds ``concept`` (a dictionary object or folder path).
+
+        ``weight`` defaults to the concept's recommended intensity
+        (``info.details["recommended_intensity"]``, as ``ps.concept`` and concept specs store it),
+        else 1.0; ``component`` sets other :class:`Component` fields (``schedule``, ...).
+        """
+        dictionary = concept
+        if isinstance(concept, str | os.PathLike):
+            from polysteer.features.dictionary import load_dictionary
+
+            dictionary = load_dictionary(concept)
+            concept = str(concept)
+        label = dictionary.labels[feature] if isinstance(feature, int) else feature
+        if weight is None:
+            weight = float(dictionary.info.details.get("recommended_intensity", 1.0))
+        return cls(name=name or str(label), components=[
+            Component(str(label), weight=weight, dictionary=concept, feature=label, **component)])
+
     # -- algebra -------------------------------------------------------------------------------
     def scaled(self, factor: float) -> Style:
         """Every component's weight times ``factor``."""

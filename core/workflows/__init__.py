@@ -23,6 +23,12 @@ from polysteer.workflows.concept_builder import (
     probe_concept,
     probe_vector,
 )
+from polysteer.workflows.concepts_api import (
+    concept,
+    concept_site_table,
+    default_concept_site,
+    recommended_intensity,
+)
 from polysteer.workflows.create import CreateConfig, CreatedPart, Creation, create, seeded_generate
 from polysteer.workflows.experiment import new_run_folder, run_experiment
 from polysteer.workflows.harvesting import (
@@ -55,4 +61,5 @@ __all__ = [
     "label_by_effect", "loss_recovered", "measure_effects", "new_run_folder", "probe_concept",
     "probe_style", "probe_vector", "renderer", "row_selector", "run_experiment", "train_sae",
     "CreateConfig", "CreatedPart", "Creation", "create", "seeded_generate",
+    "concept", "concept_site_table", "default_concept_site", "recommended_intensity",
 ]

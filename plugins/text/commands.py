@@ -22,6 +22,7 @@ from polysteer.cli import (
 )
 from polysteer.io import configs_dir
 from polysteer.plugins.text.classify_cli import CLASSIFY
+from polysteer.plugins.text.gguf_cli import EXPORT, IMPORT
 from polysteer.plugins.text.search_cli import SEARCH
 
 __all__ = ["TEXT_COMMANDS", "TextGeneration", "load_text_model", "side_by_side"]
@@ -325,5 +326,7 @@ TEXT_COMMANDS = {
                           _dictionary_args, _dictionary_run),
     "classify": CLASSIFY,
     "search": SEARCH,
+    "export": EXPORT,
+    "import": IMPORT,
 }
 

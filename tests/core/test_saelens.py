@@ -125,7 +125,8 @@ def test_a_saelens_folder_encodes_like_saelens(tmp_path, architecture, apply_b_d
 def test_loading_options_override_the_folder(tmp_path):
     write_saelens(tmp_path / "sae", extra_key="ignored")
     model = fingerprint(ReferenceLM(), "reference")
-    sae = load_saelens(tmp_path / "sae", site="blocks.0.mlp_out", model=model, site_norm=7.0)
+    with pytest.warns(UserWarning, match="extra_key"):
+        sae = load_saelens(tmp_path / "sae", site="blocks.0.mlp_out", model=model, site_norm=7.0)
     assert (sae.info.site, sae.info.model, sae.info.site_norm) == ("blocks.0.mlp_out", model, 7.0)
     assert sae.info.details["site_norm_known"]
 
@@ -148,13 +149,13 @@ def test_an_untranslatable_hook_needs_a_site(tmp_path):
 @pytest.mark.parametrize("norm", ["constant_norm_rescale", "layer_norm"])
 def test_run_time_normalisation_is_refused(tmp_path, norm):
     write_saelens(tmp_path / "sae", normalize_activations=norm)
-    with pytest.raises(PolysteerError, match=f"normalize_activations='{norm}'.*cannot reproduce"):
+    with pytest.raises(PolysteerError, match=f"normalize_activations='{norm}' is not.*cannot reproduce"):
         load_saelens(tmp_path / "sae")
 
 
 def test_unknown_architecture_is_refused(tmp_path):
-    write_saelens(tmp_path / "sae", architecture="gated")
-    with pytest.raises(PolysteerError, match="architecture 'gated' is not supported"):
+    write_saelens(tmp_path / "sae", architecture="mystery")
+    with pytest.raises(PolysteerError, match="architecture='mystery' is not supported"):
         load_saelens(tmp_path / "sae")
 
 

@@ -67,3 +67,39 @@ def test_streaming_score_leaves_out_masked_positions(adapter):
     alone = StreamingScore(clf).update(x[1:, pads:])
     assert torch.allclose(masked[1], alone[0], atol=1e-6)
     assert not torch.allclose(StreamingScore(clf).update(x)[1], alone[0], atol=1e-6)
+
+
+def _events_for(run, row):
+    return sorted(e["step"] for e in run.rule_events() if row in e["rows"])
+
+
+def test_a_rule_fires_at_the_same_steps_alone_and_left_padded_in_a_batch(adapter):
+    """The short prompt's rule events are the same alone and as the padded row of a batch, for
+    thresholds between its own read-outs and above them (where only padding would fire)."""
+    batch = _prefill(adapter, [LONG, SHORT])
+    pads = int(adapter.encode([LONG, SHORT], chat=False)["attention_mask"][1].eq(0).sum())
+    pad_vector = batch[1, 0]
+    d = direction_set([pad_vector], ["pad-like"], site=SITE, site_norm=float(pad_vector.norm()),
+                      model=adapter.model_fingerprint, method="test")
+    with steer(adapter, None, capture=[SITE]) as run:
+        adapter.generate([SHORT], chat=False, max_new_tokens=6)
+    readouts = (d.encode(run.captured(SITE)[0, 1:])[..., 0] / d.scales[0]).sort().values
+    gaps = readouts[1:] - readouts[:-1]
+    # thresholds well away from every read-out (batched matmuls differ from single ones in the last
+    # bits), and one above them all, where the prompt alone never fires but its pads would
+    thresholds = ((readouts[:-1] + readouts[1:]) / 2)[gaps > 1e-3].tolist() + [float(readouts[-1]) + 0.1]
+    fired_somewhere = 0
+    for threshold in thresholds:
+        style = Style("react", [Component("boost", dictionary=d, feature="pad-like", weight=0.0,
+                                          enabled=False)],
+                      [Rule(d, "pad-like", above=threshold, action="apply", target="boost")])
+        with steer(adapter, style, 1.0) as alone:
+            adapter.generate([SHORT], chat=False, max_new_tokens=6)
+        fired, steps = _events_for(alone, 0), len(alone.clock.generations[-1])
+        with steer(adapter, style, 1.0) as batched:
+            adapter.generate([LONG, SHORT], chat=False, max_new_tokens=6)
+        # alone, the prompt may stop at its end-of-sequence token; in the batch its row runs on
+        assert [s for s in _events_for(batched, 1) if s < steps] == fired, threshold
+        fired_somewhere += 0 < len(fired) < steps
+    assert fired_somewhere >= 2
+    assert pads > 0
