@@ -157,24 +157,28 @@ def pooled_texts(adapter: Any, dictionary: Any, texts: list[str], *, pool: str =
     from polysteer.plugins.text.classify import drop_sinks, text_activations
 
     path = home() / "search" / f"{_cache_key(adapter, dictionary, texts, pool, max_tokens)}.safetensors"
+    cached = None
     if cache and path.is_file():
         try:
-            pooled = read_tensors(path)["pooled"]
+            cached = read_tensors(path)
+            pooled, left_out = cached["pooled"], cached["left_out"].tolist()
             say(f"{desc}: reusing {len(pooled)} pooled texts cached in {path}")
-            return pooled
         except (PolysteerError, KeyError, OSError):
-            pass  # a damaged cache file is read again below and replaced
-    acts = drop_sinks(text_activations(adapter, texts, dictionary.info.site, batch_size=batch_size,
-                                       max_tokens=max_tokens, progress=True, desc=desc),
-                      dictionary.info.site_norm)
-    kept = [a for a in acts if len(a)]
-    if len(kept) < len(acts):
-        empty = [t for t, a in zip(texts, acts, strict=True) if not len(a)]
-        say(f"{desc}: left out {len(empty)} text(s) with no token past the attention sink, e.g. "
-            f"{empty[0][:40]!r}")
+            cached = None  # a damaged cache file is read again below and replaced
+    if cached is None:
+        acts = drop_sinks(text_activations(adapter, texts, dictionary.info.site, batch_size=batch_size,
+                                           max_tokens=max_tokens, progress=True, desc=desc),
+                          dictionary.info.site_norm)
+        kept = [a for a in acts if len(a)]
+        left_out = [i for i, a in enumerate(acts) if not len(a)]
+    if left_out:
+        say(f"{desc}: left out {len(left_out)} text(s) with no token past the attention sink, e.g. "
+            f"{texts[left_out[0]][:40]!r}")
+    if cached is not None:
+        return pooled
     pooled = pool_activations(dictionary, kept, pool) if kept else torch.zeros(0, dictionary.d_features)
     if cache:
-        write_tensors(path, {"pooled": pooled})
+        write_tensors(path, {"pooled": pooled, "left_out": torch.tensor(left_out, dtype=torch.long)})
         old = sorted(path.parent.glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
         for stale in old[:-CACHE_FILES]:
             stale.unlink(missing_ok=True)

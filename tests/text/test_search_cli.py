@@ -52,8 +52,9 @@ def test_search_needs_exactly_one_mode(tmp_path, capsys, plugin_manager):
     assert "both sides" in capsys.readouterr().err
 
 
-def test_search_texts_with_no_token_left_are_a_clean_error_not_a_traceback(tmp_path, capsys,
+def test_search_texts_with_no_token_left_are_a_clean_error_not_a_traceback(tmp_path, capsys, monkeypatch,
                                                                          plugin_manager):
+    monkeypatch.setenv("POLYSTEER_HOME", str(tmp_path / "home"))
     model_dir, moods = _setup(tmp_path)
     from polysteer.features import load_dictionary
 
@@ -64,6 +65,10 @@ def test_search_texts_with_no_token_left_are_a_clean_error_not_a_traceback(tmp_p
                  "--positive", "Ok", "--negative", "no"]) == 2
     err = capsys.readouterr().err
     assert "left out 1 text(s)" in err and "error: no text is left" in err
+    assert main(["search", "--dictionary", str(tmp_path / "sinks"), "--model", str(model_dir),
+                 "--positive", "Ok", "--negative", "no"]) == 2
+    err = capsys.readouterr().err
+    assert "reusing 0 pooled texts" in err and "left out 1 text(s)" in err, "a cached side says it too"
 
 
 def test_search_caches_pooled_texts(tmp_path, capsys, plugin_manager, monkeypatch):
