@@ -45,7 +45,7 @@ from polysteer.features import (
     resolve_dictionary,
     roc_curve,
 )
-from polysteer.io import pyplot, save_png
+from polysteer.io import pyplot, save_png, say
 from polysteer.plugins.text.dictionary import DEFAULT_MAX_TOKENS
 from polysteer.plugins.text.harvest import TextRenderer, text_tokens
 from polysteer.workflows import batched, collect
@@ -283,6 +283,11 @@ def fit_text_classifier(adapter: Any, dictionary: Any, texts: Sequence[str], lab
         acts = text_activations(adapter, kept, site, batch_size=batch_size, progress=progress)
     else:
         acts = [a for a, k in zip(acts, keep, strict=True) if k]
+    if dictionary is not None and acts:
+        estimate = dictionary.ensure_site_norm(torch.cat(list(acts)))
+        if estimate is not None:
+            say(f"{dictionary.describe()}: it has no site norm, so {estimate:.4g} was estimated from the "
+                "training texts (in memory; the classifier stores it)")
     site_norm = dictionary.info.site_norm if dictionary is not None else estimate_site_norm(acts)
     x = pooled_features(drop_sinks(acts, site_norm), dictionary, pools)
     channels = adapter.bind(site).channels

@@ -156,6 +156,7 @@ def pooled_texts(adapter: Any, dictionary: Any, texts: list[str], *, pool: str =
     from polysteer.io import home, read_tensors, say, write_tensors
     from polysteer.plugins.text.classify import drop_sinks, text_activations
 
+    cache = cache and dictionary.site_norm_known  # an estimated norm is not a stable key
     path = home() / "search" / f"{_cache_key(adapter, dictionary, texts, pool, max_tokens)}.safetensors"
     cached = None
     if cache and path.is_file():
@@ -166,9 +167,13 @@ def pooled_texts(adapter: Any, dictionary: Any, texts: list[str], *, pool: str =
         except (PolysteerError, KeyError, OSError):
             cached = None  # a damaged cache file is read again below and replaced
     if cached is None:
-        acts = drop_sinks(text_activations(adapter, texts, dictionary.info.site, batch_size=batch_size,
-                                           max_tokens=max_tokens, progress=True, desc=desc),
-                          dictionary.info.site_norm)
+        raw = text_activations(adapter, texts, dictionary.info.site, batch_size=batch_size,
+                               max_tokens=max_tokens, progress=True, desc=desc)
+        estimate = dictionary.ensure_site_norm(torch.cat(raw)) if raw else None
+        if estimate is not None:
+            say(f"{dictionary.describe()}: it has no site norm, so {estimate:.4g} was estimated from "
+                f"the {desc} (in memory only)")
+        acts = drop_sinks(raw, dictionary.info.site_norm)
         kept = [a for a in acts if len(a)]
         left_out = [i for i, a in enumerate(acts) if not len(a)]
     if left_out:
