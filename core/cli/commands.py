@@ -246,7 +246,12 @@ def run_generate(args: argparse.Namespace, *, modality: str | None = None) -> li
     options = extension.options(adapter, args)
     stream = len(columns) == 1 and extension.can_stream(adapter, inputs, args)
     runs = []
-    for title, intensity in columns:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(columns, desc="generating", unit="column", leave=False,
+               disable=stream or len(columns) < 2)  # --compare, --grid: one bar over the columns
+    for title, intensity in bar:
+        bar.set_postfix_str(title)
         try:
             result = extension.generate(adapter, inputs, style=None if intensity is None else style,
                                         intensity=0.0 if intensity is None else intensity,

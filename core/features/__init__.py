@@ -22,6 +22,7 @@ from polysteer.features.classifier import (
     Driver,
     FeatureClassifier,
     binary_metrics,
+    dictionary_digest,
     fit_linear,
     from_fit,
     load_classifier,
@@ -57,7 +58,13 @@ from polysteer.features.labels import (
     load_labels,
     set_label,
 )
-from polysteer.features.search import contrast_features, search_labels, similar_features
+from polysteer.features.search import (
+    contrast_features,
+    contrast_pooled,
+    pool_activations,
+    search_labels,
+    similar_features,
+)
 
 __all__ = [
     "ClassifierError", "DictionaryFormat", "DictionaryInfo", "DirectionSet", "Driver",
@@ -68,4 +75,5 @@ __all__ = [
     "linear_probe", "load_classifier", "load_dictionary", "load_labels", "median_norm",
     "pca_of_differences", "pooled_features", "resolve_classifier", "resolve_dictionary",
     "roc_curve", "search_labels", "set_label", "similar_features",
+    "contrast_pooled", "dictionary_digest", "pool_activations",
 ]

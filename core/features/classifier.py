@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from polysteer.errors import CorruptFileError, DictionaryMismatchError, PolysteerError
 from polysteer.features.dictionary import FeatureDictionary
@@ -204,7 +205,7 @@ def _grid(z: torch.Tensor, y: torch.Tensor, penalty: str, balanced: bool) -> lis
 
 def fit_linear(x: torch.Tensor, y: torch.Tensor, *, penalty: str = "l1", folds: int = 5,
                seed: int = 0, balanced: bool = True, strengths: Sequence[float] | None = None,
-               tolerance: float = 0.005, relax: bool = True) -> LinearFit:
+               tolerance: float = 0.005, relax: bool = True, progress: bool = False) -> LinearFit:
     """Fit a logistic regression on ``x`` ``(examples, columns)`` with labels ``y`` in {0, 1}.
 
     The penalty strength is chosen by stratified ``folds``-fold cross-validated ROC AUC: the
@@ -212,7 +213,8 @@ def fit_linear(x: torch.Tensor, y: torch.Tensor, *, penalty: str = "l1", folds: 
     ``x``. ``balanced`` weights the classes equally, so 0.5 is a sensible threshold even when one
     class is rare. With ``relax`` (L1 only) the chosen columns are refit with a light L2 penalty
     (a relaxed lasso), so probabilities are not shrunk towards 0.5. ``fit.cv`` lists
-    ``{"strength", "auc"}`` per strength tried.
+    ``{"strength", "auc"}`` per strength tried. ``progress`` shows a bar over the
+    cross-validation fits (strengths x folds) on stderr.
     """
     if penalty not in ("l1", "l2"):
         raise ClassifierError(f"penalty must be 'l1' or 'l2', got {penalty!r}")
@@ -234,13 +236,17 @@ def fit_linear(x: torch.Tensor, y: torch.Tensor, *, penalty: str = "l1", folds: 
     z = (x - mean) / std
     grid = list(strengths) if strengths is not None else _grid(z, y, penalty, balanced)
     cv = []
-    for strength in grid:
-        scores = torch.empty(len(y))
-        for held in _folds(y, folds, seed):
-            m, s = _standardise(x[~held])
-            w, b = logistic_path((x[~held] - m) / s, y[~held], penalty, strength, balanced=balanced)
-            scores[held] = ((x[held] - m) / s) @ w + b
-        cv.append({"strength": strength, "auc": roc_auc(scores, y)})
+    bar = tqdm(total=len(grid) * folds, desc=f"cross-validating ({penalty})", unit="fit",
+               disable=not progress, leave=False)
+    with bar:
+        for strength in grid:
+            scores = torch.empty(len(y))
+            for held in _folds(y, folds, seed):
+                m, s = _standardise(x[~held])
+                w, b = logistic_path((x[~held] - m) / s, y[~held], penalty, strength, balanced=balanced)
+                scores[held] = ((x[held] - m) / s) @ w + b
+                bar.update(1)
+            cv.append({"strength": strength, "auc": roc_auc(scores, y)})
     best = max(c["auc"] for c in cv)
     chosen = max((c for c in cv if c["auc"] >= best - tolerance), key=lambda c: c["strength"])
     w, b = logistic_path(z, y, penalty, chosen["strength"], balanced=balanced)

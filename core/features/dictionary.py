@@ -160,10 +160,49 @@ class FeatureDictionary(nn.Module):
         raise SteeringError(f"no feature labelled {feature!r} in {self.describe()}.{hint}")
 
     def describe(self) -> str:
-        """One line: kind, size, site and model."""
+        """One line: kind, size, site and model (and a note when the site norm is unknown)."""
         model = self.info.model.short() if self.info.model else "any model"
+        norm = ""
+        if not self.site_norm_known:
+            estimated = self.info.details.get("site_norm_estimated")
+            norm = (f", site norm unknown, estimated {estimated:.4g}" if estimated is not None
+                    else ", site norm unknown")
         return (f"{self.kind} dictionary ({self.d_features} features, d_in={self.d_in}) "
-                f"at {self.info.site} of {model}")
+                f"at {self.info.site} of {model}{norm}")
+
+    # -- site norm ---------------------------------------------------------------------------------
+    @property
+    def site_norm_known(self) -> bool:
+        """False for a dictionary made without the site's typical token norm (an SAELens folder
+        imported without ``site_norm=``): its ``info.site_norm`` is a placeholder until
+        :meth:`ensure_site_norm` estimates one."""
+        return self.info.details.get("site_norm_known", True) is not False
+
+    def ensure_site_norm(self, acts: torch.Tensor) -> float | None:
+        """Estimate the site norm from ``acts`` (``(..., d_in)`` activations at the site) when it is
+        unknown and not yet estimated; return the estimate, or None when nothing was done.
+
+        The estimate is the median token norm after leaving out attention sinks (tokens over
+        ``OUTLIER_FACTOR`` times the median of all). It is kept in memory only (``info.site_norm``
+        and ``info.details["site_norm_estimated"]``): save the dictionary, or import it with
+        ``site_norm=``, to keep one. Read-outs that drop sinks by the site norm need it: with the
+        placeholder 1.0 every token of a real model reads as a sink, and every value as 0.
+        """
+        if self.site_norm_known or "site_norm_estimated" in self.info.details:
+            return None
+        from polysteer.features.classifier import OUTLIER_FACTOR
+
+        norms = acts.detach().reshape(-1, acts.shape[-1]).float().norm(dim=-1).cpu()
+        norms = norms[torch.isfinite(norms)]
+        if not len(norms):
+            return None
+        typical = norms[norms <= OUTLIER_FACTOR * norms.median()]
+        estimate = float(typical.median()) if len(typical) else float(norms.median())
+        if not estimate > 0:
+            return None
+        self.info.site_norm = estimate
+        self.info.details["site_norm_estimated"] = estimate
+        return estimate
 
     # -- compatibility ------------------------------------------------------------------------
     def check_compatible(self, model: ModelFingerprint | None, site: str, d_in: int | None = None,

@@ -71,27 +71,37 @@ def search_labels(dictionary: FeatureDictionary, query: str, top: int = 10) -> l
 
 
 def pool_activations(dictionary: FeatureDictionary, acts: Sequence[torch.Tensor], pool: str = "max",
-                     ) -> torch.Tensor:
+                     chunk: int = 4096) -> torch.Tensor:
     """Feature values pooled per example: ``(examples, d_features)``.
 
     Each item of ``acts`` is one example's activations ``(positions, channels)`` (a 1-D tensor is
-    one position); its feature values are reduced over positions by ``max`` or ``mean``.
+    one position); its feature values are reduced over positions by ``max`` or ``mean``. All
+    examples' positions are encoded together, ``chunk`` positions at a time.
     """
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
     if not len(acts):
         raise ValueError("no examples given")
     rows = []
+    for a in acts:
+        a = torch.as_tensor(a).float()
+        a = a[None] if a.ndim == 1 else a
+        if a.ndim != 2 or a.shape[0] == 0:
+            raise ValueError(f"each example must be (positions, channels) with positions > 0, "
+                             f"got shape {tuple(a.shape)}")
+        rows.append(a)
+    lengths = torch.tensor([len(a) for a in rows])
+    owner = torch.repeat_interleave(torch.arange(len(rows)), lengths)
     with torch.no_grad():
-        for a in acts:
-            a = torch.as_tensor(a).float()
-            a = a[None] if a.ndim == 1 else a
-            if a.ndim != 2 or a.shape[0] == 0:
-                raise ValueError(f"each example must be (positions, channels) with positions > 0, "
-                                 f"got shape {tuple(a.shape)}")
-            f = dictionary.encode(a.to(dictionary.device)).float()
-            rows.append(f.amax(0) if pool == "max" else f.mean(0))
-    return torch.stack(rows).cpu()
+        f = torch.cat([dictionary.encode(part.to(dictionary.device)).float().cpu()
+                       for part in torch.cat(rows).split(chunk)])
+        out = torch.zeros(len(rows), f.shape[1])
+        if pool == "max":
+            out.scatter_reduce_(0, owner[:, None].expand_as(f), f, "amax", include_self=False)
+        else:
+            out.index_add_(0, owner, f)
+            out /= lengths[:, None]
+    return out
 
 
 def correlations(features: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -119,13 +129,23 @@ def contrast_features(dictionary: FeatureDictionary, positive_acts: Sequence[tor
     """
     pos = pool_activations(dictionary, positive_acts, pool)
     neg = pool_activations(dictionary, negative_acts, pool)
+    return contrast_pooled(dictionary, pos, neg, top)
+
+
+def contrast_pooled(dictionary: FeatureDictionary, pos: torch.Tensor, neg: torch.Tensor, top: int = 10
+                    ) -> list[ContrastMatch]:
+    """:func:`contrast_features` on already pooled feature values ``(examples, d_features)`` of
+    each side (from :func:`pool_activations`)."""
+    if not len(pos) or not len(neg):
+        raise ValueError("contrasting needs at least one example on each side")
     mean_p, mean_n = pos.mean(0), neg.mean(0)
     std = ((pos.var(0, unbiased=False) + neg.var(0, unbiased=False)) / 2).sqrt()
     eps = 1e-6 + 1e-3 * torch.maximum(mean_p.abs(), mean_n.abs())
     score = (mean_p - mean_n) / (std + eps)
-    order = sorted(range(len(score)), key=lambda i: (-score[i].item(), i))
-    return [ContrastMatch(i, dictionary.labels[i], score[i].item(), mean_p[i].item(), mean_n[i].item())
-            for i in order[:top] if score[i] > 0]
+    values = score.tolist()
+    order = sorted(range(len(values)), key=lambda i: (-values[i], i))
+    return [ContrastMatch(i, dictionary.labels[i], values[i], mean_p[i].item(), mean_n[i].item())
+            for i in order[:top] if values[i] > 0]
 
 
 def similar_features(dictionary: FeatureDictionary, feature: int | str, top: int = 10,

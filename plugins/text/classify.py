@@ -45,7 +45,7 @@ from polysteer.features import (
     resolve_dictionary,
     roc_curve,
 )
-from polysteer.io import pyplot, save_png
+from polysteer.io import pyplot, save_png, say
 from polysteer.plugins.text.dictionary import DEFAULT_MAX_TOKENS
 from polysteer.plugins.text.harvest import TextRenderer, text_tokens
 from polysteer.workflows import batched, collect
@@ -125,6 +125,47 @@ def estimate_site_norm(acts: Sequence[torch.Tensor]) -> float:
 def drop_sinks(acts: Sequence[torch.Tensor], site_norm: float) -> list[torch.Tensor]:
     """Each text without its attention sinks (norm > OUTLIER_FACTOR site norms), as rules read it."""
     return [a[a.norm(dim=-1) <= OUTLIER_FACTOR * site_norm] for a in acts]
+
+
+# -- shortcuts: digits ----------------------------------------------------------------------------
+DIGIT_RUN = re.compile(r"\d+(?:[.,:/]\d+)*")
+
+
+def strip_digits(text: str) -> str:
+    """``text`` without its numbers (runs of digits with their inner ``.,:/``), spaces tidied."""
+    return re.sub(r"[ \t]{2,}", " ", DIGIT_RUN.sub("", text)).strip()
+
+
+def digit_free_copies(texts: Sequence[str], labels: Sequence[Any]) -> tuple[list[str], list[Any]]:
+    """A copy of each text that holds digits, with them stripped (:func:`strip_digits`), and its
+    label: training on both teaches a classifier that numbers alone do not decide the class."""
+    pairs = [(strip_digits(t), lab) for t, lab in zip(texts, labels, strict=True) if DIGIT_RUN.search(t)]
+    pairs = [(t, lab) for t, lab in pairs if t]
+    return [t for t, _ in pairs], [lab for _, lab in pairs]
+
+
+def digit_features(adapter: Any, dictionary: FeatureDictionary, texts: Sequence[str],
+                   acts: Sequence[torch.Tensor], site_norm: float, share: float = 0.5,
+                   max_tokens: int = DEFAULT_MAX_TOKENS) -> list[int]:
+    """Features that mostly read digits: over ``texts`` (their activations ``acts`` from
+    :func:`text_activations`, sinks left out), the share of each feature's total activation that
+    falls on tokens holding a digit exceeds ``share``. Features that never fire are not listed."""
+    ids = text_token_ids(adapter, texts, max_tokens)
+    vocab: dict[int, bool] = {}
+    on_digits = torch.zeros(dictionary.d_features, dtype=torch.float64)
+    total = torch.zeros(dictionary.d_features, dtype=torch.float64)
+    with torch.no_grad():
+        for tokens, a in zip(ids, acts, strict=True):
+            keep = a.norm(dim=-1) <= OUTLIER_FACTOR * site_norm
+            if not keep.any():
+                continue
+            f = dictionary.encode(a[keep].to(dictionary.device)).float().clamp_min(0).cpu().double()
+            digit = torch.tensor([vocab.setdefault(int(t), any(c.isdigit() for c in adapter.tokenizer.decode(
+                [int(t)]))) for t in tokens[keep]], dtype=torch.bool)
+            total += f.sum(0)
+            on_digits += f[digit].sum(0)
+    fired = total > 0
+    return torch.nonzero(fired & (on_digits > share * total)).flatten().tolist()
 
 
 # -- labels ----------------------------------------------------------------------------------------
@@ -223,12 +264,17 @@ def fit_text_classifier(adapter: Any, dictionary: Any, texts: Sequence[str], lab
                         site: str | None = None, pools: Sequence[str] = POOLS,
                         features: Sequence[int | str] | None = None, folds: int = 5, seed: int = 0,
                         name: str = "classifier", batch_size: int = 16, progress: bool = False,
-                        acts: Sequence[torch.Tensor] | None = None) -> FeatureClassifier:
+                        acts: Sequence[torch.Tensor] | None = None,
+                        exclude_digit_features: float | None = None) -> FeatureClassifier:
     """Fit a sparse classifier of ``texts`` from ``dictionary``'s pooled features.
 
     ``dictionary`` is a name, folder or loaded dictionary, or None for raw activations at ``site``.
     With ``features`` (indices or labels) only those features are used (an L2 fit, not L1).
-    ``acts`` reuses already read activations (from :func:`text_activations`).
+    ``acts`` reuses already read activations (from :func:`text_activations`). With
+    ``exclude_digit_features`` (a share, e.g. 0.5) the features that mostly read digits
+    (:func:`digit_features`) are left out of the fit, so numbers alone cannot decide the class
+    (SMS spam is full of phone numbers and prices; spam without them is still spam); they are
+    listed in ``info["excluded_features"]``.
     """
     dictionary, ref, site = _dictionary_and_site(adapter, dictionary, site)
     keep, y, pos, neg = binary_labels(labels, positive, negative)
@@ -237,17 +283,35 @@ def fit_text_classifier(adapter: Any, dictionary: Any, texts: Sequence[str], lab
         acts = text_activations(adapter, kept, site, batch_size=batch_size, progress=progress)
     else:
         acts = [a for a, k in zip(acts, keep, strict=True) if k]
+    if dictionary is not None and acts:
+        estimate = dictionary.ensure_site_norm(torch.cat(list(acts)))
+        if estimate is not None:
+            say(f"{dictionary.describe()}: it has no site norm, so {estimate:.4g} was estimated from the "
+                "training texts (in memory; the classifier stores it)")
     site_norm = dictionary.info.site_norm if dictionary is not None else estimate_site_norm(acts)
     x = pooled_features(drop_sinks(acts, site_norm), dictionary, pools)
     channels = adapter.bind(site).channels
     width = dictionary.d_features if dictionary is not None else channels
     candidates = _columns(dictionary, width, pools, features)
-    fit = fit_linear(x if candidates is None else x[:, candidates], y,
-                     penalty="l1" if candidates is None else "l2", folds=folds, seed=seed)
+    penalty = "l1" if candidates is None else "l2"
+    excluded: list[int] = []
+    if exclude_digit_features is not None:
+        if dictionary is None:
+            raise ClassifierError("leaving out digit features needs a dictionary (raw activations "
+                                  "have no features)")
+        excluded = digit_features(adapter, dictionary, kept, acts, site_norm, exclude_digit_features)
+        drop = torch.tensor([p * width + i for p in range(len(pools)) for i in excluded], dtype=torch.long)
+        every = candidates if candidates is not None else torch.arange(len(pools) * width)
+        candidates = every[~torch.isin(every, drop)]
+    fit = fit_linear(x if candidates is None else x[:, candidates], y, penalty=penalty, folds=folds,
+                     seed=seed, progress=progress)
     clf = from_fit(fit, name=name, classes=(neg, pos), site=site, site_norm=site_norm,
                    channels=channels, model=adapter.model_fingerprint, dictionary=dictionary,
                    dictionary_ref=ref, pools=pools, candidates=candidates,
                    extra={"examples": {"total": len(y), pos: int(y.sum()), neg: int(len(y) - y.sum())}})
+    if exclude_digit_features is not None:
+        clf.info["excluded_features"] = {"reason": f"more than {exclude_digit_features:g} of their "
+                                                   "activation on digit tokens", "features": excluded}
     record_firing_tokens(adapter, clf, kept, acts)
     return clf
 
@@ -321,10 +385,14 @@ def compare(adapter: Any, dictionary: Any, train: tuple[Sequence[str], Sequence[
             negative: Sequence[str] | None = None, site: str | None = None,
             pools: Sequence[str] = POOLS, features: Sequence[int | str] | None = None,
             folds: int = 5, seed: int = 0,
-            name: str = "classifier", batch_size: int = 16, progress: bool = False) -> Comparison:
+            name: str = "classifier", batch_size: int = 16, progress: bool = False,
+            digit_copies: bool = False, exclude_digit_features: float | None = None) -> Comparison:
     """Fit on ``train`` and score on ``test`` (texts, labels): features vs raw vs TF-IDF.
 
-    ``dictionary`` None fits the main classifier on raw activations at ``site`` (L1).
+    ``dictionary`` None fits the main classifier on raw activations at ``site`` (L1). With
+    ``digit_copies`` every training text holding digits is also trained on without them
+    (:func:`digit_free_copies`; all three methods see the copies, the test texts stay as they are);
+    ``exclude_digit_features`` is passed to :func:`fit_text_classifier`.
 
     Throughput counts everything a method needs per text: the model's forward pass up to the site
     (timed once and charged to both activation methods), pooling and the read-out; TF-IDF counts
@@ -337,14 +405,21 @@ def compare(adapter: Any, dictionary: Any, train: tuple[Sequence[str], Sequence[
     tr_texts = [t for t, k in zip(train[0], keep_tr, strict=True) if k]
     tr_labels = [lab for lab, k in zip(train[1], keep_tr, strict=True) if k]
     te_texts = [t for t, k in zip(test[0], keep_te, strict=True) if k]
+    if digit_copies:
+        more, more_labels = digit_free_copies(tr_texts, tr_labels)
+        tr_texts, tr_labels = tr_texts + more, tr_labels + more_labels
+        y_tr = torch.cat([y_tr, torch.tensor([float(str(lab) == pos) for lab in more_labels])])
     tr_acts = text_activations(adapter, tr_texts, site, batch_size=batch_size, progress=progress,
                                desc="reading training texts")
     te_acts, forward_s = _timed(lambda: text_activations(
         adapter, te_texts, site, batch_size=batch_size, progress=progress, desc="reading test texts"))
     clf = fit_text_classifier(adapter, dictionary, tr_texts, tr_labels, acts=tr_acts, name=name,
                               site=None if dictionary is not None else site, features=features,
-                              positive=pos, negative=negatives, pools=pools, folds=folds, seed=seed)
-    raw = _fit_raw(tr_acts, y_tr, clf, adapter, folds, seed)
+                              positive=pos, negative=negatives, pools=pools, folds=folds, seed=seed,
+                              progress=progress, exclude_digit_features=exclude_digit_features)
+    if digit_copies:
+        clf.info["digit_copies"] = len(more)
+    raw = _fit_raw(tr_acts, y_tr, clf, adapter, folds, seed, progress)
     metrics, roc = {}, {}
     for key, model in (("features", clf), ("raw", raw)):
         probs, spent = _timed(lambda m=model: torch.sigmoid(m.logits_from_pooled(pooled_features(
@@ -364,10 +439,10 @@ def compare(adapter: Any, dictionary: Any, train: tuple[Sequence[str], Sequence[
 
 
 def _fit_raw(acts: Sequence[torch.Tensor], y: torch.Tensor, clf: FeatureClassifier, adapter: Any,
-             folds: int, seed: int) -> FeatureClassifier:
+             folds: int, seed: int, progress: bool = False) -> FeatureClassifier:
     """The no-dictionary baseline on ``clf``'s activations, site, sink filter and pools, with L2."""
     x = pooled_features(drop_sinks(acts, clf.site_norm), None, clf.pools)
-    fit = fit_linear(x, y, penalty="l2", folds=folds, seed=seed)
+    fit = fit_linear(x, y, penalty="l2", folds=folds, seed=seed, progress=progress)
     return from_fit(fit, name="raw-baseline", classes=clf.classes, site=clf.site,
                     site_norm=clf.site_norm, channels=int(clf.info["channels"]),
                     model=adapter.model_fingerprint, dictionary=None, dictionary_ref=None,

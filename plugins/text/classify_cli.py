@@ -39,6 +39,11 @@ def _classify_args(p: argparse.ArgumentParser) -> None:
     fit.add_argument("--pools", default="max,mean", help="pooling over tokens: max, mean or max,mean")
     fit.add_argument("--features", help="comma-separated hand-chosen feature ids or labels (L2 fit on "
                                          "just these instead of the L1 search over all)")
+    fit.add_argument("--digit-share", type=float, default=0.5, metavar="SHARE",
+                     help="leave out features with more than this share of their activation on digit "
+                          "tokens, and also train on each text with its numbers stripped, so numbers "
+                          "alone cannot decide the class (default 0.5; 0 keeps every feature and no "
+                          "copies)")
     fit.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     fit.add_argument("--seed", type=int, default=0, help="seed of the split and folds")
     fit.add_argument("--name", help="classifier name (default: DATA)")
@@ -103,14 +108,19 @@ def _fit(args: argparse.Namespace) -> int:
     adapter = _load_adapter(args.model)
     name = args.name or Path(str(args.data)).stem
     dictionary = None if args.dictionary.lower() == "none" else args.dictionary
+    if not 0 <= args.digit_share <= 1:
+        raise PolysteerError(f"--digit-share must be between 0 and 1, got {args.digit_share}")
+    digits = args.digit_share > 0
     result = compare(adapter, dictionary, (train.texts, train.labels), (test.texts, test.labels),
                      positive=args.positive, negative=_split_list(args.negative), site=args.site,
                      pools=_split_list(args.pools) or [], features=_features(args.features),
                      folds=args.folds, seed=args.seed, name=name, batch_size=args.batch_size,
-                     progress=True)
+                     progress=True, digit_copies=digits,
+                     exclude_digit_features=args.digit_share if digits and dictionary else None)
     folder = new_run_folder(Path(args.out), name)
     result.classifier.info["data"] = {"source": str(args.data), "limit": args.limit,
-                                      "test_fraction": args.test_fraction, "seed": args.seed}
+                                      "test_fraction": args.test_fraction, "seed": args.seed,
+                                      "digit_share": args.digit_share}
     result.classifier.save(folder / "classifier")
     report = {"data": result.classifier.info["data"], "split": result.split, "metrics": result.metrics,
               "classifier": result.classifier.describe()}

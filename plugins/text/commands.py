@@ -258,8 +258,7 @@ def _labels_run(args: argparse.Namespace) -> int:
     if args.action == "show":
         folder = dictionary_folder(args.dictionary)
         if not labels_path(folder).exists():
-            print(f"{folder} has no labels yet: run `polysteer labels build`")
-            return 1
+            return _labels_without_evidence(folder, args)
         reports = load_labels(folder)
         if args.feature is not None:
             feature = args.feature
@@ -273,6 +272,33 @@ def _labels_run(args: argparse.Namespace) -> int:
         print(label_table(shown, args.limit))
         return 0
     return _labels_build(args)
+
+
+def _labels_without_evidence(folder: Path, args: argparse.Namespace) -> int:
+    """``labels show`` for a dictionary whose labels live in its own file but that has no
+    ``labels.json`` (no densities, contexts or verification): its labels, said as such."""
+    from polysteer.features import resolve_dictionary
+
+    d = resolve_dictionary(folder.resolve())
+    named = [(i, label) for i, label in enumerate(d.labels) if label != f"feature {i}"]
+    if not named:
+        print(f"{folder} has no labels yet: run `polysteer labels build`")
+        return 1
+    if args.feature is not None:
+        matches = [(i, label) for i, label in named if str(i) == args.feature or label == args.feature]
+        if not matches:
+            print(f"no feature {args.feature!r} in {folder}")
+            return 1
+        i, label = matches[0]
+        print(f"feature {i}: {label} [from the dictionary file; no label evidence: `polysteer labels "
+              "build` adds densities, contexts and verification]")
+        return 0
+    print(f"{len(named)} of {d.d_features} features of {folder} are labelled (in its dictionary file; "
+          "no label evidence: `polysteer labels build` adds densities, contexts and verification)")
+    print(f"{'feature':>7}  label")
+    for i, label in named[:args.limit]:
+        print(f"{i:>7}  {label}")
+    return 0
 
 
 def _labels_build(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ import torch
 
 from polysteer import FeatureDictionary, resolve_dictionary, steer
 from polysteer.features import OUTLIER_FACTOR
-from polysteer.io import atomic_path
+from polysteer.io import atomic_path, say
 
 
 @dataclass
@@ -44,7 +44,9 @@ def read_text(adapter: Any, dictionary: FeatureDictionary | str, text: str) -> R
     """Run ``text`` through the model and read every token through ``dictionary``.
 
     The dictionary is checked against the model (fingerprint, site) first. Attention-sink tokens
-    (norm over ten site norms) read 0.
+    (norm over ten site norms) read 0. A dictionary without a site norm (an SAELens import) gets
+    one estimated from this text (:meth:`~polysteer.FeatureDictionary.ensure_site_norm`), said on
+    stderr.
     """
     d = resolve_dictionary(dictionary)
     site = d.info.site
@@ -52,6 +54,11 @@ def read_text(adapter: Any, dictionary: FeatureDictionary | str, text: str) -> R
     with steer(adapter, None, capture=[site]) as run:
         _, mask = adapter.forward([text])
     acts = run.captured(site)[0][mask[0].bool()].float()
+    estimate = d.ensure_site_norm(acts)
+    if estimate is not None:
+        say(f"{d.describe()}: it has no site norm (typical token norm, e.g. an SAELens import), so "
+            f"{estimate:.4g} was estimated from this text's {len(acts)} tokens and is used for now "
+            "(in memory only; import it with a site norm to fix it)")
     with torch.no_grad():
         values = d.to(acts.device).encode(acts) / d.scales.to(acts.device).clamp_min(1e-8)
     # attention sinks (the first token, ~170x the typical norm in SmolLM2) read huge on every

@@ -50,3 +50,38 @@ def test_search_needs_exactly_one_mode(tmp_path, capsys, plugin_manager):
     assert main(["search", "--dictionary", str(moods), "happy", "--like", "0"]) == 2
     assert main(["search", "--dictionary", str(moods), "--positive", "a happy cat"]) == 2
     assert "both sides" in capsys.readouterr().err
+
+
+def test_search_texts_with_no_token_left_are_a_clean_error_not_a_traceback(tmp_path, capsys, monkeypatch,
+                                                                         plugin_manager):
+    monkeypatch.setenv("POLYSTEER_HOME", str(tmp_path / "home"))
+    model_dir, moods = _setup(tmp_path)
+    from polysteer.features import load_dictionary
+
+    tiny = load_dictionary(moods)
+    tiny.info.site_norm = 1e-6  # every token reads as an attention sink: no text has a token left
+    tiny.save(tmp_path / "sinks")
+    assert main(["search", "--dictionary", str(tmp_path / "sinks"), "--model", str(model_dir),
+                 "--positive", "Ok", "--negative", "no"]) == 2
+    err = capsys.readouterr().err
+    assert "left out 1 text(s)" in err and "error: no text is left" in err
+    assert main(["search", "--dictionary", str(tmp_path / "sinks"), "--model", str(model_dir),
+                 "--positive", "Ok", "--negative", "no"]) == 2
+    err = capsys.readouterr().err
+    assert "reusing 0 pooled texts" in err and "left out 1 text(s)" in err, "a cached side says it too"
+
+
+def test_search_caches_pooled_texts(tmp_path, capsys, plugin_manager, monkeypatch):
+    monkeypatch.setenv("POLYSTEER_HOME", str(tmp_path / "home"))
+    model_dir, moods = _setup(tmp_path)
+    argv = ["search", "--dictionary", str(moods), "--model", str(model_dir), "--positive",
+            "the happy cat", "--positive", "happy happy day", "--negative", "the sad cat",
+            "--negative", "sad sad night", "--top", "3"]
+    assert main(argv) == 0
+    first = capsys.readouterr()
+    assert "reusing" not in first.err and len(list((tmp_path / "home" / "search").iterdir())) == 2
+    assert main(argv) == 0
+    second = capsys.readouterr()
+    assert "reusing 2 pooled texts" in second.err and second.out == first.out
+    assert main([*argv, "--no-cache"]) == 0
+    assert "reusing" not in capsys.readouterr().err

@@ -162,3 +162,23 @@ def test_core_label_by_effect_with_the_text_measure_labels_a_planted_feature(ada
     assert result.evidence["cat+ (0)"]["change"] > 0.05
     saved = load_labels(tmp_path)
     assert not saved[0].flagged and saved[1].flagged
+
+
+def test_labels_show_reads_labels_kept_in_the_dictionary_file(tmp_path, capsys, plugin_manager):
+    """A dictionary labelled in its own file but without labels.json used to say 'no labels yet'."""
+    import torch
+
+    from polysteer.cli import main
+    from polysteer.features import direction_set
+
+    direction_set([torch.ones(4), -torch.ones(4)], ["calm", "feature 1"], site="blocks.0.resid_post",
+                  site_norm=1.0, model=None, method="test").save(tmp_path / "d")
+    assert main(["labels", "show", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 2 features" in out and "calm" in out and "no labels yet" not in out
+    assert main(["labels", "show", str(tmp_path / "d"), "--feature", "calm"]) == 0
+    assert capsys.readouterr().out.startswith("feature 0: calm [from the dictionary file")
+    direction_set([torch.ones(4)], ["feature 0"], site="blocks.0.resid_post", site_norm=1.0, model=None,
+                  method="test").save(tmp_path / "bare")
+    assert main(["labels", "show", str(tmp_path / "bare")]) == 1
+    assert "no labels yet" in capsys.readouterr().out
