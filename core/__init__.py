@@ -57,6 +57,7 @@ from polysteer.steering.sites import Site, SiteBinding, SiteTable, UnknownSiteEr
 from polysteer.steering.step import Phase, RowMap, Step, StepClock
 from polysteer.steering.style import Component, Rule, Style, blend, load_style
 from polysteer.workflows.concept_builder import ConceptRecipe, build_concept
+from polysteer.workflows.from_example import style_from_example
 
 __all__ = [
     "BCHW", "BCT", "BPC", "Command", "Component", "ConceptRecipe", "ConfigError",
@@ -70,4 +71,5 @@ __all__ = [
     "direction_set", "fingerprint", "hookimpl", "linear_probe", "load_classifier",
     "load_dictionary", "load_model", "load_style", "median_norm", "pca_of_differences",
     "resolve_classifier", "resolve_dictionary", "steer", "use_plugin_manager",
+    "style_from_example",
 ]

@@ -135,6 +135,10 @@ def polysteer_register_commands(registry):
 
     for name, command in CORE_COMMANDS.items():
         registry.register(name, command, description=command.help)
+    from polysteer.cli.style_commands import STYLE_COMMANDS
+
+    for name, command in STYLE_COMMANDS.items():
+        registry.register(name, command, description=command.help)
 
 
 @hookimpl

@@ -28,7 +28,8 @@ means on that modality) is the strongest point of a grid that stays coherent on 
   :data:`TEXT_GATE` x the unsteered perplexity; the gate is set by the shipped ``positive`` concept,
   whose coherent range is documented (0.1-0.3 x the median norm coherent, 0.65 broken);
 * image: the avatar attribute classifier still reads the attributes the concept does not touch as
-  on the unsteered images (at least :data:`IMAGE_GATE` of them, over :data:`IMAGE_SEEDS`);
+  on the unsteered images (at least :data:`IMAGE_GATE` of the readings, over :data:`IMAGE_SEEDS`
+  avatars: at most one in four readings of hair, skin, background... may change);
 * voice: Whisper tiny.en's word error rate on the held-out sentences at most
   :data:`VOICE_GATE` above the unsteered one.
 
@@ -36,8 +37,10 @@ The grid, every point's value and the choice are written to ``docs/figures/cross
 and into each style's header. Styles go to ``configs/style/NAME.yaml``.
 
 ``--measure`` sweeps each style at intensities 0, 0.25, 0.5, 0.75, 1 on each model and writes
-``docs/figures/crossmodal-{text,image,voice}.png``, ``crossmodal-avatars.png``,
-``crossmodal-measurements.json`` and the table in ``docs/crossmodal.md``.
+``docs/figures/crossmodal-measure/NAME.json`` (and the first avatars of each intensity); ``--plot``
+draws ``docs/figures/crossmodal-{text,image,voice}.png`` and ``crossmodal-avatars.png`` from them
+and writes the table in ``docs/crossmodal.md``. ``--recalibrate MODALITY`` re-runs one modality's
+weight calibration on the built dictionaries.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ STYLES = ROOT / "configs" / "style"
 FIGURES = ROOT / "docs" / "figures"
 DOC = ROOT / "docs" / "crossmodal.md"
 RECORDS = FIGURES / "crossmodal-build"
+MEASURED = FIGURES / "crossmodal-measure"
 SHIPPED = {m: ROOT / "plugins" / m / "shipped" / "dictionary" for m in ("text", "image", "voice")}
 PREFIX = {"text": "smollm2", "image": "avatars", "voice": "joe"}
 
@@ -68,9 +72,9 @@ PROSODY = {"pitch": ("pitch", 1.0), "brightness": ("centroid", 1.0), "rate": ("l
 
 TEXT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5)
 IMAGE_GRID = (0.5, 1.0, 1.5, 2.0, 3.0)
-VOICE_GRID = (0.5, 1.0, 1.5, 2.0)
+VOICE_GRID = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 TEXT_GATE = 1.5
-IMAGE_GATE = 0.9
+IMAGE_GATE = 0.75
 VOICE_GATE = 0.10
 IMAGE_SEEDS = 6
 IMAGE_STEPS = 10
@@ -360,6 +364,28 @@ def write_style(spec: dict, made: dict[str, dict], calibration: dict[str, dict])
     return path
 
 
+def recalibrate(specs: list[dict], modality: str) -> None:
+    """Re-run one modality's calibration on the built dictionaries; rewrite the style and record."""
+    import polysteer as ps
+
+    adapter = ps.load_model({"text": "smollm2", "image": "avatars", "voice": "joe"}[modality])
+    for spec in specs:
+        path = RECORDS / f"{spec['name']}.json"
+        record = json.loads(path.read_text())
+        m = record["made"][modality]
+        if modality == "text":
+            got = calibrate_text(adapter, m["dictionary"], m["feature"])
+        elif modality == "image":
+            got = calibrate_image(adapter, m["dictionary"], m["feature"], m.get("region"), m["attributes"])
+        else:
+            got = calibrate_voice(adapter, m["dictionary"], m["feature"])
+        print(f"{spec['name']} {modality}: weight {got['weight']}  grid {got['grid']}", file=sys.stderr)
+        record = json.loads(path.read_text())  # again: another modality may have been recalibrated
+        record["calibration"][modality] = got
+        path.write_text(json.dumps(record, indent=1) + "\n")
+        write_style(spec, record["made"], record["calibration"])
+
+
 def build(specs: list[dict]) -> None:
     import polysteer as ps
     from polysteer import load_dictionary
@@ -438,28 +464,27 @@ def continuation_perplexity(adapter: Any, texts: list[str]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def measure(specs: list[dict], new_tokens: int) -> dict[str, Any]:
+def measure(specs: list[dict], new_tokens: int) -> None:
+    """Sweep each concept's style over :data:`INTENSITIES` on the three models; one JSON per concept
+    in ``docs/figures/crossmodal-measure/`` (several processes can measure different concepts)."""
     import torch
     from tqdm.auto import tqdm
 
     import polysteer as ps
+    from polysteer.io import write_tensors
+    from polysteer.plugins.image.measures import brightness, distance_to_baseline, saturation, warmth
 
     text, image, voice = (ps.load_model(n) for n in ("smollm2", "avatars", "joe"))
-    record = {s["name"]: json.loads((RECORDS / f"{s['name']}.json").read_text()) for s in specs}
-    out: dict[str, Any] = {"intensities": list(INTENSITIES), "prompts": MEASURE_PROMPTS,
-                           "sentences": MEASURE_SENTENCES, "image_seeds": IMAGE_SEEDS,
-                           "image_steps": IMAGE_STEPS, "new_tokens": new_tokens, "concepts": {}}
     base_text = text.generate(MEASURE_PROMPTS, max_new_tokens=new_tokens).texts
     base_image = avatars(image)
     base_voice = voice.generate(MEASURE_SENTENCES, seed=0)
-    from polysteer.plugins.image.measures import brightness, distance_to_baseline, saturation, warmth
-
-    grids = []
+    MEASURED.mkdir(parents=True, exist_ok=True)
     for spec in specs:
         name = spec["name"]
+        record = json.loads((RECORDS / f"{name}.json").read_text())
         style = ps.load_style(name)
         judge = TextJudge(spec["judge"]["positive"], spec["judge"]["negative"])
-        attributes = record[name]["made"]["image"]["attributes"]
+        attributes = record["made"]["image"]["attributes"]
         rows: dict[str, list[dict]] = {"text": [], "image": [], "voice": []}
         columns = []
         for intensity in tqdm(INTENSITIES, desc=f"{name}: intensities", unit="run"):
@@ -474,7 +499,7 @@ def measure(specs: list[dict], new_tokens: int) -> dict[str, Any]:
             rows["text"].append({"intensity": intensity,
                                  "judge": round(sum(map(judge.probability, texts)) / len(texts), 3),
                                  "perplexity": round(continuation_perplexity(text, texts), 3),
-                                 "sample": texts[0]})
+                                 "texts": texts})
             distance = distance_to_baseline(images, base_image).mean().item()
             rows["image"].append({"intensity": intensity,
                                   "concept_probability": round(concept_probability(images, attributes), 3),
@@ -485,11 +510,17 @@ def measure(specs: list[dict], new_tokens: int) -> dict[str, Any]:
             got = speech_measures(voice, speech, MEASURE_SENTENCES)
             rows["voice"].append({"intensity": intensity, **{k: round(v, 3) for k, v in got.items()}})
             columns.append(images[:4])
-        grids.append(torch.stack(columns, 1).flatten(0, 1))
-        out["concepts"][name] = rows
-        (FIGURES / "crossmodal-measurements.json").write_text(json.dumps(out, indent=1) + "\n")
-    _avatar_figure(grids, [s["name"] for s in specs])
-    return out
+        write_tensors(MEASURED / f"{name}.safetensors",
+                      {"avatars": torch.stack(columns, 1).flatten(0, 1).contiguous()})
+        (MEASURED / f"{name}.json").write_text(json.dumps({
+            "intensities": list(INTENSITIES), "prompts": MEASURE_PROMPTS, "sentences": MEASURE_SENTENCES,
+            "image_seeds": IMAGE_SEEDS, "image_steps": IMAGE_STEPS, "new_tokens": new_tokens,
+            **rows}, indent=1) + "\n")
+
+
+def collected(specs: list[dict]) -> dict[str, Any]:
+    return {"concepts": {s["name"]: json.loads((MEASURED / f"{s['name']}.json").read_text())
+                         for s in specs}}
 
 
 def _avatar_figure(grids: list, names: list[str]) -> None:
@@ -561,7 +592,11 @@ def write_table(text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="concepts to build (default: every spec)")
-    parser.add_argument("--measure", action="store_true", help="sweep intensities, plot, write the table")
+    parser.add_argument("--measure", action="store_true",
+                        help="sweep intensities on the three models (one JSON per concept)")
+    parser.add_argument("--plot", action="store_true", help="plots and the table from the sweeps")
+    parser.add_argument("--recalibrate", choices=("text", "image", "voice"),
+                        help="only re-run this modality's calibration of built concepts")
     parser.add_argument("--new-tokens", type=int, default=24, help="tokens per text in the sweep")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     args = parser.parse_args(argv)
@@ -571,10 +606,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    from polysteer.io import read_tensors
     specs = load_specs(args.names)
-    if args.measure:
-        out = measure(specs, args.new_tokens)
+    if args.recalibrate:
+        recalibrate(specs, args.recalibrate)
+    elif args.measure:
+        measure(specs, args.new_tokens)
+    elif args.plot:
+        out = collected(specs)
         plot(out, specs)
+        _avatar_figure([read_tensors(MEASURED / f"{s['name']}.safetensors")["avatars"] for s in specs],
+                       [s["name"] for s in specs])
         text = table(out, specs)
         write_table(text)
         print(text)

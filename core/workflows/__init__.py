@@ -24,6 +24,12 @@ from polysteer.workflows.concept_builder import (
     probe_vector,
 )
 from polysteer.workflows.experiment import new_run_folder, run_experiment
+from polysteer.workflows.from_example import (
+    NEUTRAL_TEXTS,
+    candidate_features,
+    save_style_from_example,
+    style_from_example,
+)
 from polysteer.workflows.harvesting import (
     STORE_MANIFEST,
     ActivationStore,
@@ -53,4 +59,5 @@ __all__ = [
     "collect", "contrast_concept", "contrast_vector", "correlated_candidates", "harvest",
     "label_by_effect", "loss_recovered", "measure_effects", "new_run_folder", "probe_concept",
     "probe_style", "probe_vector", "renderer", "row_selector", "run_experiment", "train_sae",
+    "NEUTRAL_TEXTS", "candidate_features", "save_style_from_example", "style_from_example",
 ]
