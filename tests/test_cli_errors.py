@@ -31,6 +31,7 @@ BAD_INPUTS: dict[str, list[str]] = {
     "draw": ["draw", "--model", "./no-such-model"],
     "speak": ["speak", "--voice", "./no-such-voice", "hello"],
     "transcribe": ["transcribe", "no-such-file.wav"],
+    "style": ["style", "from-example", "no-such-file.txt", "--model", "reference", "-o", "{tmp}/s.yaml"],
 }
 NO_USER_VALUES = {"plugins", "demo-reference"}  # flags only: argparse checks all they take
 
