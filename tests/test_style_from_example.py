@@ -98,3 +98,35 @@ def test_voice_from_a_slower_lower_recording(tmp_path):
     made = ps.style_from_example(voice, paths)
     weights = {c.feature: c.weight for c in made.components}
     assert weights.get("slower", 0) > 0 and weights.get("higher pitch", 0) < 0, (weights, made.description)
+
+
+def test_image_examples_are_read_through_the_denoiser(tmp_path):
+    """Tiny avatar model: examples drawn with one condition, neutral ones without; the feature built
+    from exactly that contrast (read the same way) is found, a random one is not."""
+    from polysteer.plugins.image.adapter import DiffusersAdapter, save_png, to_pil
+    from polysteer.plugins.image.testing import tiny_avatar_pipeline
+
+    image = DiffusersAdapter(tiny_avatar_pipeline(), "tiny-avatar")
+    examples = list(image.generate([{"background": "orange"}] * 4, seed=0, num_inference_steps=4).outputs)
+    neutral = list(image.generate([{"background": "blue"}] * 6, seed=1, num_inference_steps=4).outputs)
+    site = "up.1"
+    got = {}
+    for key, images in (("examples", examples), ("neutral", neutral)):
+        harvested = collect(image, batched(images, 8), [site],
+                            renderer=renderer("image-noised", steps=10, window=(0.0, 0.5), seed=0),
+                            rows=row_selector("image-pooled"))
+        got[key] = harvested.rows[site].mean(0)
+    gap = got["examples"] - got["neutral"]
+    other = torch.randn(gap.shape, generator=torch.Generator().manual_seed(5))
+    d = direction_set([gap / gap.norm(), other / other.norm()], ["orange", "unrelated"], site=site,
+                      site_norm=1.0, model=image.model_fingerprint, method="test",
+                      scales=[float(gap.norm())] * 2)
+    style = ps.Style(name="colours", components=[
+        ps.Component(name=f, dictionary=d, feature=f, weight=1.5) for f in ("orange", "unrelated")])
+    paths = []
+    for i, x in enumerate(examples):  # through PNG files, as the CLI reads them
+        paths.append(tmp_path / f"ex{i}.png")
+        save_png(to_pil(x[None])[0], paths[-1])
+    made = ps.style_from_example(image, paths, neutral, styles=[style], min_effect=0.5)
+    assert [c.feature for c in made.components][:1] == ["orange"], made.description
+    assert 0 < made.components[0].weight <= 1.5
