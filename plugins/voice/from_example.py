@@ -3,8 +3,9 @@
 The voice cannot read a recording through its text encoder, so the example is *measured*: median
 F0, spectral centroid and speaking rate (Whisper's words per second of voiced time), each against
 the same measures of the voice's own plain speech of :data:`~polysteer.plugins.voice.features.HELD_OUT`
-(or of ``neutral`` recordings). Every voice feature a shipped style uses and whose dictionary
-stores a measured effect table (``details.effect``: the measures at intensities 0..1 on held-out
+(or of ``neutral`` recordings). Every voice *probe* feature (a direction fitted to a measured
+attribute: pitch, brightness, rate; contrasts such as intonation are left out) a shipped style uses
+and whose dictionary stores a measured effect table (``details.effect``: the measures at intensities 0..1 on held-out
 sentences, written by ``scripts/build_voice_dictionaries.py``) contributes its slope, the relative
 change of each measure per unit intensity. The weights solve ``slopes @ weights = example - neutral``
 (relative changes, least squares with a small ridge, clipped to [-2, 2]); features whose weight
@@ -89,6 +90,8 @@ def voice_style_from_example(adapter: Any, examples: Sequence[Any], neutral: Seq
                           "recordings of speech")
     features, slopes = [], []
     for c in candidate_features(adapter):
+        if "probe" not in c.loaded.info.method:
+            continue  # only probes on a measured attribute (pitch, brightness, rate) are solved for
         table = c.loaded.info.details.get("effect", {}).get(c.feature)
         if not table or 1.0 not in table.get("intensity", []):
             continue
