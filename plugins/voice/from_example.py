@@ -2,14 +2,15 @@
 
 The voice cannot read a recording through its text encoder, so the example is *measured*: median
 F0, spectral centroid and speaking rate (Whisper's words per second of voiced time), each against
-the same measures of the voice's own plain speech of :data:`~polysteer.plugins.voice.features.HELD_OUT`
-(or of ``neutral`` recordings). Every voice *probe* feature (a direction fitted to a measured
-attribute: pitch, brightness, rate; contrasts such as intonation are left out) a shipped style uses
-and whose dictionary stores a measured effect table (``details.effect``: the measures at
-intensities 0..1 on held-out sentences, written by ``scripts/build_voice_dictionaries.py``)
-contributes its slope, the relative change of each measure per unit intensity. The weights solve
-``slopes @ weights = example - neutral`` (relative changes, least squares with a small ridge, clipped to [-2, 2]); features whose weight
-rounds to zero are left out. The style's description and ``style.evidence`` say what was measured.
+the same measures of the voice's own plain speech of
+:data:`~polysteer.plugins.voice.features.HELD_OUT` (or of ``neutral`` recordings). Every voice
+*probe* feature (a direction fitted to a measured attribute: pitch, brightness, rate; contrasts
+such as intonation are left out) that a shipped style uses and whose dictionary stores a measured
+effect table (``details.effect``: the measures at intensities 0..1 on held-out sentences, written
+by ``scripts/build_voice_dictionaries.py``) contributes its slope, the relative change of each
+measure per unit intensity. The weights solve ``slopes @ weights = example - neutral`` (relative
+changes, least squares with a small ridge, clipped to [-2, 2]); features whose weight rounds to
+zero are left out. The style's description and ``style.evidence`` say what was measured.
 """
 
 from __future__ import annotations
