@@ -59,6 +59,7 @@ from polysteer.steering.style import Component, Rule, Style, blend, load_style
 from polysteer.workflows.concept_builder import ConceptRecipe, build_concept
 from polysteer.workflows.concepts_api import concept, default_concept_site, recommended_intensity
 from polysteer.workflows.create import CreateConfig, Creation, create
+from polysteer.workflows.from_example import style_from_example
 
 __all__ = [
     "BCHW", "BCT", "BPC", "Command", "Component", "ConceptRecipe", "ConfigError",
@@ -74,4 +75,5 @@ __all__ = [
     "resolve_classifier", "resolve_dictionary", "steer", "use_plugin_manager",
     "CreateConfig", "Creation", "create",
     "concept", "default_concept_site", "recommended_intensity",
+    "style_from_example",
 ]

@@ -138,6 +138,10 @@ def polysteer_register_commands(registry):
     from polysteer.cli.prefs import PREFS_COMMAND
 
     registry.register("prefs", PREFS_COMMAND, description=PREFS_COMMAND.help)
+    from polysteer.cli.style_commands import STYLE_COMMANDS
+
+    for name, command in STYLE_COMMANDS.items():
+        registry.register(name, command, description=command.help)
 
 
 @hookimpl

@@ -197,7 +197,7 @@ def test_create_end_to_end_on_the_embedded_models(tmp_path):
                           measures={"text": ["text_positive", "changed_fraction"],
                                     "image": ["avatar_mouth_smile", "image_distance"],
                                     "voice": ["voice_pitch_median", "voice_wer"]})
-    creation = create("a walk to the market on a sunny morning", "demo-cheerful", 1.0,
+    creation = create("a walk to the market on a sunny morning", "cheerful", 1.0,
                       out=tmp_path / "c", seed=0, config=config, progress=False)
     parts = creation.parts
     assert creation.story and creation.story != creation.story_unsteered
@@ -206,7 +206,7 @@ def test_create_end_to_end_on_the_embedded_models(tmp_path):
         assert all("error" not in m for m in part.measures.values()), part.measures
     text, image, voice = (parts[r].measures for r in ("story", "portrait", "narration"))
     assert text["changed_fraction"]["steered"] > 0 and image["image_distance"]["steered"] > 0
-    # the placeholder style's voice realisation (exclamation) raises the pitch; whether each
+    # cheerful's voice realisation (measured prosody: higher pitch) raises the pitch; whether each
     # shipped concept moves its own measure is tested where the concepts are built
     assert voice["voice_pitch_median"]["steered"] > voice["voice_pitch_median"]["unsteered"]
     assert voice["voice_wer"]["steered"] < 0.5

@@ -29,6 +29,8 @@ class Layout(Protocol):
 
 class _Sequence:
 
+    spatial = False  # positions are a sequence (tokens, frames), never a grid
+
     def grid(self, native: Any) -> tuple[int, int] | None:
         return None
 
@@ -59,6 +61,8 @@ class BCT(_Sequence):
 class BCHW:
     """Images, ``(batch, channels, height, width)``; positions are the ``H*W`` cells, row-major."""
 
+    spatial = True
+
     def read(self, native: torch.Tensor) -> torch.Tensor:
         return native.flatten(2).transpose(1, 2)
 
@@ -75,6 +79,11 @@ class InTuple:
 
     inner: Layout
     index: int = 0
+
+    @property
+    def spatial(self) -> bool | None:
+        """Whether positions form a grid (as the inner layout says; ``None``: not known)."""
+        return is_spatial(self.inner)
 
     def read(self, native: Any) -> torch.Tensor:
         return self.inner.read(native[self.index])
@@ -94,6 +103,11 @@ class MaybeTuple:
 
     inner: Layout
 
+    @property
+    def spatial(self) -> bool | None:
+        """Whether positions form a grid (as the inner layout says; ``None``: not known)."""
+        return is_spatial(self.inner)
+
     def read(self, native: Any) -> torch.Tensor:
         return self.inner.read(native[0] if isinstance(native, tuple | list) else native)
 
@@ -104,6 +118,14 @@ class MaybeTuple:
 
     def grid(self, native: Any) -> tuple[int, int] | None:
         return self.inner.grid(native[0] if isinstance(native, tuple | list) else native)
+
+
+def is_spatial(layout: Any) -> bool | None:
+    """``True`` if ``layout``'s positions are the cells of a spatial grid, ``False`` if they are a
+    sequence (tokens, frames), ``None`` if the layout does not say (its ``grid`` decides per call).
+    A layout tells by a ``spatial`` attribute."""
+    value = getattr(layout, "spatial", None)
+    return value if isinstance(value, bool) else None
 
 
 _NAMED: dict[str, Layout] = {"bpc": BPC(), "bct": BCT(), "bchw": BCHW()}

@@ -30,6 +30,8 @@ from polysteer.features.classifier import OUTLIER_FACTOR, StreamingScore, resolv
 from polysteer.features.dictionary import FeatureDictionary, resolve_dictionary
 from polysteer.plugin.manager import PluginManager, current_plugin_manager
 from polysteer.steering.adapter import ModelAdapter, SiteBinding
+from polysteer.steering.layout import is_spatial
+from polysteer.steering.sites import UnknownSiteError
 from polysteer.steering.step import RowMap, Step, StepClock
 from polysteer.steering.style import Component, Rule, Style, load_style
 
@@ -237,7 +239,11 @@ class Steering:
 
     Attributes after entering:
         applied: names of the components that apply to this model.
-        not_applied: ``(component, reason)`` for each component that does not.
+        not_applied: ``(component, reason)`` for each component that does not (a concept without
+            a realisation for this modality, a dictionary made on a model of another modality,
+            a rule whose target did not apply) and for each setting left out (``name.positions``:
+            a spatial region on a sequence site); warned about once, as one
+            :class:`SteeringWarning`, when the context opens. ``skipped`` is the same list.
         clock: the step clock (``clock.history`` lists every Step of the generation).
     """
 
@@ -280,33 +286,78 @@ class Steering:
     def _device(self) -> torch.device:
         return next(iter(self.adapter.model.parameters()), torch.empty(0)).device
 
+    def _skip(self, name: str, reason: str) -> None:
+        self.not_applied.append((name, reason))
+
+    def _foreign(self, dictionary_ref: Any, style: Style) -> tuple[FeatureDictionary | None, str]:
+        """The dictionary, or ``None`` and why it belongs to another model: made on a model of
+        another architecture at a site this model lacks (a text dictionary in a style applied to an
+        image model, say). A dictionary of this model's architecture always applies (or errors)."""
+        dictionary = resolve_dictionary(dictionary_ref, style.base_dir, self.plugins)
+        site = dictionary.info.site
+        made_on = dictionary.info.model
+        mine = self.adapter.model_fingerprint
+        if made_on is None or mine is None or made_on.architecture == mine.architecture:
+            return dictionary, ""  # made for this model: a site it lacks is an error, raised later
+        try:
+            self._site_hook(site)
+            return dictionary, ""  # the site exists: check_compatible names the mismatch
+        except UnknownSiteError:
+            pass
+        made_on = made_on.short()
+        return None, (f"its dictionary {dictionary.describe()} was made on {made_on} at site "
+                      f"{site!r}, which this {self.adapter.modality} model does not have")
+
     def _compile_component(self, comp: Component, style: Style, intensity, plugins: PluginManager
                            ) -> tuple[_SiteHook, _Compiled] | None:
         dictionary_ref, feature, weight = comp.dictionary, comp.feature, comp.weight
+        settings = {"intervention": comp.intervention, "options": comp.options,
+                    "schedule": comp.schedule, "positions": comp.positions,
+                    "branches": comp.branches}
+        overridden: set[str] = set()
         if comp.concept is not None:
             realisations = style.concepts[comp.concept]
             real = realisations.get(self.adapter.modality)
             if real is None:
-                self.not_applied.append((comp.name, (
+                self._skip(comp.name, (
                     f"concept {comp.concept!r} has no {self.adapter.modality} realisation "
-                    f"(it has: {', '.join(sorted(realisations))})")))
+                    f"(it has: {', '.join(sorted(realisations))})"))
                 return None
             dictionary_ref, feature, weight = real.dictionary, real.feature, weight * real.weight
-        dictionary, hook = self._dictionary(dictionary_ref, style)
+            overrides = real.overrides()
+            settings.update(overrides)
+            overridden = set(overrides)
+        dictionary, why = self._foreign(dictionary_ref, style)
+        if dictionary is None:
+            self._skip(comp.name, why)
+            return None
+        dictionary, hook = self._dictionary(dictionary, style)
         index = dictionary.feature_index(feature)
         where = f"component {comp.name!r} of style {style.name!r}"
         try:
-            factory = plugins.interventions.get(comp.intervention)
+            factory = plugins.interventions.get(settings["intervention"])
         except RegistryError as err:
             raise SteeringError(f"{where}: intervention: {err}") from None
-        envelope = _build(plugins.schedules, comp.schedule, f"{where}: schedule")
-        mask = _build(plugins.position_masks, comp.positions, f"{where}: positions")
+        envelope = _build(plugins.schedules, settings["schedule"], f"{where}: schedule")
+        mask = _build(plugins.position_masks, settings["positions"], f"{where}: positions")
+        if getattr(mask, "needs_grid", False) and is_spatial(hook.binding.layout) is False:
+            if comp.concept is None or "positions" in overridden:
+                raise SteeringError(
+                    f"{where}: positions kind {settings['positions']['kind']!r} needs a spatial "
+                    f"site (an image block), but {hook.site!r} of this {self.adapter.modality} "
+                    "model is a sequence: use 'span', 'prompt' or 'generated' here")
+            # a region written on a cross-modal concept's component is for its image realisation
+            self._skip(f"{comp.name}.positions", (
+                f"positions {settings['positions']} needs a spatial site; on this "
+                f"{self.adapter.modality} model the concept acts on every position (give the "
+                "region to the image realisation instead)"))
+            mask = _build(plugins.position_masks, {"kind": "all"}, f"{where}: positions")
         try:
-            intervention = factory(dictionary, index, dict(comp.options))
+            intervention = factory(dictionary, index, dict(settings["options"]))
         except (ValueError, TypeError) as err:
             raise SteeringError(f"{where}: {err}") from err
         return hook, _Compiled(comp.name, intervention, envelope, mask, weight, intensity,
-                               comp.branches, comp.enabled)
+                               settings["branches"], comp.enabled)
 
     def _compile(self) -> None:
         plugins = self.plugins or current_plugin_manager()
@@ -407,6 +458,11 @@ class Steering:
         if self._attached is not None:
             self._attached.__exit__(None, None, None)
             self._attached = None
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """``(component, reason)`` for everything of the style that does not apply to this model."""
+        return list(self.not_applied)
 
     # -- results --------------------------------------------------------------------------------
     def captured(self, site: str, generation: int = -1) -> torch.Tensor:

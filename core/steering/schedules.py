@@ -225,7 +225,9 @@ def mask_region(top: float = 0.0, bottom: float = 1.0, left: float = 0.0, right:
         rows = (ys >= top) & (ys <= bottom)
         cols = (xs >= left) & (xs <= right)
         return (rows[:, None] & cols[None, :]).reshape(-1)
-    return _cached(build)
+    mask = _cached(build)
+    mask.needs_grid = True  # the runtime checks this against the site's layout when a style opens
+    return mask
 
 
 BUILTIN_MASKS: dict[str, Callable[..., PositionMask]] = {

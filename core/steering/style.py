@@ -100,11 +100,42 @@ def _kind_spec(value: Any, path: str, default: str) -> dict[str, Any]:
 
 @dataclass
 class Realisation:
-    """How a concept is realised in one modality: a feature of a dictionary."""
+    """How a concept is realised in one modality: a feature of a dictionary, with its own settings.
+
+    ``weight`` multiplies the component's weight (a calibrated realisation stores here the
+    intensity its modality measured as "full strength"). ``intervention`` (+ ``options``),
+    ``schedule``, ``positions`` and ``branches``, when given, override the component's for this
+    modality only, so an image realisation can carry a spatial region (``positions: {kind: region,
+    ...}``) while the text and voice realisations of the same concept act on every position.
+    ``None`` means "as the component says".
+    """
 
     dictionary: DictionaryRef
     feature: int | str
     weight: float = 1.0
+    intervention: str | None = None
+    options: dict[str, Any] | None = None
+    schedule: dict[str, Any] | None = None
+    positions: dict[str, Any] | None = None
+    branches: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.schedule is not None:
+            self.schedule = _kind_spec(self.schedule, "realisation.schedule", "constant")
+        if self.positions is not None:
+            self.positions = _kind_spec(self.positions, "realisation.positions", "all")
+        if isinstance(self.branches, str):
+            self.branches = (self.branches,)
+        elif self.branches is not None:
+            self.branches = tuple(self.branches)
+
+    def overrides(self) -> dict[str, Any]:
+        """The component settings this realisation replaces, by field name."""
+        return {key: getattr(self, key) for key in _REALISATION_OVERRIDES
+                if getattr(self, key) is not None}
+
+
+_REALISATION_OVERRIDES = ("intervention", "options", "schedule", "positions", "branches")
 
 
 @dataclass
@@ -265,8 +296,7 @@ class Style:
         return {"name": self.name, "description": self.description,
                 "components": [_component_to_dict(c) for c in self.components],
                 "rules": [_rule_to_dict(r) for r in self.rules],
-                "concepts": {name: {m: _ref_dict(r.dictionary, r.feature, r.weight)
-                                    for m, r in real.items()}
+                "concepts": {name: {m: _realisation_to_dict(r) for m, r in real.items()}
                              for name, real in self.concepts.items()}}
 
     def save(self, path: str | os.PathLike) -> None:
@@ -333,11 +363,39 @@ def _parse_concepts(data: Any) -> dict[str, dict[str, Realisation]]:
                               "{dictionary, feature}")
         out[name] = {}
         for modality, spec in realisations.items():
-            path = f"concepts.{name}.{modality}"
-            _check_keys(spec, path, ("dictionary", "feature"), ("weight",))
-            out[name][modality] = Realisation(spec["dictionary"], spec["feature"],
-                                              _number(spec.get("weight", 1.0), f"{path}.weight",
-                                                      MAX_WEIGHT))
+            out[name][modality] = _parse_realisation(spec, f"concepts.{name}.{modality}")
+    return out
+
+
+def _parse_realisation(spec: Any, path: str) -> Realisation:
+    _check_keys(spec, path, ("dictionary", "feature"), ("weight", *_REALISATION_OVERRIDES))
+    intervention = spec.get("intervention")
+    if intervention is not None and not isinstance(intervention, str):
+        raise ConfigError(f"{path}.intervention: expected a kind name like 'add'")
+    options = spec.get("options")
+    if options is not None and not isinstance(options, dict):
+        raise ConfigError(f"{path}.options: expected a mapping")
+    branches = spec.get("branches")
+    if branches is not None:
+        if isinstance(branches, str):
+            branches = [branches]
+        if not isinstance(branches, list) or not all(isinstance(b, str) for b in branches):
+            raise ConfigError(f"{path}.branches: expected a list of branch names like [cond]")
+        branches = tuple(branches)
+    schedule = spec.get("schedule")
+    positions = spec.get("positions")
+    return Realisation(
+        spec["dictionary"], spec["feature"], _number(spec.get("weight", 1.0), f"{path}.weight", MAX_WEIGHT),
+        intervention=intervention, options=dict(options) if options is not None else None,
+        schedule=None if schedule is None else _kind_spec(schedule, f"{path}.schedule", "constant"),
+        positions=None if positions is None else _kind_spec(positions, f"{path}.positions", "all"),
+        branches=branches)
+
+
+def _realisation_to_dict(r: Realisation) -> dict[str, Any]:
+    out = _ref_dict(r.dictionary, r.feature, r.weight)
+    for key, value in r.overrides().items():
+        out[key] = list(value) if key == "branches" else copy.deepcopy(value)
     return out
 
 

@@ -31,6 +31,12 @@ from polysteer.workflows.concepts_api import (
 )
 from polysteer.workflows.create import CreateConfig, CreatedPart, Creation, create, seeded_generate
 from polysteer.workflows.experiment import new_run_folder, run_experiment
+from polysteer.workflows.from_example import (
+    NEUTRAL_TEXTS,
+    candidate_features,
+    save_style_from_example,
+    style_from_example,
+)
 from polysteer.workflows.harvesting import (
     STORE_MANIFEST,
     ActivationStore,
@@ -62,4 +68,5 @@ __all__ = [
     "probe_style", "probe_vector", "renderer", "row_selector", "run_experiment", "train_sae",
     "CreateConfig", "CreatedPart", "Creation", "create", "seeded_generate",
     "concept", "concept_site_table", "default_concept_site", "recommended_intensity",
+    "NEUTRAL_TEXTS", "candidate_features", "save_style_from_example", "style_from_example",
 ]

@@ -50,8 +50,8 @@ from polysteer.steering.generation import Generation
 from polysteer.steering.runtime import steer
 from polysteer.steering.style import Style, load_style
 
-DEFAULT_STYLE = "demo-cheerful"
-"""The style ``create`` and the demo use when none is given (a placeholder cross-modal style)."""
+DEFAULT_STYLE = "cheerful"
+"""The style ``create`` and the demo use when none is given (the shipped cross-modal concept ``cheerful``)."""
 
 ROLES = {"story": "text", "portrait": "image", "narration": "voice"}
 """Each part of a creation and the modality of the model that makes it."""

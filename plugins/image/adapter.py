@@ -14,6 +14,7 @@ A generation's record (:class:`~polysteer.Generation`) holds the images as float
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,24 @@ class DiffusersAdapter(ModelAdapter):
                             f"(e.g. prompt_embeds), got {type(inputs).__name__}")
         call["output_type"] = "np"
         return call
+
+    def load_examples(self, examples: Any) -> list[torch.Tensor]:
+        """Example images for :func:`polysteer.style_from_example`: PNG/JPEG paths or ``(3, H, W)``
+        tensors in [0, 1], as ``(3, S, S)`` tensors at this model's sample size."""
+        from PIL import Image
+
+        from polysteer.plugins.image.measures import as_images
+
+        size = int(self.model.config.sample_size)
+        out = []
+        for item in examples:
+            if isinstance(item, str | os.PathLike):
+                image = Image.open(item).convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
+                out.append(as_images([image])[0])
+            else:
+                out.append(torch.nn.functional.interpolate(
+                    torch.as_tensor(item).float()[None], size=(size, size), mode="bilinear")[0])
+        return out
 
     # -- generation -----------------------------------------------------------------------------
     @torch.no_grad()

@@ -41,6 +41,7 @@ from polysteer import (
     RowMap,
     Site,
     SiteTable,
+    Style,
 )
 from polysteer.io import atomic_path
 from polysteer.plugins.voice.phonemes import phonemes_to_ids, phonemize
@@ -191,6 +192,14 @@ class VitsAdapter(ModelAdapter):
                           lengths=speech.lengths.cpu(), texts=_texts(inputs), sample_rate=self.sample_rate,
                           durations=speech.durations, frames=speech.frames.cpu(),
                           extras={"ids": ids, "phonemes": phonemes, "hop_length": self.hop})
+
+    def style_from_example(self, examples: Any, neutral: Any = None, *, name: str = "from-example"
+                           ) -> Style:
+        """A style that makes this voice sound like the recordings ``examples`` (WAV paths): see
+        :mod:`polysteer.plugins.voice.from_example` (used by :func:`polysteer.style_from_example`)."""
+        from polysteer.plugins.voice.from_example import voice_style_from_example
+
+        return voice_style_from_example(self, examples, neutral, name=name)
 
     def speaking_rate(self, generation: Generation) -> torch.Tensor:
         """Phonemes per second of each row of ``generation``, from predicted durations (pad,
