@@ -23,8 +23,12 @@ import torch
 from polysteer.data import (
     MODEL_MANIFEST,
     Artifact,
+    check_readback,
+    folder_format_problem,
     folder_problems,
     is_complete,
+    make_portable,
+    readback,
     verify_folder,
     write_model_manifest,
 )
@@ -33,7 +37,7 @@ from polysteer.errors import (
     MissingDependencyError,
     PolysteerError,
 )
-from polysteer.io import home, say, sha256_file, staged_folder
+from polysteer.io import home, read_json, say, sha256_file, staged_folder
 from polysteer.plugin import catalogue_entry
 
 MANIFEST = MODEL_MANIFEST
@@ -154,9 +158,13 @@ def _dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
     return {key: dtype}
 
 
-def _convert(weights: Path, out: Path, progress: bool) -> None:
-    """Dequantise a GGUF file to float32 and save it with its tokenizer into ``out``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _convert(weights: Path, out: Path, progress: bool) -> dict[str, Any]:
+    """Dequantise a GGUF file to float32 and save it with its tokenizer into ``out``.
+
+    The folder is rewritten in the portable form every supported transformers reads alike
+    (:func:`polysteer.data.make_portable`); returns what this transformers reads back from it.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     with _progress_bars(progress):
         tokenizer = AutoTokenizer.from_pretrained(weights.parent, gguf_file=weights.name)
@@ -170,6 +178,8 @@ def _convert(weights: Path, out: Path, progress: bool) -> None:
             del model.config.quantization_config
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
+    make_portable(out)
+    return readback(AutoConfig.from_pretrained(out), AutoTokenizer.from_pretrained(out))
 
 
 def install_model(name: str, progress: bool = True, force: bool = False) -> Path:
@@ -189,11 +199,11 @@ def install_model(name: str, progress: bool = True, force: bool = False) -> Path
          "(once, about 30 s)...", progress)
     started = time.perf_counter()
     with staged_folder(final, replace=force, marker=MANIFEST) as tmp:
-        _convert(weights, tmp, progress)
+        read = _convert(weights, tmp, progress)
         write_model_manifest(tmp, name=spec.name, title=spec.title, licence=spec.licence,
                              source={"package": spec.package, "version": spec.version,
                                      "file": spec.filename, "sha256": sha256_file(weights)},
-                             libraries=("transformers", "gguf"))
+                             libraries=("transformers", "gguf"), readback=read)
     say(f"{spec.title} ready in {final} ({time.perf_counter() - started:.0f} s)", progress)
     return final
 
@@ -208,8 +218,16 @@ def verify_model(name: str) -> list[str]:
 
 
 def _embedded_folder(name: str) -> Path:
-    """The converted folder of ``name``, installing it on first use; sizes are checked (cheap)."""
+    """The converted folder of ``name``, installing it on first use; sizes are checked (cheap).
+
+    A folder converted by an older polysteer (transformers' own layout, which another transformers
+    version may read with different numbers) is converted again from the packaged GGUF.
+    """
     folder = install_model(name)
+    stale = folder_format_problem(read_json(folder / MANIFEST))
+    if stale:
+        say(f"the converted {name} in {folder} is outdated ({stale}); converting it again")
+        folder = install_model(name, force=True)
     problems = folder_problems(folder, rehash=False)
     if problems:
         raise CorruptFileError(
@@ -265,6 +283,25 @@ def _prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
+def _manifest_of(folder: str) -> dict[str, Any] | None:
+    """The polysteer manifest of a converted folder, or None for any other folder."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return None
+    manifest = read_json(path)
+    return manifest if isinstance(manifest, dict) and "files" in manifest else None
+
+
+def _refit(manifest: dict[str, Any], folder: str) -> str:
+    """How to get a folder this transformers reads as its writer did."""
+    name = manifest.get("name")
+    written = manifest.get("converted_with", {}).get("transformers", "unknown")
+    if name in EMBEDDED:
+        return (f"convert it again with this transformers (install_model({name!r}, force=True) or "
+                f"'polysteer models install {name} --force'), or use transformers {written}")
+    return f"convert {folder} again with this transformers, or use transformers {written}"
+
+
 def _load_error(source: str, hub: bool, err: Exception) -> PolysteerError:
     if hub:
         return PolysteerError(
@@ -298,11 +335,18 @@ def load_causal_lm(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     extra = {"gguf_file": gguf_file} if gguf_file else {}
+    manifest = _manifest_of(source) if not (hub or gguf_file) else None
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **extra)
         model = AutoModelForCausalLM.from_pretrained(source, **extra, **_dtype_kwargs(torch_dtype))
     except (OSError, ValueError) as err:
+        if manifest is not None:
+            check_readback(manifest, name=manifest.get("name", source), folder=source,
+                           fix=_refit(manifest, source))  # a stale format explains the failure
         raise _load_error(source, hub, err) from err
+    if manifest is not None:
+        check_readback(manifest, name=manifest.get("name", source), folder=source,
+                       config=model.config, tokenizer=tokenizer, fix=_refit(manifest, source))
     model.to(device)
     model.eval()
     _prepare_tokenizer(tokenizer)
