@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from polysteer.cli.catalogue import MODELS_COMMAND
+from polysteer.cli.doctor import DOCTOR_COMMAND, summary_line
 from polysteer.cli.main import (
     Command,
     CommandError,
@@ -44,6 +45,8 @@ def _plugins_run(args: argparse.Namespace) -> int:
         print(f"{info.name} {info.version} ({kind}): {status}")
         for attribute, names in sorted(info.registered.items()):
             print(f"    {attribute.replace('_', ' ')}: {', '.join(names)}")
+    if (line := summary_line()) is not None:
+        print(line)
     return 0
 
 
@@ -291,4 +294,5 @@ CORE_COMMANDS: dict[str, Command] = {
     "models": MODELS_COMMAND,
     "demo-reference": Command("the plumbing demo on the tiny reference model (no download)",
                               _demo_args, _demo_run),
+    "doctor": DOCTOR_COMMAND,
 }

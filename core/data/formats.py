@@ -180,15 +180,21 @@ def readback(config: Any = None, tokenizer: Any = None) -> dict[str, Any]:
     return out
 
 
-def _differences(expected: Any, actual: Any, where: str) -> list[str]:
-    if isinstance(expected, dict) and isinstance(actual, dict):
-        return [d for key in sorted(set(expected) | set(actual))
-                for d in _differences(expected.get(key), actual.get(key), f"{where}.{key}")]
-    if expected != actual:
-        if isinstance(expected, list) and isinstance(actual, list) and len(expected) > 8:
-            return [f"{where} differ ({len(expected)} written, {len(actual)} read)"]
-        return [f"{where} was {expected!r} when written, reads as {actual!r}"]
-    return []
+def _differences(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+    """``section.field`` differences for every field the writer recorded (fields only a newer
+    reader has are not compared; a recorded field the reader lacks reads as None)."""
+    problems = []
+    for section, fields in sorted(expected.items()):
+        read = actual.get(section) or {}
+        for name, value in sorted(fields.items()):
+            got = read.get(name)
+            if got == value:
+                continue
+            if isinstance(value, list) and isinstance(got, list) and len(value) > 8:
+                problems.append(f"{section}.{name} differ ({len(value)} ids written, {len(got)} read)")
+            else:
+                problems.append(f"{section}.{name} was {value!r} when written, reads as {got!r}")
+    return problems
 
 
 def folder_format_problem(manifest: dict[str, Any]) -> str | None:
@@ -216,9 +222,9 @@ def check_readback(manifest: dict[str, Any], *, name: str, folder: str | Path, f
     expected = manifest["readback"]
     actual = readback(config if "config" in expected else None,
                       tokenizer if "tokenizer" in expected else None)
-    problems = _differences(expected, actual, "")
+    problems = _differences(expected, actual)
     if problems:
-        shown = "; ".join(p.lstrip(".") for p in problems[:4])
+        shown = "; ".join(problems[:4])
         more = f" (and {len(problems) - 4} more)" if len(problems) > 4 else ""
         raise FolderFormatError(
             f"the converted {name} in {folder} was written by transformers {written} and this "
