@@ -14,7 +14,6 @@ import json
 import sys
 from importlib import metadata
 
-import torch
 from safetensors.torch import save_file
 
 import polysteer as ps

@@ -197,7 +197,8 @@ def summary_line() -> str | None:
     if not problems:
         return None
     names = ", ".join(p.split(" ", 1)[0] for p in problems)
-    return f"warning: {len(problems)} dependencies outside the tested ranges ({names}); run 'polysteer doctor'"
+    return (f"warning: {len(problems)} dependencies outside the tested ranges ({names}); "
+            "run 'polysteer doctor'")
 
 
 DOCTOR_COMMAND = Command(
