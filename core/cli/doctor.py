@@ -116,6 +116,16 @@ class Check:
     advice: str
 
 
+def lowest_pins(requires: list[str] | None = None) -> list[str]:
+    """``name==lower`` for every core and ``text`` requirement: what ``.ci/lower-bounds`` installs."""
+    pins = {}
+    for name, requirements in declared(requires).items():
+        bounds = [r.lower for r in requirements if r.group in LOWER_BOUND_GROUPS and r.lower]
+        if bounds:
+            pins[name] = f"{name}=={max(bounds, key=release)}"
+    return [pins[name] for name in sorted(pins)]
+
+
 def _installed(name: str) -> str | None:
     try:
         return metadata.version(name)
