@@ -5,7 +5,8 @@
 MODEL is ``smollm2`` (the embedded model, converted into $POLYSTEER_HOME by this environment's
 transformers if needed) or a converted folder. Greedy generation of a few tokens from fixed prompts
 is captured at the two sites (prefill and decode positions) and saved with the generated ids, a
-mask of the real (not left-padding) positions and the library versions, so two environments' files can be compared (tests/test_lower_bounds.py).
+mask of the real (not left-padding) positions and the library versions, so two environments'
+files can be compared (tests/test_lower_bounds.py).
 """
 
 from __future__ import annotations

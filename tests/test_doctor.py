@@ -74,7 +74,8 @@ def _req(lower: str | None, group: str = "text") -> list[Requirement]:
 def test_check_places_a_version_in_the_ranges(installed: str | None, status: str) -> None:
     row = check("transformers", _req("4.46"), installed)
     assert row.status == status
-    assert row.declared == ">=4.46" and row.tested == f"{TESTED['transformers'][0]} .. {TESTED['transformers'][1]}"
+    lowest, newest = TESTED["transformers"]
+    assert row.declared == ">=4.46" and row.tested == f"{lowest} .. {newest}"
     if status == "below declared":
         assert "pip install 'transformers>=4.46'" in row.advice
 

@@ -20,8 +20,10 @@ from polysteer.data.formats import (
     FOLDER_FORMAT,
     FolderFormatError,
     check_readback,
+    dtype_kwargs,
     folder_format_problem,
     make_portable,
+    manifest_of,
     readback,
     transformers_version,
 )
@@ -31,6 +33,6 @@ from polysteer.data.wheels import download_wheel
 __all__ = [
     "Artifact", "MODEL_MANIFEST", "artifact", "catalogue", "download_wheel", "folder_problems",
     "is_complete", "load_dataset", "verify_folder", "write_model_manifest",
-    "FOLDER_FORMAT", "FolderFormatError", "check_readback", "folder_format_problem", "make_portable",
-    "readback", "transformers_version",
+    "FOLDER_FORMAT", "FolderFormatError", "check_readback", "dtype_kwargs", "folder_format_problem",
+    "make_portable", "manifest_of", "readback", "transformers_version",
 ]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,23 @@ def _differences(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
             else:
                 problems.append(f"{section}.{name} was {value!r} when written, reads as {got!r}")
     return problems
+
+
+def manifest_of(folder: str | Path) -> dict[str, Any] | None:
+    """The polysteer manifest (``polysteer-model.json``) of a converted folder; None for others."""
+    path = Path(folder) / "polysteer-model.json"
+    if not path.is_file():
+        return None
+    manifest = read_json(path)
+    return manifest if isinstance(manifest, dict) and "files" in manifest else None
+
+
+def dtype_kwargs(dtype: Any) -> dict[str, Any]:
+    """``dtype=`` for transformers >= 4.56, ``torch_dtype=`` before (older versions take an unknown
+    ``dtype=`` as a config attribute and silently load in float32)."""
+    version = transformers_version()
+    new = version == "none" or tuple(int(p) for p in re.findall(r"\d+", version)[:2]) >= (4, 56)
+    return {"dtype" if new else "torch_dtype": dtype}
 
 
 def folder_format_problem(manifest: dict[str, Any]) -> str | None:

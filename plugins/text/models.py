@@ -28,6 +28,7 @@ from polysteer.data import (
     folder_problems,
     is_complete,
     make_portable,
+    manifest_of,
     readback,
     verify_folder,
     write_model_manifest,
@@ -283,15 +284,6 @@ def _prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def _manifest_of(folder: str) -> dict[str, Any] | None:
-    """The polysteer manifest of a converted folder, or None for any other folder."""
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        return None
-    manifest = read_json(path)
-    return manifest if isinstance(manifest, dict) and "files" in manifest else None
-
-
 def _refit(manifest: dict[str, Any], folder: str) -> str:
     """How to get a folder this transformers reads as its writer did."""
     name = manifest.get("name")
@@ -335,7 +327,7 @@ def load_causal_lm(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     extra = {"gguf_file": gguf_file} if gguf_file else {}
-    manifest = _manifest_of(source) if not (hub or gguf_file) else None
+    manifest = manifest_of(source) if not (hub or gguf_file) else None
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **extra)
         model = AutoModelForCausalLM.from_pretrained(source, **extra, **_dtype_kwargs(torch_dtype))
