@@ -9,7 +9,9 @@ it). A converted folder is therefore rewritten into the portable form (:func:`ma
   version reads; 5.x converts them itself) and the dtype under both ``dtype`` and ``torch_dtype``;
 - ``tokenizer_config.json`` names ``PreTrainedTokenizerFast`` (known to every version, read from
   ``tokenizer.json``) instead of ``TokenizersBackend`` and holds the chat template inline as well
-  as in ``chat_template.jinja``.
+  as in ``chat_template.jinja``;
+- a feature extractor that 5.x nests in ``processor_config.json`` is also written as
+  ``preprocessor_config.json``, the file 4.x reads.
 
 The manifest then records a *read-back* (:func:`readback`): the numbers the writing version read
 from the finished folder (architecture sizes, rotary settings, special token ids, the token ids of
@@ -115,6 +117,14 @@ def make_portable(folder: str | Path) -> None:
     config = folder / "config.json"
     if config.is_file():
         write_json(config, portable_config(read_json(config)))
+    processor = folder / "processor_config.json"
+    preprocessor = folder / "preprocessor_config.json"
+    if processor.is_file() and not preprocessor.is_file():
+        # 5.x nests the feature extractor in processor_config.json; 4.x reads only this file
+        nested = read_json(processor).get("feature_extractor")
+        if isinstance(nested, dict):
+            extra = {k: v for k, v in read_json(processor).items() if k == "processor_class"}
+            write_json(preprocessor, {**nested, **extra})
     tokenizer = folder / "tokenizer_config.json"
     if tokenizer.is_file() and (folder / "tokenizer.json").is_file():
         jinja = folder / "chat_template.jinja"

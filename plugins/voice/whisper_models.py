@@ -271,9 +271,9 @@ def verify_whisper(name: str = "whisper-tiny-en") -> list[str]:
 
 def _readback(folder: Path) -> dict[str, Any]:
     """What this transformers reads from a converted Whisper folder (config and tokenizer)."""
-    from transformers import WhisperConfig, WhisperProcessor
+    from transformers import WhisperConfig
 
-    return readback(WhisperConfig.from_pretrained(folder), WhisperProcessor.from_pretrained(folder).tokenizer)
+    return readback(WhisperConfig.from_pretrained(folder), _processor(folder).tokenizer)
 
 
 def _source_folder(name_or_path: str | os.PathLike[str]) -> Path:
@@ -313,6 +313,25 @@ def convert_ct2_folder(source: str | os.PathLike[str], out: str | os.PathLike[st
     return out
 
 
+def _processor(folder: Path) -> Any:
+    """The processor, its tokenizer read from ``tokenizer.json`` on every transformers version
+    (4.x's ``WhisperProcessor.from_pretrained`` wants the slow tokenizer's vocab.json)."""
+    from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizerFast
+
+    if not (folder / "tokenizer.json").is_file():
+        return WhisperProcessor.from_pretrained(folder)
+    parts = {"feature_extractor": WhisperFeatureExtractor.from_pretrained(folder),
+             "tokenizer": WhisperTokenizerFast.from_pretrained(folder)}
+    try:
+        return WhisperProcessor(**parts)
+    except TypeError:  # 4.x's processor accepts only the slow tokenizer class by default
+
+        class FastWhisperProcessor(WhisperProcessor):
+            tokenizer_class = ("WhisperTokenizer", "WhisperTokenizerFast")
+
+        return FastWhisperProcessor(**parts)
+
+
 def load_whisper(name_or_path: str | os.PathLike[str] = "whisper-tiny-en", dtype: str = "float32",
                  device: str = "cpu") -> tuple[Any, Any]:
     """``(WhisperForConditionalGeneration, WhisperProcessor)`` in eval mode.
@@ -321,13 +340,13 @@ def load_whisper(name_or_path: str | os.PathLike[str] = "whisper-tiny-en", dtype
     folder. Nothing is fetched from a model hub.
     """
     _require_transformers("loading a Whisper model")
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+    from transformers import WhisperForConditionalGeneration
 
     folder = _source_folder(name_or_path)
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise PolysteerError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
-    processor = WhisperProcessor.from_pretrained(folder)
+    processor = _processor(folder)
     model = WhisperForConditionalGeneration.from_pretrained(folder, **dtype_kwargs(torch_dtype))
     manifest = manifest_of(folder)
     if manifest is not None:
