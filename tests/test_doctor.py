@@ -51,6 +51,7 @@ def test_the_lowest_tested_versions_are_the_declared_lower_bounds_of_core_and_te
 def test_lowest_pins_are_the_declared_lower_bounds() -> None:
     pins = lowest_pins(_pyproject_requirements())
     assert "torch==2.4" in pins and "transformers==4.46" in pins
+    assert "matplotlib==3.7" in pins
     assert not any(p.startswith(("diffusers", "torchaudio", "pytest")) for p in pins)
     for pin in pins:
         name, version = pin.split("==")

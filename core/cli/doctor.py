@@ -2,8 +2,8 @@
 
 The declared ranges are polysteer's own requirements, read from its installed package metadata
 (the ``dependencies`` and extras of pyproject.toml). :data:`TESTED` says which versions CI ran:
-the lowest (the declared lower bound, proven by ``.ci/lower-bounds`` for the core and ``text``
-dependencies; ``None`` where no lower-bound run exists) and the newest. tests/cli/test_doctor.py
+the lowest (the declared lower bound, proven by ``.ci/lower-bounds`` for the core, ``text`` and
+``plots`` dependencies; ``None`` where no lower-bound run exists) and the newest. tests/cli/test_doctor.py
 keeps the table consistent with pyproject.toml.
 """
 
@@ -39,11 +39,11 @@ TESTED: dict[str, tuple[str | None, str]] = {
     "torchaudio": (None, "2.11.1"),
     "onnx": (None, "1.23.2"),
     "espeakng-loader": (None, "0.2.4"),
-    "matplotlib": (None, "3.11.2"),
+    "matplotlib": ("3.7.0", "3.11.2"),
 }
 """The versions CI ran, per runtime dependency: (lowest, newest). ``None``: only the newest ran."""
 
-LOWER_BOUND_GROUPS = ("", "text")
+LOWER_BOUND_GROUPS = ("", "text", "plots")
 """The requirement groups (``""``: the core dependencies) whose lower bounds ``.ci/lower-bounds``
 installs and tests; their lowest tested version is their declared lower bound."""
 
@@ -117,7 +117,8 @@ class Check:
 
 
 def lowest_pins(requires: list[str] | None = None) -> list[str]:
-    """``name==lower`` for every core and ``text`` requirement: what ``.ci/lower-bounds`` installs."""
+    """``name==lower`` for every core, ``text`` and ``plots`` requirement: what ``.ci/lower-bounds``
+    installs."""
     pins = {}
     for name, requirements in declared(requires).items():
         bounds = [r.lower for r in requirements if r.group in LOWER_BOUND_GROUPS and r.lower]

@@ -281,6 +281,11 @@ def _prepare_tokenizer(tokenizer: Any) -> Any:
             raise PolysteerError("the tokenizer has neither a pad nor an eos token; set one")
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"  # decoder-only models continue from the last position
+    # A causal LM takes no token_type_ids; PreTrainedTokenizerFast returns them and transformers
+    # 4.x's generate() refuses the unused argument (5.x ignores it).
+    names = getattr(tokenizer, "model_input_names", None)
+    if isinstance(names, list) and "token_type_ids" in names:
+        tokenizer.model_input_names = [n for n in names if n != "token_type_ids"]
     return tokenizer
 
 
