@@ -32,6 +32,8 @@ TESTED: dict[str, tuple[str | None, str]] = {
     "transformers": ("4.46.0", "5.25.0"),
     "gguf": ("0.10.0", "0.19.0"),
     "accelerate": ("0.30.0", "1.16.0"),
+    # gguf 0.10 to 0.16 import sentencepiece without declaring it (found by .ci/lower-bounds)
+    "sentencepiece": ("0.2.0", "0.2.3"),
     "diffusers": (None, "0.42.1"),
     "pillow": (None, "13.0.0"),
     "python-avatars": (None, "1.4.1"),

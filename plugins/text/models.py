@@ -43,7 +43,7 @@ from polysteer.plugin import catalogue_entry
 
 MANIFEST = MODEL_MANIFEST
 _TRANSFORMERS_PIP = "pip install 'transformers>=4.46'"
-_CONVERT_PIP = "pip install 'gguf>=0.10' 'accelerate>=0.30'"
+_CONVERT_PIP = "pip install 'gguf>=0.10' 'accelerate>=0.30' 'sentencepiece>=0.2'"
 
 
 @dataclass(frozen=True)
