@@ -39,7 +39,7 @@ BAD_INPUTS: dict[str, list[str]] = {
     "import": ["import", "gguf", "{tmp}/no-such.gguf", "--model", "reference", "-o", "{tmp}/d"],
     "style": ["style", "from-example", "no-such-file.txt", "--model", "reference", "-o", "{tmp}/s.yaml"],
 }
-NO_USER_VALUES = {"plugins", "demo-reference"}  # flags only: argparse checks all they take
+NO_USER_VALUES = {"plugins", "demo-reference", "doctor"}  # flags only: argparse checks all they take
 
 
 def test_every_builtin_command_has_a_bad_input_case(plugin_manager):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from polysteer.cli.catalogue import MODELS_COMMAND
+from polysteer.cli.doctor import DOCTOR_COMMAND, summary_line
 from polysteer.cli.main import (
     Command,
     CommandError,
@@ -46,6 +47,8 @@ def _plugins_run(args: argparse.Namespace) -> int:
         print(f"{info.name} {info.version} ({kind}): {status}")
         for attribute, names in sorted(info.registered.items()):
             print(f"    {attribute.replace('_', ' ')}: {', '.join(names)}")
+    if (line := summary_line()) is not None:
+        print(line)
     return 0
 
 
@@ -394,4 +397,5 @@ CORE_COMMANDS: dict[str, Command] = {
                       "each beside its unsteered twin, with a report", _create_args, _create_run),
     "demo": Command("the main demo: `create` on the embedded text, image and voice models",
                     _main_demo_args, _main_demo_run),
+    "doctor": DOCTOR_COMMAND,
 }

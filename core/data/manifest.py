@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from polysteer.data.formats import FOLDER_FORMAT
 from polysteer.errors import CorruptFileError
 from polysteer.io.fileio import read_json, sha256_file, write_json
 
@@ -50,11 +51,17 @@ def write_manifest(folder: Path, manifest: dict[str, Any], name: str = MODEL_MAN
 
 def write_model_manifest(folder: Path, *, name: str, title: str, licence: str, source: dict[str, Any],
                          libraries: tuple[str, ...] = (), dtype: str = "float32",
-                         **extra: Any) -> None:
+                         readback: dict[str, Any] | None = None, **extra: Any) -> None:
     """The manifest of a converted artifact (what it is, where it came from, which library
-    versions converted it, the file table); written last, it marks a complete install."""
+    versions converted it, the file table); written last, it marks a complete install.
+
+    ``readback`` (:func:`polysteer.data.formats.readback`) is what the converting transformers read
+    back from the finished portable folder; with it the folder is marked as folder format
+    :data:`~polysteer.data.formats.FOLDER_FORMAT` and checked against it on every load.
+    """
+    marks = {} if readback is None else {"folder_format": FOLDER_FORMAT, "readback": readback}
     write_manifest(folder, {"name": name, "title": title, "licence": licence, "dtype": dtype,
-                            "source": source, **extra,
+                            "source": source, **extra, **marks,
                             "converted_with": library_versions(*libraries)})
 
 

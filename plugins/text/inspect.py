@@ -66,8 +66,17 @@ def read_text(adapter: Any, dictionary: FeatureDictionary | str, text: str) -> R
     values[acts.norm(dim=-1) > OUTLIER_FACTOR * d.info.site_norm] = 0.0
     ids = adapter.encode([text], chat=False)["input_ids"][0][mask[0].bool()]
     tokens = adapter.tokenizer.convert_ids_to_tokens(ids.tolist())
-    pieces = [adapter.tokenizer.convert_tokens_to_string([t]) for t in tokens]
+    pieces = [_piece(adapter.tokenizer, t) for t in tokens]
     return Readout(text, tokens, pieces, values.cpu(), list(d.labels), d.describe())
+
+
+def _piece(tokenizer: Any, token: str) -> str:
+    """The text of one token; a tokenizer without a decoder shows the token itself (transformers
+    4.x's ``convert_tokens_to_string`` fails on those, 5.x returns the token)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and backend.decoder is None:
+        return token
+    return tokenizer.convert_tokens_to_string([token])
 
 
 def top_per_token(readout: Readout, top: int = 3) -> list[dict[str, Any]]:

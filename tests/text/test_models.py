@@ -105,11 +105,12 @@ def fake_convert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     weights.write_bytes(b"GGUF fake weights")
     calls: list[Path] = []
 
-    def convert(source: Path, out: Path, progress: bool) -> None:
+    def convert(source: Path, out: Path, progress: bool) -> dict:
         assert source == weights
         calls.append(out)
         (out / "config.json").write_text('{"model_type": "llama"}')
         (out / "model.safetensors").write_bytes(b"\0" * 64)
+        return {"config": {"model_type": "llama"}}  # what the converting transformers read back
 
     monkeypatch.setattr(models, "locate_weights", lambda name: weights)
     monkeypatch.setattr(models, "_require", lambda *args: None)
