@@ -375,13 +375,9 @@ def _parse_realisation(spec: Any, path: str) -> Realisation:
     options = spec.get("options")
     if options is not None and not isinstance(options, dict):
         raise ConfigError(f"{path}.options: expected a mapping")
-    branches = spec.get("branches")
-    if branches is not None:
-        if isinstance(branches, str):
-            branches = [branches]
-        if not isinstance(branches, list) or not all(isinstance(b, str) for b in branches):
-            raise ConfigError(f"{path}.branches: expected a list of branch names like [cond]")
-        branches = tuple(branches)
+    if options is not None:
+        check_finite_tree(options, f"{path}.options")
+    branches = _parse_branches(spec.get("branches"), path)
     schedule = spec.get("schedule")
     positions = spec.get("positions")
     return Realisation(
@@ -390,6 +386,16 @@ def _parse_realisation(spec: Any, path: str) -> Realisation:
         schedule=None if schedule is None else _kind_spec(schedule, f"{path}.schedule", "constant"),
         positions=None if positions is None else _kind_spec(positions, f"{path}.positions", "all"),
         branches=branches)
+
+
+def _parse_branches(value: Any, path: str) -> tuple[str, ...] | None:
+    """``cond`` or ``[cond, uncond]`` -> a tuple of branch names (``None``: every branch)."""
+    if value is None:
+        return None
+    branches = [value] if isinstance(value, str) else value
+    if not isinstance(branches, list) or not all(isinstance(b, str) for b in branches):
+        raise ConfigError(f"{path}.branches: expected a list of branch names like [cond]")
+    return tuple(branches)
 
 
 def _realisation_to_dict(r: Realisation) -> dict[str, Any]:
@@ -412,13 +418,7 @@ def _parse_component(data: Any, path: str, concepts: dict) -> Component:
                               f"'concepts' (defined: {sorted(concepts) or 'none'})")
     elif not ("dictionary" in data and "feature" in data):
         raise ConfigError(f"{path}: needs 'dictionary' and 'feature' (or 'concept')")
-    branches = data.get("branches")
-    if branches is not None:
-        if isinstance(branches, str):
-            branches = [branches]
-        if not isinstance(branches, list) or not all(isinstance(b, str) for b in branches):
-            raise ConfigError(f"{path}.branches: expected a list of branch names like [cond]")
-        branches = tuple(branches)
+    branches = _parse_branches(data.get("branches"), path)
     options = data.get("options") or {}
     if not isinstance(options, dict):
         raise ConfigError(f"{path}.options: expected a mapping")
