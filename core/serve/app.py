@@ -346,7 +346,7 @@ def create_app(model: Any, *, name: str | None = None, limits: ServeLimits | Non
             style, prefs = await on_worker(remember)
             applied = [{"name": p.name, "weight": p.weight} for p in prefs]
             if style is not None:
-                terms.append(Term(style, 1.0, "preferences"))
+                terms.append(Term(style, 1.0, "preferences", strict=False))
         job = engine.submit(Job(prompt_ids(chat, "messages"), terms=terms, **options))
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", _now()
         extra: dict[str, Any] = {"steering": steering_summary(terms)}

@@ -25,6 +25,7 @@ import itertools
 import logging
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from polysteer.errors import (
 )
 from polysteer.serve.errors import APIError
 from polysteer.serve.styles import Term
-from polysteer.steering.runtime import steer
+from polysteer.steering.runtime import SteeringWarning, steer
 
 log = logging.getLogger("polysteer.serve")
 
@@ -311,14 +312,20 @@ class BatchEngine:
             if id(term.style) in self._validated and self._validated[id(term.style)] is term.style:
                 continue
             try:
-                with steer(self.model.adapter, [(term.style, [0.0])]):
-                    pass
+                with warnings.catch_warnings():  # what does not apply is refused below, not warned
+                    warnings.simplefilter("ignore", SteeringWarning)
+                    with steer(self.model.adapter, [(term.style, [0.0])]) as run:
+                        skipped = run.skipped
             except FileNotFoundError as err:
                 raise APIError(404, f"steering {term.label!r}: {err}", code="dictionary_not_found",
                                param="steering") from None
             except (SteeringError, ConfigError, RegistryError, DictionaryMismatchError) as err:
                 raise APIError(400, f"steering {term.label!r}: {err}", code="invalid_steering",
                                param="steering") from None
+            if skipped and term.strict:  # a request's steering must act on the served model, all of it
+                reasons = "; ".join(f"{name}: {why}" for name, why in skipped)
+                raise APIError(400, f"steering {term.label!r} does not apply to the served model "
+                               f"({reasons})", code="invalid_steering", param="steering")
             if len(self._validated) > 512:
                 self._validated.clear()
             self._validated[id(term.style)] = term.style

@@ -55,6 +55,9 @@ class Term:
     style: Style
     intensity: float
     label: str
+    strict: bool = True
+    """A strict term must apply to the served model whole (a request's own steering); remembered
+    preferences are not strict: what does not apply to this model is left out."""
 
 
 class StyleStore:
