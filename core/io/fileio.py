@@ -295,12 +295,17 @@ def read_folder(path: str | os.PathLike, load: Callable[[Path], T], *, attempts:
     path = Path(path)
     for attempt in range(attempts):
         real = pinned_folder(path)
+        # a plain folder cannot be pinned: the first replace swaps it for a link and removes it, so
+        # a load that saw the swap (its folder is no longer the one ``path`` names) is retried
+        before = _identity(path) if real == path else None
         try:
-            return load(real)
+            result = load(real)
         except (FileNotFoundError, NotADirectoryError, CorruptFileError):
             if attempt == attempts - 1:
                 raise
-            if os.path.lexists(path):
+            if before is not None and _identity(path) != before:
+                moved = True
+            elif os.path.lexists(path):
                 moved = real != path and (not real.exists() or pinned_folder(path) != real)
             else:  # missing: a swap without symlinks may be between its two renames
                 moved = path.parent.is_dir() and any(
@@ -309,7 +314,19 @@ def read_folder(path: str | os.PathLike, load: Callable[[Path], T], *, attempts:
             if not moved:
                 raise
             time.sleep(0.002 * (attempt + 1))
+            continue
+        if before is None or _identity(path) == before or attempt == attempts - 1:
+            return result
     raise AssertionError("unreachable")
+
+
+def _identity(path: Path) -> tuple[int, int, bool] | None:
+    """Which folder ``path`` names now (device, inode, and whether through a link)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, path.is_symlink()
 
 
 def share_permissions(folder: Path) -> None:

@@ -161,6 +161,27 @@ def test_read_folder_retries_only_when_the_version_moved(tmp_path):
         read_folder(tmp_path / "missing", lambda real: load_dictionary(real))
 
 
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_load_that_saw_a_plain_folder_replaced_is_read_again(tmp_path, fails):
+    """The first replace swaps a plain folder for a link and removes it: a load in between may
+    read half of each version (CI saw "1 labels for 2 features"), so it is retried."""
+    target = tmp_path / "d"
+    _version(1).save(target)
+    assert not target.is_symlink()
+    calls = []
+
+    def load(real: Path):
+        calls.append(real)
+        if len(calls) == 1:
+            _version(2).save(target)  # mid-load: the plain folder becomes a link, its files go
+            if fails:
+                raise FileNotFoundError(real / "tensors.safetensors")
+            return "half of version 1, half of version 2"
+        return _check(load_dictionary(real))
+
+    assert read_folder(target, load) == 2 and len(calls) == 2
+
+
 def test_a_cached_dictionary_is_read_again_once_replaced_and_keeps_its_name(tmp_path, plugin_manager):
     from polysteer.features.dictionary import resolve_dictionary
 
