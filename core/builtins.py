@@ -37,12 +37,21 @@ class ReferenceModelConfig:
     n_heads: int = 4
     max_positions: int = 128
     seed: int = 0
+    device: str | None = None
+    dtype: str | None = None
 
 
 def load_reference(options: dict[str, Any]) -> ReferenceAdapter:
     """The tiny pure-torch reference language model (random weights, seeded)."""
-    fields = {k: v for k, v in options.items() if k != "kind"}
-    return ReferenceAdapter(ReferenceLM(ReferenceConfig(**fields)))
+    fields = {k: v for k, v in options.items() if k not in ("kind", "device", "dtype")}
+    model = ReferenceLM(ReferenceConfig(**fields))
+    if options.get("device") or options.get("dtype"):
+        from polysteer.models.device import resolve_device, resolve_dtype
+
+        device = resolve_device(options.get("device") or "cpu")
+        model.to(device=device, dtype=resolve_dtype(options["dtype"], device)
+                 if options.get("dtype") else None)
+    return ReferenceAdapter(model)
 
 
 def _baseline_outputs(name: str, baseline: Generation | None) -> torch.Tensor:

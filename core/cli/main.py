@@ -267,8 +267,25 @@ def build_parser(plugins: PluginManager) -> argparse.ArgumentParser:
         p = sub.add_parser(entry.name, help=command.help,
                            description=command.description or command.help)
         command.add_arguments(p)
+        add_device_arguments(p)
         p.set_defaults(_command=entry.name)
     return parser
+
+
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--dtype`` (every command has them; a command that declared its own keeps
+    its own). They apply to every model the command loads without its own device/dtype."""
+    from polysteer.models.device import DEVICES, DTYPE_CHOICES
+
+    taken = parser._option_string_actions  # noqa: SLF001 (argparse has no public lookup)
+    if "--device" not in taken:
+        parser.add_argument("--device", default=None, metavar="|".join(DEVICES),
+                            help="where models run: auto (a GPU when there is one), cpu, cuda[:N], "
+                                 "mps (default: the model config's, cpu for the shipped models)")
+    if "--dtype" not in taken:
+        parser.add_argument("--dtype", default=None, metavar="|".join(DTYPE_CHOICES),
+                            help="model precision: float32, bfloat16, float16, or auto (bfloat16 "
+                                 "on GPUs that have it, float32 on the CPU)")
 
 
 def error_line(err: BaseException) -> str:
@@ -287,7 +304,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "_command", None):
             parser.print_help()
             return 0
-        return int(plugins.commands.get(args._command).run(args) or 0)
+        from polysteer.models.device import model_defaults, resolve_device, resolve_dtype
+
+        device, dtype = getattr(args, "device", None), getattr(args, "dtype", None)
+        if device is not None:
+            resolve_device(device)  # a device this machine lacks fails before any model loads
+        if dtype is not None:
+            resolve_dtype(dtype, device)
+        with model_defaults(device, dtype):
+            return int(plugins.commands.get(args._command).run(args) or 0)
     except (PolysteerError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as err:
         print(error_line(err), file=sys.stderr)
         return 2

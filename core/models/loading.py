@@ -25,10 +25,53 @@ def load_model(kind: str | dict[str, Any], *, plugins: PluginManager | None = No
     plugins = plugins or current_plugin_manager()
     node = dict(kind) if isinstance(kind, dict) else named_config(kind, plugins)
     node.update(options)
+    device, dtype = _placement(node, plugins)
     checked = validate_plugin_nodes(OmegaConf.create({"model": node}), plugins)
     node = OmegaConf.to_container(checked.model)
     factory = plugins.adapters.get(node["kind"])
-    return factory(node)
+    adapter = factory(node)
+    if device is not None or dtype is not None:  # a kind whose schema has no device/dtype keys
+        adapter.model.to(device=device, dtype=dtype)
+    return adapter
+
+
+def _placement(node: dict[str, Any], plugins: PluginManager) -> tuple[Any, Any]:
+    """Resolve ``device``/``dtype`` (the node's own, else :func:`model_defaults`'s) in ``node``.
+
+    A kind whose config schema declares ``device``/``dtype`` gets the resolved words in its node
+    (it loads straight onto the device); for any other kind they are taken out of the node and
+    returned, and :func:`load_model` moves the loaded model.
+    """
+    import dataclasses
+
+    from polysteer.models.device import (
+        current_model_defaults,
+        dtype_name,
+        resolve_device,
+        resolve_dtype,
+    )
+
+    default_device, default_dtype = current_model_defaults()
+    device_spec = node.get("device") or default_device
+    dtype_spec = node.get("dtype") or default_dtype
+    if device_spec is None and dtype_spec is None:
+        return None, None
+    device = resolve_device(device_spec) if device_spec is not None else None
+    dtype = resolve_dtype(dtype_spec, device) if dtype_spec is not None else None
+    key = f"model.{node.get('kind')}"
+    fields = ({f.name for f in dataclasses.fields(plugins.config_schemas.entry(key).value)}
+              if key in plugins.config_schemas else set())
+    moved: list[Any] = [None, None]
+    for i, (name, value, word) in enumerate((("device", device, str(device)),
+                                             ("dtype", dtype, dtype_name(dtype) if dtype else None))):
+        if value is None:
+            continue
+        if name in fields:
+            node[name] = word
+        else:
+            node.pop(name, None)
+            moved[i] = value
+    return moved[0], moved[1]
 
 
 def shipped_model_names() -> list[str]:

@@ -133,7 +133,7 @@ class ReferenceAdapter(ModelAdapter):
         prompt is all ``null_token``) and logits are ``u + g * (c - u)``. The record's
         ``extras["vocab_size"]`` is the model's vocabulary size (the demo measure reads it).
         """
-        ids = torch.as_tensor(inputs, dtype=torch.long)
+        ids = torch.as_tensor(inputs, dtype=torch.long).to(self.model.embed.weight.device)
         samples, prompt = ids.shape
         if prompt + max_new_tokens > self.model.config.max_positions:
             raise ValueError(f"prompt + max_new_tokens exceeds {self.model.config.max_positions}")
@@ -177,7 +177,7 @@ class ReferenceAdapter(ModelAdapter):
 
     def logits(self, inputs: Any) -> torch.Tensor:
         """One plain forward pass (a single step): logits ``(B, P, vocab)``."""
-        ids = torch.as_tensor(inputs, dtype=torch.long)
+        ids = torch.as_tensor(inputs, dtype=torch.long).to(self.model.embed.weight.device)
         self.begin_generation(1)
         self.advance_step(phase="single", new=ids.shape[1], prompt_length=ids.shape[1],
                           rows=RowMap.plain(ids.shape[0]))

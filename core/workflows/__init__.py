@@ -30,6 +30,16 @@ from polysteer.workflows.concepts_api import (
     recommended_intensity,
 )
 from polysteer.workflows.create import CreateConfig, CreatedPart, Creation, create, seeded_generate
+from polysteer.workflows.distributed import (
+    ActivationStream,
+    DistInfo,
+    barrier,
+    dist_info,
+    harvest_sharded,
+    init_distributed,
+    shutdown_distributed,
+    split_sites,
+)
 from polysteer.workflows.experiment import new_run_folder, run_experiment
 from polysteer.workflows.from_example import (
     NEUTRAL_TEXTS,
@@ -47,6 +57,7 @@ from polysteer.workflows.harvesting import (
     RowSelector,
     collect,
     harvest,
+    render_batch,
     renderer,
     row_selector,
 )
@@ -69,4 +80,6 @@ __all__ = [
     "CreateConfig", "CreatedPart", "Creation", "create", "seeded_generate",
     "concept", "concept_site_table", "default_concept_site", "recommended_intensity",
     "NEUTRAL_TEXTS", "candidate_features", "save_style_from_example", "style_from_example",
+    "ActivationStream", "DistInfo", "barrier", "dist_info", "harvest_sharded", "init_distributed",
+    "shutdown_distributed", "split_sites", "render_batch",
 ]

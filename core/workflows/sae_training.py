@@ -29,9 +29,16 @@ import torch
 
 from polysteer.features.dictionary import SAE_ACTIVATIONS, DictionaryInfo, SparseAutoencoder
 from polysteer.features.fingerprint import ModelFingerprint
+from polysteer.workflows.distributed import (
+    ActivationStream,
+    DistInfo,
+    all_gather_rows,
+    all_reduce,
+    dist_info,
+)
 from polysteer.workflows.harvesting import ActivationStore
 
-Source = ActivationStore | torch.Tensor
+Source = ActivationStore | torch.Tensor | ActivationStream
 
 
 @dataclass
@@ -61,6 +68,9 @@ class TrainConfig:
     resample_until: float = 0.8
     log_every: int = 50
     eval_tokens: int = 65_536
+    device: str = "cpu"
+    """Where the SAE trains: ``cpu``, ``cuda``, ``mps`` or ``auto`` (under torchrun ``cuda`` is the
+    process's own GPU). Data-parallel runs need ``batch_size`` divisible by the process count."""
 
     def __post_init__(self) -> None:
         if self.activation not in SAE_ACTIVATIONS:
@@ -114,15 +124,34 @@ class _JumpReLU(torch.autograd.Function):
 
 
 # -- data ----------------------------------------------------------------------------------------
-def _stream(source: Source, site: str | None, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
-    """Endless shuffled float32 batches (a new deterministic order each epoch)."""
+def _stream(source: Source, site: str | None, batch_size: int, seed: int,
+            info: DistInfo | None = None) -> Iterator[torch.Tensor]:
+    """Endless shuffled float32 batches (a new deterministic order each epoch).
+
+    With ``info`` (several processes) each batch is this rank's slice of the global batch: every
+    rank reads the same global stream of a store or tensor; an :class:`ActivationStream` gives
+    each rank its own rows (``batch_size // world`` per batch).
+    """
+    if info is not None and info.world > 1:
+        if batch_size % info.world:
+            raise ValueError(f"batch_size {batch_size} must be divisible by the number of "
+                             f"processes ({info.world}) for data-parallel training")
+        local = batch_size // info.world
+        if isinstance(source, ActivationStream):
+            yield from _stream(source, site, local, seed + 100_003 * info.rank)
+            return
+        lo = info.rank * local
+        for batch in _stream(source, site, batch_size, seed):
+            yield batch[lo:lo + local]
+        return
     epoch = 0
     while True:
-        if isinstance(source, ActivationStore):
+        if isinstance(source, ActivationStream):
+            batches: Iterable[torch.Tensor] = source.iter_batches(batch_size, seed + epoch)
+        elif isinstance(source, ActivationStore):
             if site is None:
                 raise ValueError(f"name the site to train on (the store has {source.sites})")
-            batches: Iterable[torch.Tensor] = source.iter_batches(site, batch_size, seed + epoch,
-                                                                 drop_last=True)
+            batches = source.iter_batches(site, batch_size, seed + epoch, drop_last=True)
         else:
             g = torch.Generator().manual_seed(seed + epoch)
             rows = source[torch.randperm(len(source), generator=g)].float()
@@ -137,11 +166,18 @@ def _stream(source: Source, site: str | None, batch_size: int, seed: int) -> Ite
         epoch += 1
 
 
-def _normalisation(stream: Iterator[torch.Tensor], batches: int = 8) -> tuple[float, torch.Tensor]:
-    """``c`` with ``E ||c x||^2 = 1`` and the mean of ``c x`` (the decoder bias's start)."""
-    sample = torch.cat([next(stream) for _ in range(batches)])
-    c = 1.0 / math.sqrt(sample.pow(2).sum(-1).mean().item() or 1.0)
-    return c, (sample * c).mean(0)
+def _normalisation(stream: Iterator[torch.Tensor], batches: int = 8, reduce: bool = False
+                   ) -> tuple[float, torch.Tensor]:
+    """``c`` with ``E ||c x||^2 = 1`` and the mean of ``c x`` (the decoder bias's start), over
+    the first ``batches`` batches of every rank."""
+    sample = torch.cat([next(stream) for _ in range(batches)]).double()
+    totals = torch.cat([sample.pow(2).sum().reshape(1), sample.sum(0),
+                        torch.tensor([float(len(sample))], dtype=torch.float64)])
+    if reduce:
+        all_reduce(totals)
+    n = float(totals[-1])
+    c = 1.0 / math.sqrt(float(totals[0]) / n or 1.0)
+    return c, (totals[1:-1] / n * c).float()
 
 
 # -- the model under training --------------------------------------------------------------------
@@ -195,8 +231,8 @@ def _resample(sae: SparseAutoencoder, opt: torch.optim.Adam, dead: torch.Tensor,
     if not len(idx):
         return 0
     loss = (x - recon).pow(2).sum(-1)
-    picks = torch.multinomial(loss.pow(2) + 1e-12, len(idx), replacement=len(idx) > len(x),
-                              generator=g)
+    picks = torch.multinomial(loss.pow(2).cpu() + 1e-12, len(idx), replacement=len(idx) > len(x),
+                              generator=g).to(x.device)
     residual = x[picks] - recon[picks]
     unit = residual / residual.norm(dim=1, keepdim=True).clamp_min(1e-8)
     alive = ~dead
@@ -233,18 +269,35 @@ def fold_normalisation(sae: SparseAutoencoder, c: float) -> None:
 # -- training ------------------------------------------------------------------------------------
 def train_sae(source: Source, config: TrainConfig, *, site: str | None = None,
               model: ModelFingerprint | None = None, progress: bool = True,
-              details: dict | None = None) -> tuple[SparseAutoencoder, dict[str, Any]]:
+              details: dict | None = None, parallel: bool | None = None
+              ) -> tuple[SparseAutoencoder, dict[str, Any]]:
     """Train an SAE on ``source`` (an :class:`ActivationStore` and its ``site``, or ``(N, C)`` rows).
 
     Returns ``(sae, metrics)``; the SAE takes raw activations, has ``feature_scale`` set, and its
     ``info.details`` holds the config and metrics. ``model`` defaults to the store's model.
+
+    Under torchrun the ranks train one SAE together with DistributedDataParallel (``parallel``
+    ``None`` or ``True``); ``parallel=False`` trains in this process alone (several sites spread
+    over ranks, see :func:`~polysteer.workflows.distributed.split_sites`). A
+    :class:`~polysteer.workflows.distributed.ActivationStream` source trains from the model's
+    activations without storing them.
     """
     if isinstance(source, ActivationStore):
         model = model or source.model
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
-        sae, c, train_metrics = _train(source, site, config, progress)
+        sae, c, train_metrics = _train(source, site, config, progress, parallel)
     fold_normalisation(sae, c)
+    if isinstance(source, ActivationStream):  # evaluate on rows the model makes now
+        rows, n = [], 0
+        for batch in source.iter_batches(min(config.batch_size, config.eval_tokens), config.seed + 7919):
+            rows.append(batch)
+            n += len(batch)
+            if n >= config.eval_tokens:
+                break
+        if not rows:
+            raise ValueError("the activation stream made fewer rows than one evaluation batch")
+        source = torch.cat(rows)
     final = evaluate(sae, source, site, config)
     with torch.no_grad():
         sae.feature_scale.copy_(final.pop("feature_scale"))
@@ -257,13 +310,24 @@ def train_sae(source: Source, config: TrainConfig, *, site: str | None = None,
     return sae, metrics
 
 
-def _train(source: Source, site: str | None, cfg: TrainConfig, progress: bool
-           ) -> tuple[SparseAutoencoder, float, dict[str, Any]]:
-    """The training loop proper, on normalised activations; returns the unfolded SAE and ``c``."""
+def _train(source: Source, site: str | None, cfg: TrainConfig, progress: bool,
+           parallel: bool | None = None) -> tuple[SparseAutoencoder, float, dict[str, Any]]:
+    """The training loop proper, on normalised activations; returns the unfolded SAE and ``c``.
+
+    Under torchrun (a process group is up) the SAE is wrapped in DistributedDataParallel and each
+    rank trains on its slice of every global batch.
+    """
     from tqdm.auto import tqdm
 
-    stream = _stream(source, site, cfg.batch_size, cfg.seed)
-    c, mean = _normalisation(stream)
+    from polysteer.models.device import resolve_device
+
+    dist = dist_info()
+    parallel = dist.active and parallel is not False
+    if not parallel:
+        dist = DistInfo()
+    device = resolve_device(cfg.device)
+    stream = _stream(source, site, cfg.batch_size, cfg.seed, dist if parallel else None)
+    c, mean = _normalisation(stream, reduce=parallel)
     d_in = mean.shape[0]
     info = DictionaryInfo(model=None, site=site or "activations", site_norm=1.0)
     sae = SparseAutoencoder(d_in, cfg.d_features, info, cfg.activation,
@@ -271,22 +335,29 @@ def _train(source: Source, site: str | None, cfg: TrainConfig, progress: bool
     with torch.no_grad():
         sae.b_dec.copy_(mean)
         sae.threshold.fill_(cfg.threshold_init if cfg.activation == "jumprelu" else 0.0)
+    sae.to(device)
+    objective: torch.nn.Module = _Objective(sae, cfg)
+    if parallel:
+        from torch.nn.parallel import DistributedDataParallel
+
+        objective = DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None)
     params = [p for p in sae.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     g = torch.Generator().manual_seed(cfg.seed + 1)
-    since_fired = torch.zeros(cfg.d_features, dtype=torch.long)
+    since_fired = torch.zeros(cfg.d_features, dtype=torch.long, device=device)
     resample_every = max(1, cfg.dead_after // cfg.batch_size)
     history: list[dict[str, float]] = []
     window: list[tuple[float, float]] = []
     resampled, start = 0, time.perf_counter()
     steps = cfg.total_steps
-    bar = tqdm(range(steps), desc=f"training {cfg.activation} SAE", unit="step", disable=not progress)
+    bar = tqdm(range(steps), desc=f"training {cfg.activation} SAE", unit="step",
+               disable=not progress or not dist.is_main)
     for step in bar:
-        x = next(stream) * c
-        out = _forward(sae, x, cfg)
-        mse = (out.recon - x).pow(2).sum(-1).mean()
+        x = next(stream).to(device) * c
+        loss, out = objective(x)
         opt.zero_grad(set_to_none=True)
-        (mse + out.penalty).backward()
+        loss.backward()  # DDP averages the gradients over ranks here
         _constrain_decoder(sae, grads=True)
         opt.step()
         _constrain_decoder(sae, grads=False)
@@ -294,11 +365,17 @@ def _train(source: Source, site: str | None, cfg: TrainConfig, progress: bool
             if cfg.activation == "jumprelu":
                 sae.threshold.clamp_(min=1e-6)
             fired = (out.f > 0).any(0)
-            since_fired = torch.where(fired, 0, since_fired + len(x))
+            if parallel:
+                fired = all_reduce(fired.to(torch.int32), "max").bool()
+            since_fired = torch.where(fired, 0, since_fired + len(x) * dist.world)
             window.append((_fve(x, out.recon), float(out.l0)))
             if cfg.resample and step and step % resample_every == 0 and step < cfg.resample_until * steps:
                 dead = since_fired >= cfg.dead_after
-                n = _resample(sae, opt, dead, x, out.recon.detach(), cfg, g)
+                if parallel:  # every rank resamples identically from the global batch
+                    n = _resample(sae, opt, dead, all_gather_rows(x),
+                                  all_gather_rows(out.recon.detach()), cfg, g)
+                else:
+                    n = _resample(sae, opt, dead, x, out.recon.detach(), cfg, g)
                 since_fired[dead] = 0
                 resampled += n
         if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
@@ -308,10 +385,24 @@ def _train(source: Source, site: str | None, cfg: TrainConfig, progress: bool
             bar.set_postfix(fve=f"{row['fve']:.3f}", l0=f"{row['l0']:.1f}", dead=f"{row['dead']:.2f}")
     seconds = time.perf_counter() - start
     tokens = steps * cfg.batch_size
+    sae.to("cpu")
     return sae, c, {"steps": steps, "tokens": tokens, "seconds": seconds,
                     "tokens_per_second": tokens / seconds if seconds else math.inf,
                     "dead_fraction": history[-1]["dead"], "resampled": resampled,
                     "history": history}
+
+
+class _Objective(torch.nn.Module):
+    """The training loss as a module (what DistributedDataParallel wraps): ``x -> (loss, out)``."""
+
+    def __init__(self, sae: SparseAutoencoder, cfg: TrainConfig):
+        super().__init__()
+        self.sae, self.cfg = sae, cfg
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, _Out]:
+        out = _forward(self.sae, x, self.cfg)
+        mse = (out.recon - x).pow(2).sum(-1).mean()
+        return mse + out.penalty, out
 
 
 def _log_row(step: int, window: list[tuple[float, float]], since_fired: torch.Tensor,

@@ -177,25 +177,46 @@ def _dictionary_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="override config keys, dotted for sections (train.steps=200)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.epilog = ("Several processes: torchrun --nproc-per-node N -m polysteer dictionary "
+                "harvest|train CONFIG (see docs/scaling.md).")
 
 
 def _dictionary_run(args: argparse.Namespace) -> int:
     import torch
 
-    from polysteer.plugins.text.dictionary import harvest_from_config, load_config, summary, train_from_config
+    from polysteer.plugins.text.dictionary import (
+        harvest_from_config,
+        load_config,
+        summary,
+        train_sites_from_config,
+    )
+    from polysteer.workflows import init_distributed, shutdown_distributed
 
     cfg = load_config(args.config, args.overrides)
     if args.threads:
         torch.set_num_threads(args.threads)
-    adapter = load_text_model(cfg.model)
-    if args.action == "harvest":
-        store = harvest_from_config(cfg, adapter)
-        print(f"{store.n_tokens(cfg.site)} tokens of {cfg.site} in {store.folder}")
+    if getattr(args, "device", None):  # --device: the model (through load_model) and the SAE
+        cfg.train.device = args.device
+    from polysteer.models.device import resolve_device
+
+    info = init_distributed(resolve_device(cfg.train.device))  # under torchrun: join the group
+    try:
+        adapter = load_text_model(cfg.model)
+        if args.action == "harvest":
+            store = harvest_from_config(cfg, adapter)
+            if info.is_main:
+                counts = ", ".join(f"{store.n_tokens(s)} tokens of {s}" for s in store.sites)
+                print(f"{counts} in {store.folder}")
+            return 0
+        for site, sae, metrics, folder in train_sites_from_config(cfg, adapter):
+            if folder is not None:
+                print(f"== {site}" if len(cfg.all_sites()) > 1 else "", end="\n" if len(
+                    cfg.all_sites()) > 1 else "")
+                print("\n".join(summary(metrics)))
+                print(f"{sae.describe()}\nsaved to {folder}")
         return 0
-    sae, metrics, folder = train_from_config(cfg, adapter)
-    print("\n".join(summary(metrics)))
-    print(f"{sae.describe()}\nsaved to {folder}")
-    return 0
+    finally:
+        shutdown_distributed()
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:

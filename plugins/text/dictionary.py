@@ -68,15 +68,37 @@ def harvest_texts(adapter: Any, texts: Sequence[str], sites: Sequence[str], fold
     """Harvest ``sites`` over ``texts`` into an :class:`ActivationStore` in ``folder``.
 
     Resumes an unfinished store in ``folder`` (same texts, order and settings give the same rows);
-    the forward pass stops after the deepest site.
+    the forward pass stops after the deepest site. Under torchrun each rank harvests its block of
+    the batches and rank 0 publishes one store (:func:`~polysteer.workflows.harvest_sharded`).
     """
-    from polysteer.workflows import harvest
+    from polysteer.workflows import dist_info, harvest, harvest_sharded
 
     batches = text_batches(texts, batch_size, seed)
     info = {"max_tokens": max_tokens, "texts": len(texts), "seed": seed, **(details or {})}
-    return harvest(adapter, batches, list(sites), folder, renderer=dictionary_renderer(max_tokens),
-                   rows=text_tokens(), shard_tokens=shard_tokens, total_items=len(texts),
-                   progress=progress, details=info)
+
+    def run(**kw: Any) -> Any:
+        return harvest(adapter, kw.pop("batches"), list(sites), kw.pop("folder"),
+                       renderer=dictionary_renderer(max_tokens), rows=text_tokens(),
+                       shard_tokens=shard_tokens, **kw)
+
+    return harvest_sharded(run, batches, folder, details=info,
+                           progress=progress and dist_info().is_main)
+
+
+def text_stream(adapter: Any, texts: Sequence[str], site: str, *, max_tokens: int = DEFAULT_MAX_TOKENS,
+                batch_size: int = 16, seed: int = 0, buffer_rows: int = 16_384):
+    """Streaming mode: an :class:`~polysteer.workflows.ActivationStream` of ``site`` over ``texts``
+    (the same batches and rows a harvest would store; each rank runs its block of them)."""
+    from polysteer.workflows import ActivationStream, render_batch
+
+    render, select = dictionary_renderer(max_tokens), text_tokens()
+
+    def produce(batch: Sequence[str]) -> torch.Tensor:
+        acts, rendered = render_batch(adapter, [site], render, batch)
+        return select(acts[site], rendered).rows
+
+    return ActivationStream(text_batches(texts, batch_size, seed), produce,
+                            d_in=adapter.bind(site).channels, buffer_rows=buffer_rows)
 
 
 # -- loss recovered ------------------------------------------------------------------------------
@@ -125,6 +147,10 @@ class HarvestConfig:
     max_tokens: int = DEFAULT_MAX_TOKENS
     batch_size: int = 16
     shard_tokens: int = 65_536
+    stream: bool = False
+    """Streaming mode: train straight from the model's activations, store nothing."""
+    buffer_rows: int = 16_384
+    """Streaming mode: rows shuffled together before they are cut into training batches."""
 
 
 @dataclass
@@ -140,6 +166,13 @@ class DictionaryConfig:
     output: str | None = None
     save_dtype: str = "float16"
     description: str = ""
+    sites: list[str] | None = None
+    """Several sites at once (``site`` is then the first): harvested into one store, one SAE per
+    site saved in ``OUTPUT/SITE``; under torchrun the sites are spread over the ranks."""
+
+    def all_sites(self) -> list[str]:
+        """The sites this config trains (``sites`` when given, else ``[site]``)."""
+        return list(self.sites) if self.sites else [self.site]
 
     def store_folder(self) -> Path:
         from polysteer.io import home
@@ -156,7 +189,8 @@ class DictionaryConfig:
 
 
 SECTIONS = {"data": DataConfig, "harvest": HarvestConfig, "train": TrainConfig}
-TOP_KEYS = ("name", "site", "model", "data", "harvest", "train", "output", "save_dtype", "description")
+TOP_KEYS = ("name", "site", "model", "data", "harvest", "train", "output", "save_dtype", "description",
+            "sites")
 
 
 def _names(cls: type) -> list[str]:
@@ -187,6 +221,8 @@ def parse_config(data: Any, overrides: Sequence[str] = (), where: str = "config"
     unknown = sorted(set(data) - set(TOP_KEYS))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {list(TOP_KEYS)}")
+    if data.get("site") is None and data.get("sites"):
+        data["site"] = data["sites"][0] if isinstance(data["sites"], list) else data["sites"]
     for key in ("name", "site", "train"):
         if data.get(key) is None:
             raise ConfigError(f"{where}: {key}: missing (required)")
@@ -209,6 +245,8 @@ def parse_config(data: Any, overrides: Sequence[str] = (), where: str = "config"
         raise ConfigError(f"{where}: save_dtype: {data['save_dtype']!r} is not float16 or float32")
     rest = {k: v for k, v in data.items() if k not in SECTIONS}
     _check_field_types(DictionaryConfig, rest, where)
+    if isinstance(rest.get("sites"), str):
+        rest["sites"] = [rest["sites"]]
     return DictionaryConfig(**rest, **sections)
 
 
@@ -276,14 +314,21 @@ def _say(message: str, progress: bool) -> None:
 
 
 def harvest_from_config(cfg: DictionaryConfig, adapter: Any, progress: bool = True):
-    """Harvest (or resume, or reuse a finished) store for ``cfg``; returns the store."""
+    """Harvest (or resume, or reuse a finished) store for ``cfg``; returns the store.
+
+    Under torchrun every rank calls it and gets the same merged store back."""
+    from polysteer.workflows import dist_info
+
     texts, _ = load_texts(cfg.data, progress)
     folder = cfg.store_folder()
     details = {"max_tokens": cfg.harvest.max_tokens, "texts": len(texts), "seed": cfg.data.seed,
                "datasets": list(cfg.data.datasets), "name": cfg.name}
     _check_store_matches(folder, details)
-    _say(f"harvesting {cfg.site} over {len(texts)} texts into {folder}", progress)
-    return harvest_texts(adapter, texts, [cfg.site], folder, max_tokens=cfg.harvest.max_tokens,
+    info = dist_info()
+    ranks = f" on {info.world} processes" if info.world > 1 else ""
+    _say(f"harvesting {', '.join(cfg.all_sites())} over {len(texts)} texts into {folder}{ranks}",
+         progress and info.is_main)
+    return harvest_texts(adapter, texts, cfg.all_sites(), folder, max_tokens=cfg.harvest.max_tokens,
                          batch_size=cfg.harvest.batch_size, shard_tokens=cfg.harvest.shard_tokens,
                          seed=cfg.data.seed, progress=progress, details=details)
 
@@ -305,27 +350,72 @@ def _check_store_matches(folder: Path, details: dict) -> None:
 
 def train_from_config(cfg: DictionaryConfig, adapter: Any, progress: bool = True,
                       output: str | os.PathLike | None = None):
-    """Harvest if needed, train, measure loss recovered, save; returns ``(sae, metrics, folder)``."""
-    from polysteer.workflows import train_sae
-
-    store = harvest_from_config(cfg, adapter, progress)
-    _, held = load_texts(cfg.data, progress=False)
-    _say(f"training on {store.n_tokens(cfg.site)} tokens", progress)
-    sae, metrics = train_sae(store, cfg.train, site=cfg.site, model=adapter.model_fingerprint,
-                             progress=progress,
-                             details={"name": cfg.name, "description": cfg.description,
-                                      "data": dataclasses.asdict(cfg.data),
-                                      "harvest": {**dataclasses.asdict(cfg.harvest),
-                                                  "tokens": store.n_tokens(cfg.site)}})
-    if held:
-        lr = text_loss_recovered(adapter, sae, cfg.site, held, cfg.harvest.max_tokens)
-        metrics.update({f"loss_{k}" if k != "loss_recovered" else k: v for k, v in lr.items()})
-        sae.info.details["metrics"].update({k: metrics[k] for k in
-                                            ("loss_clean", "loss_zero", "loss_spliced",
-                                             "loss_recovered")})
-    folder = Path(output) if output else cfg.output_folder()
-    sae.save(folder, dtype=getattr(torch, cfg.save_dtype))
+    """Harvest if needed, train, measure loss recovered, save; returns ``(sae, metrics, folder)``
+    of the first site this process trained (see :func:`train_sites_from_config`)."""
+    trained = train_sites_from_config(cfg, adapter, progress, output)
+    if not trained:
+        raise ConfigError(f"this process (rank of {len(cfg.all_sites())} site(s)) trained no site")
+    _, sae, metrics, folder = trained[0]
     return sae, metrics, folder
+
+
+def train_sites_from_config(cfg: DictionaryConfig, adapter: Any, progress: bool = True,
+                            output: str | os.PathLike | None = None
+                            ) -> list[tuple[str, Any, dict[str, Any], Path | None]]:
+    """Train every site of ``cfg``; returns ``[(site, sae, metrics, saved folder)]`` of this process.
+
+    One site: under torchrun all ranks train it together (DistributedDataParallel) and rank 0
+    measures and saves (the other ranks get folder ``None``). Several sites: one store holds them
+    all and each rank trains its share (:func:`~polysteer.workflows.split_sites`), saved in
+    ``OUTPUT/SITE``. With ``harvest.stream`` nothing is stored: rows come from the model.
+    """
+    from polysteer.workflows import barrier, dist_info, split_sites, train_sae
+
+    info = dist_info()
+    sites = cfg.all_sites()
+    _, held = load_texts(cfg.data, progress=False)
+    if cfg.harvest.stream:
+        if len(sites) > 1:
+            raise ConfigError("harvest.stream trains one site at a time; list one site or set "
+                              "harvest.stream=false")
+        texts, _ = load_texts(cfg.data, progress and info.is_main)
+        source: Any = text_stream(adapter, texts, cfg.site, max_tokens=cfg.harvest.max_tokens,
+                                  batch_size=cfg.harvest.batch_size, seed=cfg.data.seed,
+                                  buffer_rows=cfg.harvest.buffer_rows)
+        tokens: Any = "streamed"
+    else:
+        source = harvest_from_config(cfg, adapter, progress)
+        tokens = {s: source.n_tokens(s) for s in sites}
+    mine = sites if len(sites) == 1 else split_sites(sites, info)
+    base = Path(output) if output else cfg.output_folder()
+    results = []
+    for site in mine:
+        _say(f"training {site} on {tokens if isinstance(tokens, str) else tokens[site]} tokens"
+             + (f" ({info.world} processes)" if info.world > 1 and len(sites) == 1 else ""),
+             progress and (info.is_main or len(sites) > 1))
+        sae, metrics = train_sae(source, cfg.train, site=site, model=adapter.model_fingerprint,
+                                 progress=progress and (info.is_main or len(sites) > 1),
+                                 parallel=None if len(sites) == 1 else False,
+                                 details={"name": cfg.name, "description": cfg.description,
+                                          "data": dataclasses.asdict(cfg.data),
+                                          "harvest": {**dataclasses.asdict(cfg.harvest),
+                                                      "tokens": tokens if isinstance(tokens, str)
+                                                      else tokens[site]},
+                                          "processes": info.world})
+        folder: Path | None = None
+        if len(sites) > 1 or info.is_main:
+            if held:
+                lr = text_loss_recovered(adapter, sae, site, held, cfg.harvest.max_tokens)
+                metrics.update({f"loss_{k}" if k != "loss_recovered" else k: v
+                                for k, v in lr.items()})
+                sae.info.details["metrics"].update({k: metrics[k] for k in
+                                                    ("loss_clean", "loss_zero", "loss_spliced",
+                                                     "loss_recovered")})
+            folder = base if len(sites) == 1 else base / site
+            sae.save(folder, dtype=getattr(torch, cfg.save_dtype))
+        results.append((site, sae, metrics, folder))
+    barrier()
+    return results
 
 
 REPORTED = ("fve", "l0", "dead_fraction", "eval_dead_fraction", "loss_clean", "loss_zero",
