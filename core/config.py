@@ -23,7 +23,7 @@ from polysteer.io.paths import configs_dir
 from polysteer.io.safeload import check_finite_tree, finite, load_yaml, parse_yaml
 from polysteer.plugin.manager import PluginManager, current_plugin_manager
 
-GROUPS = ("model", "style", "dictionary")
+GROUPS = ("model", "style", "dictionary", "launcher")
 MAX_INTENSITY = 1000.0
 """Largest magnitude of a steering intensity (1.0 is a typical token's norm at the site; far larger
 values overflow half-precision activations and give silent garbage)."""
@@ -49,6 +49,20 @@ class ExperimentConfig:
 
 
 @dataclass
+class LauncherConfig:
+    """Where ``polysteer run`` runs its cells: ``serial`` (this process) or ``ray`` (Ray actors,
+    one model load per worker; see ``docs/scaling.md``). ``address``: a Ray cluster (``auto``,
+    ``ray://head:10001``), else a local Ray with ``num_cpus``."""
+
+    kind: str = "serial"
+    address: str | None = None
+    num_workers: int | None = None
+    num_cpus: int | None = None
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+
+
+@dataclass
 class RootConfig:
     """The structured defaults every run starts from."""
 
@@ -56,6 +70,7 @@ class RootConfig:
     style: Any = None
     dictionary: Any = None
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
     seed: int = 0
     output_dir: str = "runs"
 

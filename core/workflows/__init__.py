@@ -69,6 +69,13 @@ from polysteer.workflows.label_effect import (
     measure_effects,
     probe_style,
 )
+from polysteer.workflows.launch import (
+    Launcher,
+    RayLauncher,
+    SerialLauncher,
+    launcher_from_config,
+    open_launcher,
+)
 from polysteer.workflows.sae_training import TrainConfig, loss_recovered, train_sae
 
 __all__ = [
@@ -82,4 +89,5 @@ __all__ = [
     "NEUTRAL_TEXTS", "candidate_features", "save_style_from_example", "style_from_example",
     "ActivationStream", "DistInfo", "barrier", "dist_info", "harvest_sharded", "init_distributed",
     "shutdown_distributed", "split_sites", "render_batch",
+    "Launcher", "RayLauncher", "SerialLauncher", "launcher_from_config", "open_launcher",
 ]

@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -112,26 +113,9 @@ def _styles(comp: Composition) -> list[Style]:
     return styles
 
 
-def _measures_for(model: _Model, modality: str, exp: Any) -> list[str]:
-    chosen = model.measures if model.measures is not None else _default_measures(exp)
-    if isinstance(chosen, Mapping):
-        chosen = chosen.get(modality, [])
-    if isinstance(chosen, str):
-        chosen = [chosen]
-    return [str(m) for m in chosen or []]
-
-
 def _default_measures(exp: Any) -> Any:
     measures = node_to_dict(exp.measures)
     return ["changed_fraction"] if measures is None else measures
-
-
-def _options_for(model: _Model, modality: str, exp: Any) -> dict[str, Any]:
-    shared = node_to_dict(exp.generate) or {}
-    options = {k: v for k, v in shared.items() if not isinstance(v, Mapping)}
-    options.update(shared.get(modality) or {} if isinstance(shared.get(modality), Mapping) else {})
-    options.update(model.generate)
-    return options
 
 
 def _prompts(model: _Model, exp: Any) -> list[Any]:
@@ -149,8 +133,14 @@ def _slug(text: str) -> str:
 
 
 def run_experiment(comp: Composition, *, plugins: PluginManager | None = None,
-                   output_dir: Path | None = None) -> Path:
-    """Run the experiment in ``comp`` and return its run folder."""
+                   output_dir: Path | None = None, launcher: Any = None) -> Path:
+    """Run the experiment in ``comp`` and return its run folder.
+
+    The cells (one per model, prompt and seed: the unsteered generation and every style x
+    intensity) run on ``launcher`` (default: the one the config's ``launcher`` node names, the
+    serial one unless ``launcher=ray``); see :mod:`polysteer.workflows.launch`. Results are the
+    same on every launcher.
+    """
     plugins = plugins or current_plugin_manager()
     cfg = comp.config
     exp = cfg.experiment
@@ -177,83 +167,177 @@ def run_experiment(comp: Composition, *, plugins: PluginManager | None = None,
     parent.mkdir(parents=True, exist_ok=True)
     clean_dead_temps(parent)  # what runs killed earlier left
     folder = Path(tempfile.mkdtemp(prefix=f".{name}.{temp_tag()}.", suffix=".tmp", dir=parent))
+    from polysteer.workflows.launch import launcher_from_config
+
+    own = launcher is None
+    if own:
+        launcher = launcher_from_config(node_to_dict(cfg.get("launcher")) if "launcher" in cfg else None)
     try:
-        _run_into(folder, comp, plugins, models, styles, intensities, seeds)
+        _run_into(folder, comp, plugins, models, styles, intensities, seeds, launcher)
         share_permissions(folder)
         return publish_run_folder(folder, parent, name)
     finally:
+        if own:
+            launcher.close()
         shutil.rmtree(folder, ignore_errors=True)
 
 
 def _run_into(folder: Path, comp: Composition, plugins: PluginManager, models: list[_Model],
-              styles: list[Style], intensities: list[float], seeds: list[int]) -> None:
+              styles: list[Style], intensities: list[float], seeds: list[int],
+              launcher: Any = None) -> None:
+    from polysteer.workflows.launch import SerialLauncher
+
     cfg, exp = comp.config, comp.config.experiment
+    launcher = launcher or SerialLauncher()
     (folder / "outputs").mkdir()
     with atomic_path(folder / "config.yaml") as tmp:
         tmp.write_text(OmegaConf.to_yaml(cfg))
 
-    total = sum(len(_prompts(m, exp)) for m in models) * len(seeds) * (1 + len(styles) * len(intensities))
+    per_cell = 1 + len(styles) * len(intensities)
+    total = sum(len(_prompts(m, exp)) for m in models) * len(seeds) * per_cell
     rows: list[dict[str, Any]] = []
     sections: list[dict[str, Any]] = []
+    remote = launcher.name != "serial"
     with tqdm(total=total, desc=f"{exp.name}", unit="generation") as bar:
         for model in models:
-            bar.set_postfix_str(f"loading {model.label}")
-            try:
-                adapter = load_model(model.node, plugins=plugins)
-            except PolysteerError:
-                raise
-            except (OSError, ImportError, ValueError) as err:
-                raise ConfigError(f"experiment model {model.label!r} is not installed or cannot be "
-                                  f"loaded ({type(err).__name__}: {err}); install it (see "
-                                  "'polysteer models') or remove it from experiment.models") from err
-            measures = {name: plugins.measures.get(name)
-                        for name in _measures_for(model, adapter.modality, exp)}
-            options = _options_for(model, adapter.modality, exp)
-            options.pop("seed", None)
             prompts = _prompts(model, exp)
-            base = Path("outputs") / _slug(model.label) if len(models) > 1 else Path("outputs")
+            job = _ModelJob(
+                label=model.label, node=model.node, styles=styles, intensities=intensities,
+                seeds=seeds, measures=model.measures if model.measures is not None
+                else _default_measures(exp), options=_options_for_all(model, exp),
+                base=(Path("outputs") / _slug(model.label) if len(models) > 1
+                      else Path("outputs")).as_posix(),
+                many_prompts=len(prompts) > 1, folder=None if remote else str(folder),
+                plugins=None if remote else plugins)
+            cells = [(k, prompt, seed) for k, prompt in enumerate(prompts) for seed in seeds]
+            bar.set_postfix_str(f"{model.label} on {launcher.name}")
+            results: dict[int, dict[str, Any]] = {}
+            for index, result in launcher.map(partial(_setup_model, job), _run_cell, cells):
+                for rel, data in result.pop("files", {}).items():  # from a remote worker
+                    target = folder / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with atomic_path(target) as tmp:
+                        tmp.write_bytes(data)
+                results[index] = result
+                bar.update(per_cell)
+            modality = next(iter(results.values()))["modality"] if results else "?"
+            measures = next(iter(results.values()))["measures"] if results else []
             first = len(rows)
-            for k, prompt in enumerate(prompts):
-                inputs = adapter.prepare_inputs(prompt)
-                for seed in seeds:
-                    tag = "".join([f"p{k}-" if len(prompts) > 1 else "",
-                                   f"s{seed}-" if len(seeds) > 1 else ""])
-                    bar.set_postfix_str(f"{model.label} prompt {k} seed {seed} unsteered")
-                    baseline, _ = seeded_generate(adapter, inputs, seed=seed, options=options)
-                    unsteered_files = [f.relative_to(folder).as_posix() for f in adapter.save_outputs(
-                        baseline, folder / base / f"{tag}unsteered")]
-                    unsteered_samples = adapter.describe_outputs(baseline)
-                    bar.update(1)
-                    for style in styles:
-                        where = base / _slug(style.name) if len(styles) > 1 else base
-                        for intensity in intensities:
-                            bar.set_postfix_str(f"{model.label} {style.name} x {intensity:g}")
-                            generation, skipped = seeded_generate(
-                                adapter, inputs, seed=seed, style=style, intensity=intensity,
-                                options=options)
-                            files = adapter.save_outputs(generation, folder / where
-                                                         / f"{tag}intensity-{intensity:g}")
-                            rows.append({
-                                "model": model.label, "modality": adapter.modality,
-                                "style": style.name, "prompt": k, "seed": seed,
-                                "intensity": intensity,
-                                **{name: _finite_or_none(m(generation, baseline))
-                                   for name, m in measures.items()},
-                                "outputs": [f.relative_to(folder).as_posix() for f in files],
-                                "unsteered": unsteered_files,
-                                "samples": adapter.describe_outputs(generation),
-                                "unsteered_samples": unsteered_samples,
-                                "not_applied": skipped})
-                            bar.update(1)
+            for index in range(len(cells)):  # the serial order, whatever order cells finished in
+                rows += results[index]["rows"]
             plot_name = "measures.png" if len(models) == 1 else f"measures-{_slug(model.label)}.png"
             plot = _plot(rows[first:], list(measures), folder / "plots" / plot_name, model.label)
-            sections.append({"model": model.label, "modality": adapter.modality,
+            sections.append({"model": model.label, "modality": modality,
                              "measures": list(measures), "rows": rows[first:], "plot": plot,
                              "prompts": prompts})
-            del adapter
     with atomic_path(folder / "metrics.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     _report(folder, comp, sections)
+
+
+def _options_for_all(model: _Model, exp: Any) -> dict[str, Any]:
+    """The generate options of every modality (the worker picks its model's)."""
+    shared = node_to_dict(exp.generate) or {}
+    return {"shared": shared, "model": dict(model.generate)}
+
+
+@dataclass
+class _ModelJob:
+    """Everything a worker needs to run one model's cells (picklable for the Ray launcher)."""
+
+    label: str
+    node: Any
+    styles: list[Style]
+    intensities: list[float]
+    seeds: list[int]
+    measures: Any
+    options: dict[str, Any]
+    base: str
+    many_prompts: bool
+    folder: str | None
+    """The run folder when the worker shares this process (serial); ``None``: return file bytes."""
+    plugins: Any = None
+
+
+@dataclass
+class _ModelState:
+    job: _ModelJob
+    adapter: Any
+    measures: dict[str, Any]
+    options: dict[str, Any]
+
+
+def _setup_model(job: _ModelJob) -> _ModelState:
+    """Load the model once per worker (the launcher's ``setup``)."""
+    plugins = job.plugins or current_plugin_manager()
+    try:
+        adapter = load_model(job.node, plugins=plugins)
+    except PolysteerError:
+        raise
+    except (OSError, ImportError, ValueError) as err:
+        raise ConfigError(f"experiment model {job.label!r} is not installed or cannot be "
+                          f"loaded ({type(err).__name__}: {err}); install it (see "
+                          "'polysteer models') or remove it from experiment.models") from err
+    chosen = job.measures
+    if isinstance(chosen, Mapping):
+        chosen = chosen.get(adapter.modality, [])
+    names = [chosen] if isinstance(chosen, str) else [str(m) for m in chosen or []]
+    measures = {name: plugins.measures.get(name) for name in names}
+    shared = job.options["shared"]
+    options = {k: v for k, v in shared.items() if not isinstance(v, Mapping)}
+    own = shared.get(adapter.modality)
+    options.update(own if isinstance(own, Mapping) else {})
+    options.update(job.options["model"])
+    options.pop("seed", None)
+    return _ModelState(job, adapter, measures, options)
+
+
+def _run_cell(state: _ModelState, cell: tuple[int, Any, int]) -> dict[str, Any]:
+    """One prompt and seed of one model: the unsteered generation, then every style x intensity.
+
+    Returns the metric rows (paths relative to the run folder) and, for a remote worker, the
+    output files' bytes under ``files``.
+    """
+    k, prompt, seed = cell
+    job, adapter, options = state.job, state.adapter, state.options
+    scratch = None if job.folder is not None else Path(tempfile.mkdtemp(prefix="polysteer-cell-"))
+    root = Path(job.folder) if job.folder is not None else scratch
+    assert root is not None
+    base = Path(job.base)
+    try:
+        inputs = adapter.prepare_inputs(prompt)
+        tag = "".join([f"p{k}-" if job.many_prompts else "",
+                       f"s{seed}-" if len(job.seeds) > 1 else ""])
+        baseline, _ = seeded_generate(adapter, inputs, seed=seed, options=options)
+        unsteered_files = [f.relative_to(root).as_posix() for f in adapter.save_outputs(
+            baseline, root / base / f"{tag}unsteered")]
+        unsteered_samples = adapter.describe_outputs(baseline)
+        rows = []
+        for style in job.styles:
+            where = base / _slug(style.name) if len(job.styles) > 1 else base
+            for intensity in job.intensities:
+                generation, skipped = seeded_generate(adapter, inputs, seed=seed, style=style,
+                                                      intensity=intensity, options=options)
+                files = adapter.save_outputs(generation, root / where / f"{tag}intensity-{intensity:g}")
+                rows.append({
+                    "model": job.label, "modality": adapter.modality,
+                    "style": style.name, "prompt": k, "seed": seed, "intensity": intensity,
+                    **{name: _finite_or_none(m(generation, baseline))
+                       for name, m in state.measures.items()},
+                    "outputs": [f.relative_to(root).as_posix() for f in files],
+                    "unsteered": unsteered_files,
+                    "samples": adapter.describe_outputs(generation),
+                    "unsteered_samples": unsteered_samples,
+                    "not_applied": skipped})
+        result: dict[str, Any] = {"rows": rows, "modality": adapter.modality,
+                                  "measures": list(state.measures)}
+        if scratch is not None:
+            result["files"] = {p.relative_to(scratch).as_posix(): p.read_bytes()
+                               for p in sorted(scratch.rglob("*")) if p.is_file()}
+        return result
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")

@@ -96,12 +96,10 @@ def _torchrun(args: list[str], env: dict[str, str]) -> subprocess.CompletedProce
     return done
 
 
-def test_torchrun_two_processes_match_one_process(tmp_path):
-    """2 processes: the same store (rows and order) and an SAE within Adam's step bound of the
-    1-process SAE; the streaming mode trains and stores nothing."""
+@pytest.fixture
+def tiny_setup(tmp_path):
+    """A tiny random llama saved as a folder, a corpus and a dictionary config for it."""
     pytest.importorskip("transformers")
-    from polysteer.cli import main
-    from polysteer.features.dictionary import load_dictionary
     from polysteer.plugins.text.testing import WORDS, tiny_text_adapter
 
     adapter = tiny_text_adapter("llama")
@@ -111,16 +109,29 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     texts = [" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (int(n),), generator=g))
              for n in torch.randint(3, 12, (120,), generator=g)]
     (tmp_path / "corpus.txt").write_text("\n".join(texts) + "\n")
-    steps, lr = 30, 1e-3
     config = {"name": "t", "site": SITES[1], "model": str(tmp_path / "tiny"), "save_dtype": "float32",
               "data": {"datasets": [str(tmp_path / "corpus.txt")], "min_chars": 1, "eval_texts": 4},
               "harvest": {"batch_size": 8, "shard_tokens": 100},
-              "train": {"d_features": 32, "k": 4, "batch_size": 64, "steps": steps, "lr": lr,
+              "train": {"d_features": 32, "k": 4, "batch_size": 64, "steps": STEPS, "lr": LR,
                         "eval_tokens": 512, "resample": False}}
     path = tmp_path / "c.json"
     path.write_text(json.dumps(config))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "POLYSTEER_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
+    return tmp_path, path, env
+
+
+STEPS, LR = 30, 1e-3
+
+
+def test_torchrun_two_processes_match_one_process(tiny_setup):
+    """2 processes: the same store (rows and order) and an SAE within Adam's step bound of the
+    1-process SAE on the same data and seed."""
+    from polysteer.cli import main
+    from polysteer.features.dictionary import load_dictionary
+
+    tmp_path, path, env = tiny_setup
+    steps, lr = STEPS, LR
     two = [f"harvest.folder={tmp_path / 'acts2'}", f"output={tmp_path / 'sae2'}"]
     out = _torchrun(["dictionary", "train", str(path), *two], env).stdout
     assert "saved to" in out and out.count("saved to") == 1  # rank 0 saves, rank 1 does not
@@ -141,7 +152,12 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     assert abs(fve[0] - fve[1]) < 0.02, fve
     assert two_sae.info.details["processes"] == 2
 
-    # streaming: the same command trains from the model's activations and writes no store
+
+def test_torchrun_streaming_trains_without_a_store(tiny_setup):
+    """Streaming mode under torchrun: each rank runs its part of the corpus, nothing is stored."""
+    from polysteer.features.dictionary import load_dictionary
+
+    tmp_path, path, env = tiny_setup
     stream = [f"harvest.folder={tmp_path / 'nostore'}", f"output={tmp_path / 'sae3'}",
               "harvest.stream=true", "harvest.buffer_rows=128"]
     _torchrun(["dictionary", "train", str(path), *stream], env)
