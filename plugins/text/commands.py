@@ -184,6 +184,7 @@ def _dictionary_args(p: argparse.ArgumentParser) -> None:
 def _dictionary_run(args: argparse.Namespace) -> int:
     import torch
 
+    from polysteer.models import resolve_device
     from polysteer.plugins.text.dictionary import (
         harvest_from_config,
         load_config,
@@ -197,8 +198,6 @@ def _dictionary_run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if getattr(args, "device", None):  # --device: the model (through load_model) and the SAE
         cfg.train.device = args.device
-    from polysteer.models.device import resolve_device
-
     info = init_distributed(resolve_device(cfg.train.device))  # under torchrun: join the group
     try:
         adapter = load_text_model(cfg.model)
