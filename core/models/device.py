@@ -13,7 +13,9 @@ torch objects with one rule set:
   slow there but exercises the same code path).
 
 :func:`model_defaults` sets the device and dtype that :func:`~polysteer.models.load_model` uses for
-model nodes that do not name their own (the CLI sets it from ``--device``/``--dtype``).
+model nodes that do not name their own (the CLI sets it from ``--device``/``--dtype``); outside
+it, the environment variables ``POLYSTEER_DEVICE`` and ``POLYSTEER_DTYPE`` do the same (how
+``scripts/gpu_check.sh`` runs the overhead benchmarks on a GPU).
 Dictionaries and styles follow the model: the steering runtime moves a dictionary to the model's
 device once when a steering context opens, and interventions keep one copy of each vector per
 (device, dtype) of the activations they see.
@@ -113,5 +115,8 @@ def model_defaults(device: str | None = None, dtype: str | None = None) -> Itera
 
 
 def current_model_defaults() -> tuple[str | None, str | None]:
-    """The ``(device, dtype)`` set by the innermost :func:`model_defaults` (``None``: not set)."""
-    return _defaults.get()
+    """The ``(device, dtype)`` set by the innermost :func:`model_defaults`, else the environment
+    variables ``POLYSTEER_DEVICE`` / ``POLYSTEER_DTYPE`` (``None``: not set)."""
+    device, dtype = _defaults.get()
+    return (device or os.environ.get("POLYSTEER_DEVICE") or None,
+            dtype or os.environ.get("POLYSTEER_DTYPE") or None)

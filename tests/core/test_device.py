@@ -79,3 +79,39 @@ def test_sae_trains_on_the_configured_device():
     sae, metrics = train_sae(rows, TrainConfig(d_features=16, k=2, batch_size=64, steps=5,
                                                device="auto", eval_tokens=128), progress=False)
     assert sae.W_enc.device.type == "cpu" and metrics["steps"] == 5  # back on the CPU to save
+
+
+def test_environment_sets_the_default_device_and_dtype(monkeypatch):
+    monkeypatch.setenv("POLYSTEER_DTYPE", "bfloat16")
+    assert next(load_model("reference").model.parameters()).dtype == torch.bfloat16
+    with model_defaults(dtype="float32"):  # the command line wins over the environment
+        assert next(load_model("reference").model.parameters()).dtype == torch.float32
+
+
+# -- on a GPU (scripts/gpu_check.sh runs these where one is lent) ---------------------------------
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@cuda
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_gpu_half_precision_steering_follows_the_model(dtype):
+    style = Style.load(configs_dir() / "style" / "reference-demo.yaml")
+    adapter = load_model({"kind": "reference", "device": "cuda", "dtype": dtype})
+    x = adapter.prepare_inputs(None)
+    plain = adapter.generate(x, max_new_tokens=4).outputs
+    assert plain.device.type == "cuda"
+    assert torch.equal(adapter.generate(x, style=style, intensity=0.0, max_new_tokens=4).outputs, plain)
+    steered = adapter.generate(x, style=style, intensity=2.0, max_new_tokens=4).outputs
+    assert not torch.equal(steered, plain)
+
+
+@cuda
+def test_gpu_sae_training_matches_cpu_closely():
+    from polysteer.workflows import TrainConfig, train_sae
+
+    rows = torch.randn(2048, 16, generator=torch.Generator().manual_seed(0))
+    cfg = dict(d_features=32, k=4, batch_size=256, steps=20, eval_tokens=512, resample=False)
+    cpu, m_cpu = train_sae(rows, TrainConfig(**cfg, device="cpu"), progress=False)
+    gpu, m_gpu = train_sae(rows, TrainConfig(**cfg, device="cuda"), progress=False)
+    assert gpu.W_enc.device.type == "cpu"  # handed back on the CPU
+    assert abs(m_cpu["fve"] - m_gpu["fve"]) < 0.02
