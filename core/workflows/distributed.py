@@ -163,7 +163,13 @@ def harvest_sharded(harvest_fn: Callable[..., Any], batches: Sequence[Sequence[A
 
     info = info or dist_info()
     folder = Path(folder)
+    started = sorted(p.name for p in (folder / RANKS_DIR).glob("rank-*")) \
+        if (folder / RANKS_DIR).is_dir() else []
     if info.world <= 1:
+        if started and not (folder / STORE_MANIFEST).exists():
+            raise ConfigError(f"{folder} holds an unfinished harvest of several processes "
+                              f"({started[0]}); resume it with torchrun and that many processes, "
+                              "or harvest into another folder")
         return harvest_fn(batches=batches, folder=folder,
                           total_items=sum(len(b) for b in batches), **kwargs)
     if (folder / STORE_MANIFEST).exists():
@@ -172,10 +178,8 @@ def harvest_sharded(harvest_fn: Callable[..., Any], batches: Sequence[Sequence[A
             return store
         raise ConfigError(f"{folder} holds an unfinished single-process harvest; resume it with "
                           "one process, or harvest into another folder")
-    others = sorted(p.name for p in (folder / RANKS_DIR).glob("rank-*")) \
-        if (folder / RANKS_DIR).is_dir() else []
     mine = rank_folder(folder, info.rank, info.world)
-    foreign = [n for n in others if not n.endswith(f"-of-{info.world:05d}")]
+    foreign = [n for n in started if not n.endswith(f"-of-{info.world:05d}")]
     if foreign:
         raise ConfigError(f"{folder} holds a harvest started with another number of processes "
                           f"({foreign[0]}); resume it with that many (torchrun --nproc-per-node), "

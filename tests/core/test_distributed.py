@@ -73,6 +73,8 @@ def test_sharded_harvest_resumes_per_rank_and_equals_one_process(tmp_path):
     assert sum(fed) == 4 - partial.items_done  # rank 1 owns batches 3 and 4: only the rest ran
     with pytest.raises(ConfigError, match="another number of processes"):
         harvest_sharded(run, batches, folder, info=DistInfo(0, 3), progress=False)
+    with pytest.raises(ConfigError, match="unfinished harvest of several processes"):
+        harvest_sharded(run, batches, folder, info=DistInfo(0, 1), progress=False)
     merged = harvest_sharded(run, batches, folder, info=DistInfo(0, 2), progress=False)
     assert merged.done and merged.items_done == single.items_done == 10
     assert merged.manifest["details"]["world"] == 2
