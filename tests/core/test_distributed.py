@@ -169,7 +169,7 @@ def test_torchrun_streaming_trains_without_a_store(tiny_setup):
     assert streamed.info.details["metrics"]["fve"] > 0.2
 
 
-def test_several_sites_train_one_sae_each(tmp_path):
+def test_several_sites_train_one_sae_each(tmp_path, monkeypatch):
     pytest.importorskip("transformers")
     from polysteer.features.dictionary import load_dictionary
     from polysteer.plugins.text.dictionary import parse_config, train_sites_from_config
@@ -178,14 +178,34 @@ def test_several_sites_train_one_sae_each(tmp_path):
     adapter = tiny_text_adapter("llama")
     (tmp_path / "c.txt").write_text("\n".join(" ".join(WORDS[(i * 7 + j) % len(WORDS)]
                                                        for j in range(6)) for i in range(60)))
-    cfg = parse_config({"name": "t", "sites": SITES, "data": {"datasets": [str(tmp_path / "c.txt")],
-                                                               "min_chars": 1, "eval_texts": 0},
-                        "harvest": {"folder": str(tmp_path / "acts")}, "output": str(tmp_path / "out"),
-                        "train": {"d_features": 16, "k": 4, "batch_size": 32, "steps": 10,
-                                  "eval_tokens": 128}})
+    raw = {"name": "t", "sites": SITES, "data": {"datasets": [str(tmp_path / "c.txt")],
+                                                  "min_chars": 1, "eval_texts": 0},
+           "harvest": {"folder": str(tmp_path / "acts")}, "output": str(tmp_path / "out"),
+           "train": {"d_features": 16, "k": 4, "batch_size": 32, "steps": 10, "eval_tokens": 128}}
+    cfg = parse_config(raw)
     assert cfg.site == SITES[0] and cfg.all_sites() == SITES
     trained = train_sites_from_config(cfg, adapter, progress=False)
     assert [t[0] for t in trained] == SITES  # one process trains every site
     assert ActivationStore.open(tmp_path / "acts").sites == SITES  # one store holds both
     for site in SITES:
         assert load_dictionary(tmp_path / "out" / site).info.site == site
+
+    # under torchrun, rank 1 of 2 trains only its share of the sites (sites[1::2])
+    for key, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(key, value)
+    spread = parse_config({**raw, "harvest": {"folder": str(tmp_path / "acts2")},
+                           "output": str(tmp_path / "out2")})
+    assert [t[0] for t in train_sites_from_config(spread, adapter, progress=False)] == SITES[1:]
+    assert (tmp_path / "out2" / SITES[1]).is_dir() and not (tmp_path / "out2" / SITES[0]).exists()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_torchrun_nccl_on_two_gpus(tiny_setup):
+    """The same command on two GPUs (NCCL): trains, and rank 0 saves one SAE."""
+    from polysteer.features.dictionary import load_dictionary
+
+    tmp_path, path, env = tiny_setup
+    out = _torchrun(["dictionary", "train", str(path), f"harvest.folder={tmp_path / 'acts'}",
+                     f"output={tmp_path / 'sae'}", "--device", "cuda"], env).stdout
+    assert out.count("saved to") == 1
+    assert load_dictionary(tmp_path / "sae").info.details["processes"] == 2
