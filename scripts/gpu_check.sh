@@ -5,7 +5,8 @@
 #   PYTHON=python3 scripts/gpu_check.sh
 #
 # 1. the GPU-relevant tests: device/dtype resolution, fp16/bf16 steering on the GPU (zero intensity
-#    bit-identical), SAE training on the GPU, and the distributed tests (gloo; NCCL when 2+ GPUs);
+#    bit-identical), SAE training on the GPU, and the distributed tests (gloo; NCCL when 2+ GPUs:
+#    the same torchrun command with --device cuda);
 # 2. the overhead benchmarks on the GPU (models loaded there through POLYSTEER_DEVICE), short runs,
 #    in float32 and bfloat16; each prints its *_ratio figures.
 # Paste the printed table and the card's name (first line) into docs/benchmarks.md.
