@@ -44,6 +44,7 @@ TESTED: dict[str, tuple[str | None, str]] = {
     "matplotlib": ("3.7.0", "3.11.2"),
     "fastapi": (None, "0.165.0"),
     "uvicorn": (None, "0.55.0"),
+    "ray": (None, "2.60.0"),
 }
 """The versions CI ran, per runtime dependency: (lowest, newest). ``None``: only the newest ran."""
 

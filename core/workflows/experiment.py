@@ -31,6 +31,7 @@ from polysteer.config import Composition, check_values, node_to_dict
 from polysteer.errors import ConfigError, PolysteerError
 from polysteer.io.fileio import atomic_path, clean_dead_temps, share_permissions, temp_tag
 from polysteer.io.plots import pyplot, save_png
+from polysteer.models.device import current_model_defaults, model_defaults
 from polysteer.models.loading import load_model
 from polysteer.plugin.manager import PluginManager, current_plugin_manager
 from polysteer.steering.style import Style, load_style
@@ -208,7 +209,7 @@ def _run_into(folder: Path, comp: Composition, plugins: PluginManager, models: l
                 base=(Path("outputs") / _slug(model.label) if len(models) > 1
                       else Path("outputs")).as_posix(),
                 many_prompts=len(prompts) > 1, folder=None if remote else str(folder),
-                plugins=None if remote else plugins)
+                plugins=None if remote else plugins, placement=current_model_defaults())
             cells = [(k, prompt, seed) for k, prompt in enumerate(prompts) for seed in seeds]
             bar.set_postfix_str(f"{model.label} on {launcher.name}")
             results: dict[int, dict[str, Any]] = {}
@@ -257,6 +258,8 @@ class _ModelJob:
     folder: str | None
     """The run folder when the worker shares this process (serial); ``None``: return file bytes."""
     plugins: Any = None
+    placement: tuple[str | None, str | None] = (None, None)
+    """The caller's ``--device``/``--dtype`` defaults, carried to remote workers."""
 
 
 @dataclass
@@ -271,7 +274,8 @@ def _setup_model(job: _ModelJob) -> _ModelState:
     """Load the model once per worker (the launcher's ``setup``)."""
     plugins = job.plugins or current_plugin_manager()
     try:
-        adapter = load_model(job.node, plugins=plugins)
+        with model_defaults(*job.placement):
+            adapter = load_model(job.node, plugins=plugins)
     except PolysteerError:
         raise
     except (OSError, ImportError, ValueError) as err:
