@@ -31,16 +31,16 @@ class DiffusersModelConfig:
 
     kind: str = "diffusers"
     name: str = "avatars"  # a shipped name or a local diffusers pipeline folder
-    dtype: str = "float32"
-    device: str = "cpu"
+    dtype: str | None = None  # None: --dtype / POLYSTEER_DTYPE, else float32
+    device: str | None = None  # None: --device / POLYSTEER_DEVICE, else cpu
 
 
 def load_diffusers(node: dict[str, Any]):
     """A diffusers pipeline: the shipped ``avatars`` or a local pipeline folder."""
     from polysteer.plugins.image.adapter import DiffusersAdapter
 
-    return DiffusersAdapter.load(node.get("name", "avatars"), node.get("dtype", "float32"),
-                                 node.get("device", "cpu"))
+    return DiffusersAdapter.load(node.get("name", "avatars"), node.get("dtype") or "float32",
+                                 node.get("device") or "cpu")
 
 SHIPPED = Path(__file__).parent / "shipped"
 """Files this plugin ships: the avatars model, its attribute classifier and its dictionaries."""

@@ -24,16 +24,16 @@ class TransformersModelConfig:
 
     kind: str = "transformers"
     name: str = "smollm2"  # an embedded name, a local folder or a hub id
-    dtype: str = "float32"
-    device: str = "cpu"
+    dtype: str | None = None  # None: --dtype / POLYSTEER_DTYPE, else float32
+    device: str | None = None  # None: --device / POLYSTEER_DEVICE, else cpu
 
 
 def load_transformers(node: dict[str, Any]):
     """A transformers causal LM: an embedded name (smollm2), a local folder or a hub id."""
     from polysteer.plugins.text.adapter import TransformersAdapter
 
-    return TransformersAdapter.load(node.get("name", "smollm2"), node.get("dtype", "float32"),
-                                    node.get("device", "cpu"))
+    return TransformersAdapter.load(node.get("name", "smollm2"), node.get("dtype") or "float32",
+                                    node.get("device") or "cpu")
 
 SHIPPED = Path(__file__).parent / "shipped"
 """Files this plugin ships: SmolLM2 concept dictionaries, the residual SAE and the SMS-spam classifier."""

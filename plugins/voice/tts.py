@@ -17,7 +17,7 @@ class VitsModelConfig:
 
     kind: str = "vits"
     name: str = "joe"  # an embedded voice, or a VITS folder (Piper-converted or transformers/MMS)
-    device: str = "cpu"
+    device: str | None = None  # None: --device / POLYSTEER_DEVICE, else cpu
     noise_scale: float | None = None  # None: the voice's own (0.667 for joe)
     noise_w: float | None = None
     length_scale: float | None = None
@@ -27,7 +27,7 @@ def load_vits(node: dict[str, Any]):
     """A VITS voice: the embedded Piper voice ``joe`` (en_US-joe-medium) or a VITS folder."""
     from polysteer.plugins.voice.adapter import VitsAdapter
 
-    return VitsAdapter.load(node.get("name", "joe"), node.get("device", "cpu"),
+    return VitsAdapter.load(node.get("name", "joe"), node.get("device") or "cpu",
                             noise_scale=node.get("noise_scale"), noise_w=node.get("noise_w"),
                             length_scale=node.get("length_scale"))
 

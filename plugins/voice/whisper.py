@@ -18,16 +18,16 @@ class WhisperModelConfig:
 
     kind: str = "whisper"
     name: str = "whisper-tiny-en"  # the embedded model, or a transformers Whisper folder
-    dtype: str = "float32"
-    device: str = "cpu"
+    dtype: str | None = None  # None: --dtype / POLYSTEER_DTYPE, else float32
+    device: str | None = None  # None: --device / POLYSTEER_DEVICE, else cpu
 
 
 def load_whisper_adapter(node: dict[str, Any]):
     """A Whisper speech recogniser: the embedded ``whisper-tiny-en`` or a transformers folder."""
     from polysteer.plugins.voice.whisper_adapter import WhisperAdapter
 
-    return WhisperAdapter.load(node.get("name", "whisper-tiny-en"), node.get("dtype", "float32"),
-                               node.get("device", "cpu"))
+    return WhisperAdapter.load(node.get("name", "whisper-tiny-en"), node.get("dtype") or "float32",
+                               node.get("device") or "cpu")
 
 
 def register_adapters(registry: Any) -> None:

@@ -115,3 +115,21 @@ def test_gpu_sae_training_matches_cpu_closely():
     gpu, m_gpu = train_sae(rows, TrainConfig(**cfg, device="cuda"), progress=False)
     assert gpu.W_enc.device.type == "cpu"  # handed back on the CPU
     assert abs(m_cpu["fve"] - m_gpu["fve"]) < 0.02
+
+
+def test_composed_model_nodes_leave_device_and_dtype_to_the_command_line(tmp_path):
+    """A composed run config fills in schema defaults; device/dtype stay unset there, so
+    ``polysteer run --dtype bfloat16`` reaches the model (also on remote workers)."""
+    pytest.importorskip("transformers")
+    from polysteer.config import compose, node_to_dict
+    from polysteer.plugins.text.testing import tiny_text_adapter
+
+    tiny = tiny_text_adapter("llama")
+    tiny.model.save_pretrained(tmp_path / "tiny")
+    tiny.tokenizer.save_pretrained(tmp_path / "tiny")
+    args = ["model=null", "model.kind=transformers", f"model.name={tmp_path / 'tiny'}"]
+    node = node_to_dict(compose(args).config.model)
+    assert node["device"] is None and node["dtype"] is None
+    with model_defaults(dtype="bfloat16"):
+        assert next(load_model(node).model.parameters()).dtype == torch.bfloat16
+    assert next(load_model(node).model.parameters()).dtype == torch.float32
