@@ -94,6 +94,13 @@ MEASURE_PROMPTS = ["Tell me about your weekend.", "Describe the town where you l
                    "Write a short note to a neighbour."]
 """Prompts of the text sweep (not used for building or calibrating)."""
 
+VOICE_GATE_SENTENCES = ["Please close the gate behind you when you leave.",
+                        "The library has a new shelf of travel books.",
+                        "The painter left the ladder by the door.",
+                        "My uncle grows tomatoes in his back garden."]
+"""With the voice's held-out sentences, the voice coherence gate (four were too few: a slow voice
+that Whisper still followed there lost 40% of the words of other sentences)."""
+
 MEASURE_SENTENCES = ["The bakery on the corner opens at six.",
                      "We will meet by the fountain after lunch.",
                      "Remember to bring a warm coat tomorrow."]
@@ -311,7 +318,7 @@ def calibrate_voice(adapter: Any, dictionary: str, feature: str) -> dict[str, An
     import polysteer as ps
     from polysteer.plugins.voice.features import HELD_OUT
 
-    sentences = list(HELD_OUT)
+    sentences = [*HELD_OUT, *VOICE_GATE_SENTENCES]
     base = speech_measures(adapter, adapter.generate(sentences, seed=0), sentences)
     points = []
     for weight in VOICE_GRID:
@@ -364,14 +371,32 @@ def write_style(spec: dict, made: dict[str, dict], calibration: dict[str, dict])
     return path
 
 
-def recalibrate(specs: list[dict], modality: str) -> None:
-    """Re-run one modality's calibration on the built dictionaries; rewrite the style and record."""
+def made_image(image: Any, spec: dict) -> dict[str, Any]:
+    """Build the image realisation of ``spec``; what the record says of it."""
+    dictionary, feature, region, attributes = build_image(image, spec)
+    ispec, reused = image_spec(spec)
+    source = (f"contrast of the model's conditions {ispec.positive} vs {ispec.negative}"
+              if ispec.positive else f"contrast of rendered avatar pairs {ispec.positive_render} vs "
+              f"{ispec.negative_render}")
+    where = f" ({', '.join(f'{k} {v}' for k, v in region.items())} region)" if region else ""
+    return {"dictionary": dictionary, "feature": feature, "region": region,
+            "attributes": attributes,
+            "how": f"{source} at {ispec.site}{where}" + (" (shipped, built by "
+                   "scripts/build_image_concepts.py)" if reused else "")}
+
+
+def recalibrate(specs: list[dict], modality: str, rebuild: bool = False) -> None:
+    """Re-run one modality's calibration on the built dictionaries (after building that
+    modality's realisation again with ``rebuild``, image only); rewrite the style and record."""
     import polysteer as ps
 
     adapter = ps.load_model({"text": "smollm2", "image": "avatars", "voice": "joe"}[modality])
     for spec in specs:
         path = RECORDS / f"{spec['name']}.json"
         record = json.loads(path.read_text())
+        if rebuild:
+            record["made"][modality] = made_image(adapter, spec)
+            path.write_text(json.dumps(record, indent=1) + "\n")
         m = record["made"][modality]
         if modality == "text":
             got = calibrate_text(adapter, m["dictionary"], m["feature"])
@@ -399,15 +424,8 @@ def build(specs: list[dict]) -> None:
         dictionary, feature = build_text(text, spec)
         made["text"] = {"dictionary": dictionary, "feature": feature,
                         "site": load_dictionary(SHIPPED["text"] / dictionary).info.site}
-        dictionary, feature, region, attributes = build_image(image, spec)
-        ispec, reused = image_spec(spec)
-        source = (f"contrast of the model's conditions {ispec.positive} vs {ispec.negative}"
-                  if ispec.positive else f"contrast of rendered avatar pairs {ispec.positive_render} vs "
-                  f"{ispec.negative_render}")
-        made["image"] = {"dictionary": dictionary, "feature": feature, "region": region,
-                         "attributes": attributes,
-                         "how": f"{source} at {ispec.site}" + (" (shipped, built by "
-                                "scripts/build_image_concepts.py)" if reused else "")}
+        made["image"] = made_image(image, spec)
+        region, attributes = made["image"]["region"], made["image"]["attributes"]
         dictionary, feature = build_voice(voice, spec, harvested)
         made["voice"] = {"dictionary": dictionary, "feature": feature}
         calibration = {
@@ -597,6 +615,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", action="store_true", help="plots and the table from the sweeps")
     parser.add_argument("--recalibrate", choices=("text", "image", "voice"),
                         help="only re-run this modality's calibration of built concepts")
+    parser.add_argument("--rebuild-image", action="store_true",
+                        help="build the image realisations again, then calibrate them")
     parser.add_argument("--new-tokens", type=int, default=24, help="tokens per text in the sweep")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     args = parser.parse_args(argv)
@@ -608,7 +628,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     from polysteer.io import read_tensors
     specs = load_specs(args.names)
-    if args.recalibrate:
+    if args.rebuild_image:
+        recalibrate(specs, "image", rebuild=True)
+    elif args.recalibrate:
         recalibrate(specs, args.recalibrate)
     elif args.measure:
         measure(specs, args.new_tokens)
