@@ -549,7 +549,8 @@ def add_playground(app: Any, parts: AppParts, config: PlaygroundConfig | None = 
                                                  "not_applied": part.not_applied}
                         for key in ("unsteered", "steered"):
                             path = made.folder / part.files[key]
-                            entry[key] = path.read_text().strip() if path.suffix == ".txt" else _data_url(path)
+                            entry[key] = (path.read_text().strip() if path.suffix == ".txt"
+                                          else _data_url(path))
                         result["parts"][role] = entry
                     return result
 
