@@ -89,11 +89,11 @@ def outputs_done(driver: Any) -> bool:
                for k in ("unsteered", "steered"))
 
 
-def generate(driver: Any) -> tuple[str, str]:
+def generate(driver: Any, timeout: float = 60) -> tuple[str, str]:
     """Click Generate and wait for both streams; (unsteered, steered) texts."""
     by_id(driver, "generate").click()
     wait(driver, lambda d: outputs_done(d) and not by_id(d, "generate").get_attribute("disabled"),
-         message="the two streams did not finish")
+         timeout, message="the two streams did not finish")
     return by_id(driver, "out-unsteered").text, by_id(driver, "out-steered").text
 
 
@@ -104,10 +104,11 @@ def slide_to_end(driver: Any, control: str) -> Any:
     return slider
 
 
-def restream_after_slider(driver: Any, before: str) -> tuple[str, str]:
+def restream_after_slider(driver: Any, before: str, timeout: float = 60) -> tuple[str, str]:
     """Wait for the page's own rerun after a slider moved (the steered text changes)."""
     wait(driver, lambda d: outputs_done(d) and "steered by" in by_id(d, "generate-status").text
-         and by_id(d, "out-steered").text != before, message="moving the slider changed nothing")
+         and by_id(d, "out-steered").text != before, timeout,
+         message="moving the slider changed nothing")
     return by_id(driver, "out-unsteered").text, by_id(driver, "out-steered").text
 
 
@@ -237,8 +238,8 @@ def test_the_playground_on_the_embedded_models(browser, tmp_path, monkeypatch):
     start = time.perf_counter()
     llm = ps.load_model("smollm2")
     app = create_app(llm, name="smollm2", styles_dir=tmp_path / "styles",
-                     limits=ServeLimits(max_tokens=64, default_tokens=24),
-                     playground=PlaygroundConfig(image_options={"num_inference_steps": 12}))
+                     limits=ServeLimits(max_tokens=64, default_tokens=16),
+                     playground=PlaygroundConfig(image_options={"num_inference_steps": 10}))
     shots = screenshots(tmp_path)
     try:
         with BackgroundServer(app) as server:
@@ -249,12 +250,12 @@ def test_the_playground_on_the_embedded_models(browser, tmp_path, monkeypatch):
             prompt = by_id(d, "prompt")
             prompt.clear()
             prompt.send_keys("Describe a rainy Monday.")
-            plain, _ = generate(d)
+            plain, _ = generate(d, 240)
             slide_to_end(d, "style:cheerful")
-            unsteered, steered = restream_after_slider(d, plain)
+            unsteered, steered = restream_after_slider(d, plain, 240)
             assert unsteered == plain and steered != plain
             by_id(d, "inspect").click()
-            wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#tokens .token"))
+            wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#tokens .token"), 120)
             token = d.find_elements(By.CSS_SELECTOR, "#tokens .token")[3]
             ActionChains(d).move_to_element(token).perform()
             wait(d, lambda d: by_id(d, "token-features").is_displayed())
@@ -262,10 +263,10 @@ def test_the_playground_on_the_embedded_models(browser, tmp_path, monkeypatch):
 
             by_id(d, "tab-image").click()
             wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, 'input[data-control="style:cheerful"]'),
-                 60)
+                 120)
             by_id(d, "draw").click()
             wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#panel-image img.generated")) == 2,
-                 120)
+                 240)
             d.save_screenshot(str(shots / "playground-image.png"))
 
             by_id(d, "tab-voice").click()
@@ -273,7 +274,7 @@ def test_the_playground_on_the_embedded_models(browser, tmp_path, monkeypatch):
             speech.clear()
             speech.send_keys("What a lovely morning for a walk.")
             by_id(d, "speak").click()
-            wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#panel-voice audio")) == 2, 120)
+            wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#panel-voice audio")) == 2, 240)
             d.save_screenshot(str(shots / "playground-voice.png"))
             assert not errors(d), "console errors"
     finally:
