@@ -378,7 +378,7 @@ def add_playground(app: Any, parts: AppParts, config: PlaygroundConfig | None = 
             except (APIError, PolysteerError, OSError):
                 continue
             ok, skipped = applies(adapter, style)
-            if ok:
+            if ok and not (skipped and modality == "text"):  # a chat request's steering is strict
                 out.append({"id": f"style:{entry['name']}", "kind": "style", "name": entry["name"],
                             "description": entry["description"], "source": entry["source"],
                             "not_applied": skipped, "audit": None,

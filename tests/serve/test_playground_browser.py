@@ -50,7 +50,7 @@ def browser() -> Any:
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                 "--window-size=1360,1000", "--disable-gpu", "--no-first-run"):
+                 "--window-size=1360,1100", "--disable-gpu", "--no-first-run"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
@@ -156,7 +156,7 @@ def test_the_playground_in_chromium_on_the_tiny_models(browser, playground_app, 
         wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, 'input[data-control^="feature:"]'))
         by_id(d, "search-words").send_keys("dir3", Keys.ENTER)
         wait(d, lambda d: "dir3" in by_id(d, "search-results").text)
-        d.save_screenshot(str(shots / "playground-text.png"))
+        shoot(d, shots / "playground-text.png")
 
         # save the sliders as a style (YAML shown), zero them, load the style back
         by_id(d, "style-name").send_keys("my-sliders")
@@ -200,7 +200,7 @@ def test_the_playground_in_chromium_on_the_tiny_models(browser, playground_app, 
         images = d.find_elements(By.CSS_SELECTOR, "#panel-image img.generated")
         assert all(i.get_attribute("src").startswith("data:image/png") for i in images)
         assert images[0].get_attribute("src") != images[1].get_attribute("src")
-        d.save_screenshot(str(shots / "playground-image.png"))
+        shoot(d, shots / "playground-image.png")
 
         # voice tab: two players and two spectrograms
         by_id(d, "tab-voice").click()
@@ -223,6 +223,12 @@ def test_the_playground_in_chromium_on_the_tiny_models(browser, playground_app, 
         assert not errors(d, allowed=("/v1/styles/bad",)), "console errors"
 
 
+def shoot(driver: Any, path: Path) -> None:
+    """A screenshot of the page from its top (the view a user has after loading it)."""
+    driver.execute_script("window.scrollTo(0, 0)")
+    driver.save_screenshot(str(path))
+
+
 def slide_value(driver: Any, control: str) -> float:
     return float(driver.find_element(By.CSS_SELECTOR, f'input[data-control="{control}"]')
                  .get_attribute("value"))
@@ -239,7 +245,7 @@ def test_the_playground_on_the_embedded_models(browser, tmp_path, monkeypatch):
     llm = ps.load_model("smollm2")
     app = create_app(llm, name="smollm2", styles_dir=tmp_path / "styles",
                      limits=ServeLimits(max_tokens=64, default_tokens=16),
-                     playground=PlaygroundConfig(image_options={"num_inference_steps": 10}))
+                     playground=PlaygroundConfig())
     shots = screenshots(tmp_path)
     try:
         with BackgroundServer(app) as server:
@@ -259,15 +265,18 @@ def test_the_playground_on_the_embedded_models(browser, tmp_path, monkeypatch):
             token = d.find_elements(By.CSS_SELECTOR, "#tokens .token")[3]
             ActionChains(d).move_to_element(token).perform()
             wait(d, lambda d: by_id(d, "token-features").is_displayed())
-            d.save_screenshot(str(shots / "playground-text.png"))
+            shoot(d, shots / "playground-text.png")
 
             by_id(d, "tab-image").click()
             wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, 'input[data-control="style:cheerful"]'),
                  120)
+            steps = by_id(d, "image-steps")
+            steps.clear()
+            steps.send_keys("12")
             by_id(d, "draw").click()
             wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#panel-image img.generated")) == 2,
                  240)
-            d.save_screenshot(str(shots / "playground-image.png"))
+            shoot(d, shots / "playground-image.png")
 
             by_id(d, "tab-voice").click()
             speech = by_id(d, "speech")
@@ -275,7 +284,7 @@ def test_the_playground_on_the_embedded_models(browser, tmp_path, monkeypatch):
             speech.send_keys("What a lovely morning for a walk.")
             by_id(d, "speak").click()
             wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#panel-voice audio")) == 2, 240)
-            d.save_screenshot(str(shots / "playground-voice.png"))
+            shoot(d, shots / "playground-voice.png")
             assert not errors(d), "console errors"
     finally:
         app.state.engine.close(cancel=True)

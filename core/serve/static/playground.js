@@ -605,6 +605,7 @@ async function start() {
   wireTabs();
   const key = $("api-key");
   key.value = sessionStorage.getItem("polysteer-api-key") || "";
+  $("api-key-form").addEventListener("submit", (e) => e.preventDefault());
   key.addEventListener("change", () => { sessionStorage.setItem("polysteer-api-key", key.value); connect(); });
   $("generate").addEventListener("click", () => runText());
   $("prompt").addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) runText(); });
