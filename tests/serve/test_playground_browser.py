@@ -12,8 +12,12 @@ given).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +74,10 @@ def wait(driver: Any, condition: Any, timeout: float = 60, message: str = "") ->
         seen = driver.execute_script(
             "return [...document.querySelectorAll('#message, [id$=-status]')]"
             ".map(e => e.id + ': ' + e.textContent).join(' | ')")
-        raise AssertionError(f"{message or 'timed out'} (page: {seen}; console: "
+        import inspect
+
+        where = f"line {inspect.stack()[1].lineno}"
+        raise AssertionError(f"{message or 'timed out'} at {where} (page: {seen}; console: "
                              f"{driver.get_log('browser')})") from None
 
 
@@ -92,7 +99,7 @@ def outputs_done(driver: Any) -> bool:
 def generate(driver: Any, timeout: float = 60) -> tuple[str, str]:
     """Click Generate and wait for both streams; (unsteered, steered) texts."""
     by_id(driver, "generate").click()
-    wait(driver, lambda d: outputs_done(d) and not by_id(d, "generate").get_attribute("disabled"),
+    wait(driver, lambda d: text_idle(d) and outputs_done(d),
          timeout, message="the two streams did not finish")
     return by_id(driver, "out-unsteered").text, by_id(driver, "out-steered").text
 
@@ -104,11 +111,15 @@ def slide_to_end(driver: Any, control: str) -> Any:
     return slider
 
 
+def text_idle(driver: Any) -> bool:
+    """No text run is scheduled or running (the page reruns both streams after a slider moved)."""
+    return driver.find_element(By.TAG_NAME, "body").get_attribute("data-text-run") in (None, "idle")
+
+
 def restream_after_slider(driver: Any, before: str, timeout: float = 60) -> tuple[str, str]:
     """Wait for the page's own rerun after a slider moved (the steered text changes)."""
-    wait(driver, lambda d: outputs_done(d) and "steered by" in by_id(d, "generate-status").text
-         and by_id(d, "out-steered").text != before, timeout,
-         message="moving the slider changed nothing")
+    wait(driver, lambda d: text_idle(d) and outputs_done(d) and by_id(d, "out-steered").text != before,
+         timeout, message="moving the slider changed nothing")
     return by_id(driver, "out-unsteered").text, by_id(driver, "out-steered").text
 
 
@@ -171,6 +182,7 @@ def test_the_playground_in_chromium_on_the_tiny_models(browser, playground_app, 
         wait(d, lambda d: slide_value(d, "style:tiny-push") == 1.0,
              message="loading the saved style did not set its slider again")
         assert "Loaded my-sliders" in by_id(d, "save-status").text
+        wait(d, text_idle, message="the rerun after loading the style did not end")
 
         # a refused request: the server's own words in an alert
         name = by_id(d, "style-name")
@@ -195,6 +207,10 @@ def test_the_playground_in_chromium_on_the_tiny_models(browser, playground_app, 
         steps = by_id(d, "image-steps")
         steps.clear()
         steps.send_keys("3")
+        with media_held(playground_app):  # another drawing runs: this one is refused, and said so
+            by_id(d, "draw").click()
+            wait(d, lambda d: "busy" in by_id(d, "message").text)
+        assert by_id(d, "message").text.startswith("The server is busy: the image and voice worker")
         by_id(d, "draw").click()
         wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#panel-image img.generated")) == 2)
         images = d.find_elements(By.CSS_SELECTOR, "#panel-image img.generated")
@@ -220,7 +236,29 @@ def test_the_playground_in_chromium_on_the_tiny_models(browser, playground_app, 
         assert len(d.find_elements(By.CSS_SELECTOR, "#creation img.generated")) == 2
         assert "Story" in by_id(d, "creation").text
 
-        assert not errors(d, allowed=("/v1/styles/bad",)), "console errors"
+        assert not errors(d, allowed=("/v1/styles/bad", "/v1/playground/draw - Failed to load "
+                                               "resource: the server responded with a status of 429")
+                          ), "console errors"
+
+
+@contextlib.contextmanager
+def media_held(app: Any) -> Iterator[None]:
+    """The playground's image and voice worker busy (as with another user's drawing) meanwhile."""
+    media = app.state.playground
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        started.set()
+        release.wait(60)
+
+    holder = threading.Thread(target=lambda: asyncio.run(media.run(hold, exclusive=True)))
+    holder.start()
+    try:
+        assert started.wait(60)
+        yield
+    finally:
+        release.set()
+        holder.join(60)
 
 
 def shoot(driver: Any, path: Path) -> None:

@@ -78,10 +78,10 @@ function showMessage(text, kind = "error") {
 
 function clearMessage() { $("message").hidden = true; $("message").textContent = ""; }
 
-async function guarded(button, status, work) {
+async function guarded(button, status, work, clear = true) {
   if (button) button.disabled = true;
   try {
-    clearMessage();
+    if (clear) clearMessage();
     return await work();
   } catch (err) {
     if (status) status.textContent = "";
@@ -209,10 +209,15 @@ function updateCaption() {
   $("steered-caption").textContent = s.length ? "Steered: " + describe(s) : "Steered (move a slider)";
 }
 
+// The text run's state, for people (the status line) and for tests (body[data-text-run]):
+// "scheduled" after a slider moved, "running" while the two streams run, "idle" after.
+function textRun(value) { document.body.dataset.textRun = value; }
+
 function slidersMoved() {
   if (state.tab !== "text" || !state.generated) return;
   clearTimeout(state.timer);
-  state.timer = setTimeout(() => runText(), 350);
+  textRun("scheduled");
+  state.timer = setTimeout(() => runText(true), 350);
 }
 
 function steeringField(sliders) {
@@ -267,10 +272,11 @@ async function streamInto(target, steering) {
   target.dataset.state = "done";
 }
 
-async function runText() {
+async function runText(automatic = false) {
   if (state.running) { state.again = true; return; }
-  if (!$("prompt").value.trim()) { showMessage("Type a prompt first."); return; }
+  if (!$("prompt").value.trim()) { showMessage("Type a prompt first."); textRun("idle"); return; }
   state.running = true;
+  textRun("running");
   const button = $("generate"), status = $("generate-status");
   status.textContent = "generating…";
   await guarded(button, status, async () => {
@@ -283,9 +289,9 @@ async function runText() {
     }
     state.generated = true;
     status.textContent = sliders.length ? "steered by " + describe(sliders) : "no slider moved: both are the plain model";
-  });
+  }, !automatic);  // a rerun after a slider moved leaves a message the user has not read yet
   state.running = false;
-  if (state.again) { state.again = false; runText(); }
+  if (state.again) { state.again = false; runText(automatic); } else textRun("idle");
 }
 
 // -- features per token, feature cards, search ------------------------------------------------
