@@ -64,3 +64,11 @@ def test_console_script_and_pytest_plugin_entry_points(wheel):
     text = wheel.read(ep).decode()
     assert "polysteer = polysteer.cli:main" in text
     assert "[pytest11]" in text and "polysteer.testing.fixtures" in text
+
+
+def test_the_playground_page_is_in_the_wheel(wheel):
+    names = set(wheel.namelist())
+    static = sorted((ROOT / "core" / "serve" / "static").iterdir())
+    assert {p.name for p in static} >= {"index.html", "playground.js", "playground.css"}
+    for path in static:
+        assert f"polysteer/serve/static/{path.name}" in names, f"{path.name} missing from the wheel"

@@ -24,6 +24,15 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
                    help="require 'Authorization: Bearer KEY' on every /v1 request")
     p.add_argument("--styles-dir", default=None,
                    help="where named styles are saved (default <polysteer home>/serve/styles)")
+    play = p.add_argument_group("playground (the web page at /)")
+    play.add_argument("--image-model", default="avatars",
+                      help="image model of the page's image and create tabs, loaded on first use "
+                           "(default avatars)")
+    play.add_argument("--voice-model", default="joe",
+                      help="voice model of the page's voice and create tabs, loaded on first use "
+                           "(default joe)")
+    play.add_argument("--no-playground", action="store_true",
+                      help="serve the API only, no web page at /")
     prefs = p.add_mutually_exclusive_group()
     prefs.add_argument("--preferences", metavar="PATH", default=None,
                        help="remember users' preferences in this SQLite file (needs "
@@ -68,7 +77,7 @@ def preference_source(args: argparse.Namespace) -> Any:
 
 
 def _serve_run(args: argparse.Namespace) -> int:
-    from polysteer.serve import ServeLimits, TextModel, require_server_packages, serve
+    from polysteer.serve import PlaygroundConfig, ServeLimits, TextModel, require_server_packages, serve
 
     require_server_packages()
     numbers = {"--max-intensity": args.max_intensity, "--max-tokens": args.max_tokens,
@@ -91,9 +100,14 @@ def _serve_run(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         say(f"warning: serving on {args.host} without --api-key: anyone who can reach it can use it")
     say(f"serving {args.model} on http://{args.host}:{args.port}/v1 (Ctrl-C stops)")
+    playground: Any = False
+    if not args.no_playground:
+        playground = PlaygroundConfig(image_model=args.image_model, voice_model=args.voice_model)
+        say(f"playground: http://{args.host}:{args.port}/ (image {args.image_model}, voice "
+            f"{args.voice_model}, loaded on first use)")
     serve(adapter, host=args.host, port=args.port, name=args.model, limits=limits,
           api_key=args.api_key, styles_dir=args.styles_dir, preferences=preferences,
-          shutdown_grace_s=args.shutdown_grace)
+          shutdown_grace_s=args.shutdown_grace, playground=playground)
     return 0
 
 
@@ -103,4 +117,5 @@ SERVE_COMMAND = Command(
     description="Serve a text model on http://HOST:PORT/v1 (loopback by default): chat and text "
                 "completions (streamed or not) with an extra 'steering' field, named styles, "
                 "feature read-outs and search. Concurrent requests with different styles share "
-                "forward passes. See docs/serve.md.")
+                "forward passes; a web playground at http://HOST:PORT/ (docs/playground.md). See "
+                "docs/serve.md.")

@@ -10,7 +10,9 @@ Endpoints (all JSON; errors are OpenAI's ``{"error": {"message", "type", "param"
 * ``POST /v1/inspect`` ``{"text", "dictionary", "top"}``: features per token;
 * ``POST /v1/features/search`` ``{"dictionary", "query" | "similar_to" | "positive"+"negative",
   "top"}``;
-* ``GET /health``.
+* ``GET /health``;
+* ``GET /``: the web playground (:mod:`polysteer.serve.playground`) and its ``/v1/playground``
+  endpoints.
 """
 
 # no "from __future__ import annotations": FastAPI reads the handlers' annotations (Request)
@@ -101,14 +103,16 @@ class _Request:
 
 def create_app(model: Any, *, name: str | None = None, limits: ServeLimits | None = None,
                api_key: str | None = None, styles_dir: Any = None,
-               preferences: PreferenceSource | None = None) -> Any:
+               preferences: PreferenceSource | None = None, playground: Any = True) -> Any:
     """A FastAPI app serving ``model`` (a text adapter, e.g. ``polysteer.load_model("smollm2")``).
 
     ``name``: the model id clients use (default: the adapter's name); ``limits``: see
     :class:`ServeLimits`; ``api_key``: when set, every ``/v1`` request needs
     ``Authorization: Bearer <key>``; ``styles_dir``: where named styles are saved (default
     ``<polysteer home>/serve/styles``); ``preferences``: remembered per-user preferences, applied
-    to chat requests that carry a ``user`` field.
+    to chat requests that carry a ``user`` field; ``playground``: the web page at ``/`` (a
+    :class:`polysteer.serve.PlaygroundConfig` naming its image and voice models, ``True`` for the
+    defaults, ``False`` for none).
 
     The engine's worker thread starts here and stops when the app shuts down (lifespan).
     """
@@ -129,10 +133,13 @@ def create_app(model: Any, *, name: str | None = None, limits: ServeLimits | Non
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         yield
         await asyncio.to_thread(engine.close, cancel=True)
+        for close in app.state.closers:
+            close()
 
     app = FastAPI(title="polysteer", version="1", lifespan=lifespan,
                   description="OpenAI-compatible text generation with per-request steering")
     app.state.engine, app.state.store, app.state.limits = engine, store, limits
+    app.state.closers = []
 
     # -- errors ---------------------------------------------------------------------------------
     @app.exception_handler(APIError)
@@ -497,4 +504,10 @@ def create_app(model: Any, *, name: str | None = None, limits: ServeLimits | Non
 
         return {"object": "list", "dictionary": dictionary, "data": await on_worker(find)}
 
+    if playground is not False:
+        from polysteer.serve.playground import AppParts, PlaygroundConfig, add_playground
+
+        add_playground(app, AppParts(model, text_model.name, engine, store, limits, authorise, body,
+                                     on_worker, prompt_ids),
+                       playground if isinstance(playground, PlaygroundConfig) else None)
     return app
