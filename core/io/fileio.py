@@ -429,3 +429,33 @@ def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"{path} is not a readable safetensors file ({err}); the file is damaged or "
             "truncated: recreate or re-download it"
         ) from err
+
+
+def read_meta(folder: str | os.PathLike, file: str, format: str, max_version: int, fix: str, *,
+              shown: str | os.PathLike | None = None, what: str | None = None) -> dict[str, Any]:
+    """The JSON metadata file ``folder/file`` of a polysteer folder, checked.
+
+    It must exist (else :class:`FileNotFoundError`, so :func:`read_folder` retries a version that
+    vanished mid-load), be a JSON object whose ``"format"`` is ``format`` and whose ``"version"``
+    (absent: 1) is an integer no newer than ``max_version`` (else
+    :class:`~polysteer.errors.CorruptFileError`). Messages name the file as ``shown`` (the path the
+    user gave; default ``folder``), say what the folder should be (``what``, default ``format``) and
+    end with ``fix`` (e.g. "fit the classifier again").
+    """
+    shown = Path(shown if shown is not None else folder)
+    what = what or format
+    path = Path(folder) / file
+    if not path.is_file():
+        raise FileNotFoundError(f"{shown} is not a {what} folder (no {file}); {fix}")
+    meta = read_json(path)
+    if not isinstance(meta, dict) or meta.get("format") != format:
+        raise CorruptFileError(f"{shown / file} is not a {what} (format {format!r}); {fix}")
+    version = meta.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CorruptFileError(f"{shown / file}: version must be a positive integer, got "
+                               f"{version!r}; {fix}")
+    if version > max_version:
+        raise CorruptFileError(f"{shown / file} has format version {version}, this polysteer reads up "
+                               f"to {max_version}: upgrade polysteer")
+    return meta
+
