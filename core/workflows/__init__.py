@@ -30,7 +30,12 @@ from polysteer.workflows.concepts_api import (
     recommended_intensity,
 )
 from polysteer.workflows.create import CreateConfig, CreatedPart, Creation, create, seeded_generate
-from polysteer.workflows.experiment import new_run_folder, run_experiment
+from polysteer.workflows.experiment import (
+    check_run_name,
+    in_run_folder,
+    new_run_folder,
+    run_experiment,
+)
 from polysteer.workflows.from_example import (
     NEUTRAL_TEXTS,
     candidate_features,
@@ -69,4 +74,5 @@ __all__ = [
     "CreateConfig", "CreatedPart", "Creation", "create", "seeded_generate",
     "concept", "concept_site_table", "default_concept_site", "recommended_intensity",
     "NEUTRAL_TEXTS", "candidate_features", "save_style_from_example", "style_from_example",
+    "check_run_name", "in_run_folder",
 ]

@@ -121,8 +121,12 @@ def _fit(args: argparse.Namespace) -> int:
     from polysteer.data import load_dataset
     from polysteer.io import atomic_path, home, write_json
     from polysteer.plugins.text.classify import compare, plot_roc
-    from polysteer.workflows import new_run_folder
+    from polysteer.workflows import check_run_name, in_run_folder
 
+    name = args.name or Path(str(args.data)).stem
+    check_run_name(name)  # everything is checked before the model reads a text
+    if not 0 <= args.digit_share <= 1:
+        raise PolysteerError(f"--digit-share must be between 0 and 1, got {args.digit_share}")
     data = load_dataset(args.data, text_column=args.text_column, label_column=args.label_column)
     if args.limit is not None:
         if not 0 < args.limit < len(data):
@@ -138,10 +142,7 @@ def _fit(args: argparse.Namespace) -> int:
         train_labels += extra.labels
         extras.append({"source": source, "texts": len(extra)})
     adapter = _load_adapter(args.model)
-    name = args.name or Path(str(args.data)).stem
     dictionary = None if args.dictionary.lower() == "none" else args.dictionary
-    if not 0 <= args.digit_share <= 1:
-        raise PolysteerError(f"--digit-share must be between 0 and 1, got {args.digit_share}")
     digits = args.digit_share > 0
     result = compare(adapter, dictionary, (train_texts, train_labels), (test.texts, test.labels),
                      positive=args.positive, negative=_split_list(args.negative), site=args.site,
@@ -149,20 +150,24 @@ def _fit(args: argparse.Namespace) -> int:
                      folds=args.folds, seed=args.seed, name=name, batch_size=args.batch_size,
                      progress=True, digit_copies=digits,
                      exclude_digit_features=args.digit_share if digits and dictionary else None)
-    folder = new_run_folder(Path(args.out), name)
     result.classifier.info["data"] = {"source": str(args.data), "limit": args.limit,
                                       "test_fraction": args.test_fraction, "seed": args.seed,
                                       "digit_share": args.digit_share}
     if extras:
         result.classifier.info["data"]["train_extra"] = extras
-    result.classifier.save(folder / "classifier")
-    report = {"data": result.classifier.info["data"], "split": result.split, "metrics": result.metrics,
-              "classifier": result.classifier.describe()}
-    write_json(folder / "report.json", report)
-    plot = plot_roc(result, folder / "roc.png")
     table = result.table()
-    with atomic_path(folder / "report.md") as tmp:
-        tmp.write_text(f"# {result.classifier.describe()}\n\n```\n{table}\n```\n")
+
+    def write(folder: Path) -> Any:
+        result.classifier.save(folder / "classifier")
+        report = {"data": result.classifier.info["data"], "split": result.split,
+                  "metrics": result.metrics, "classifier": result.classifier.describe()}
+        write_json(folder / "report.json", report)
+        with atomic_path(folder / "report.md") as tmp:
+            tmp.write_text(f"# {result.classifier.describe()}\n\n```\n{table}\n```\n")
+        return plot_roc(result, folder / "roc.png")
+
+    # written into a temporary folder and published when complete: a failed fit leaves no folder
+    folder, plot = in_run_folder(args.out, name, write)
     print(result.classifier.describe())
     print(f"held-out: {result.split['test']} texts ({result.split['test_positive']} "
           f"{result.split['positive']}), trained on {result.split['train']}\n")
