@@ -73,13 +73,13 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="spam-classifier-"))
     folder = Path(args.classifier) if args.classifier else None
-    extra = [str(EXTRA)] + ([f"spam-assassin:{args.emails}"] if args.emails else [])
+    extra = [EXTRA.relative_to(ROOT).as_posix()] + ([f"spam-assassin:{args.emails}"] if args.emails else [])
     if folder is None:
         subprocess.run([sys.executable, "-m", "polysteer", "classify", "fit", "--data", "sms-spam",
                         "--limit", str(args.limit), "--test-fraction", str(args.test_fraction),
                         "--folds", str(args.folds), "--digit-share", str(args.digit_share),
                         *[a for source in extra for a in ("--train-extra", source)],
-                        "--name", "sms-spam", "--out", str(work)], check=True)
+                        "--name", "sms-spam", "--out", str(work)], check=True, cwd=ROOT)
         folder = next(work.glob("*/classifier"))
     classifier = load_classifier(folder)
     adapter = load_model_arg("smollm2", modality="text")
