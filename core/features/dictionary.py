@@ -300,7 +300,8 @@ class SparseAutoencoder(FeatureDictionary):
         super().__init__(info, labels, d_features)
         if activation not in SAE_ACTIVATIONS:
             raise ValueError(f"activation {activation!r} is not one of {SAE_ACTIVATIONS}")
-        if activation == "topk" and not (k and 0 < k <= d_features):
+        if activation == "topk" and not (isinstance(k, int) and not isinstance(k, bool)
+                                         and 0 < k <= d_features):
             raise ValueError(f"a topk SAE needs 0 < k <= d_features, got k={k}")
         self.activation, self.k = activation, k
         self.W_enc = nn.Parameter(torch.empty(d_in, d_features))
