@@ -21,7 +21,7 @@ def _classify_args(p: argparse.ArgumentParser) -> None:
                     "penalty by cross-validation, and report accuracy / F1 / ROC AUC / texts per "
                     "second on a held-out split next to two baselines (TF-IDF and raw activations). "
                     "Writes a run folder with the classifier, report.json, report.md and roc.png.",
-        epilog="example: polysteer classify fit --data sms-spam --limit 1500 --save smollm2-sms-spam")
+        epilog="example: polysteer classify fit --data sms-spam --limit 1500 --save my-spam")
     _common(fit)
     fit.add_argument("--dictionary", default="smollm2-res-sae",
                      help="dictionary name or folder (default smollm2-res-sae); 'none' reads raw "
