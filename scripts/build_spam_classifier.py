@@ -17,7 +17,7 @@ stripped); the shortcut probe ``tests/text/data/spam_shortcuts.json`` (hand-writ
 scams of other kinds, e-mail spam, ordinary messages); and SpamAssassin e-mails outside the
 training sample. The figures go into ``classifier.json`` (``heldout_checks``) and are printed.
 
-    python scripts/build_spam_classifier.py              # the shipped settings (about 15 minutes on 2 cores)
+    python scripts/build_spam_classifier.py              # as shipped (50 min on a busy 2-core machine)
     python scripts/build_spam_classifier.py --no-ship    # measure only
 """
 
