@@ -119,3 +119,20 @@ def test_doctor_warns_about_a_version_outside_the_tested_range(monkeypatch, caps
     capsys.readouterr()
     assert main(["plugins"]) == 0
     assert "run 'polysteer doctor'" in capsys.readouterr().out
+
+
+def test_the_newest_tested_column_is_not_behind_the_versions_these_tests_run_on() -> None:
+    """TESTED's newest column is typed by hand; this keeps it honest. The tests run on whatever is
+    installed (CI installs the newest releases), so a dependency installed at a newer release
+    than the column names has just been tested on it, and the column must say so: update TESTED
+    (``polysteer doctor --json`` prints the installed versions). Older installs (a local
+    environment, the lower-bounds stage) are within the range and pass."""
+    behind = []
+    for name, (_lowest, newest) in TESTED.items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if release(installed) > release(newest):
+            behind.append(f"{name}: these tests run on {installed}, TESTED says newest {newest}")
+    assert not behind, "; ".join(behind)

@@ -183,3 +183,8 @@ def test_create_and_demo_commands_on_tiny_models(configs, tmp_path, capsys):
     assert main(["create", "x", "--config", str(settings), "--text-model", "no-such-model",
                  "-o", str(tmp_path / "bad")]) == 2
     assert "--text-model" in capsys.readouterr().err
+    broken = tmp_path / "broken.yaml"  # the voice model fails to load after the story and portrait
+    broken.write_text(settings.read_text().replace("tiny-vits", "no-such-kind"))
+    assert main(["demo", "--style", style, "--config", str(broken), "--steps", "2",
+                 "--output-dir", str(tmp_path / "failed")]) == 2
+    assert list((tmp_path / "failed").iterdir()) == []  # a failed demo leaves no run folder

@@ -3,8 +3,11 @@
 The declared ranges are polysteer's own requirements, read from its installed package metadata
 (the ``dependencies`` and extras of pyproject.toml). :data:`TESTED` says which versions CI ran:
 the lowest (the declared lower bound, proven by ``.ci/lower-bounds`` for the core, ``text`` and
-``plots`` dependencies; ``None`` where no lower-bound run exists) and the newest. tests/cli/test_doctor.py
-keeps the table consistent with pyproject.toml.
+``plots`` dependencies; ``None`` where no lower-bound run exists) and the newest. tests/test_doctor.py
+keeps the table consistent with pyproject.toml (the same packages; the lowest column is the
+declared lower bound) and with the environment the tests run in (no installed dependency is newer
+than the newest column: CI installs the newest releases, so a new release that passes the tests
+fails that check until the column names it).
 """
 
 from __future__ import annotations

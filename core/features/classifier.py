@@ -36,7 +36,7 @@ from polysteer.features.dictionary import FeatureDictionary
 from polysteer.features.fingerprint import ModelFingerprint
 from polysteer.io.fileio import (
     read_folder,
-    read_json,
+    read_meta,
     read_tensors,
     write_folder,
     write_json,
@@ -497,12 +497,8 @@ def _load_classifier_files(real: Path, path: Path, plugins: Any) -> FeatureClass
     from polysteer.features.dictionary import resolve_dictionary
 
     meta_path = real / "classifier.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{path} is not a classifier folder (no classifier.json); fit one "
-                                "with `polysteer classify fit`")
-    info = read_json(meta_path)
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise CorruptFileError(f"{meta_path} is not a polysteer classifier (format {FORMAT!r})")
+    info = read_meta(real, "classifier.json", FORMAT, FORMAT_VERSION,
+                     "fit one with `polysteer classify fit`", shown=path, what="polysteer classifier")
     _check_info(info, meta_path)
     tensors_path = real / "classifier.safetensors"
     tensors = read_tensors(tensors_path)

@@ -28,7 +28,7 @@ from polysteer.errors import CorruptFileError, DictionaryMismatchError, Steering
 from polysteer.features.fingerprint import ModelFingerprint
 from polysteer.io.fileio import (
     read_folder,
-    read_json,
+    read_meta,
     read_tensors,
     write_folder,
     write_json,
@@ -300,7 +300,8 @@ class SparseAutoencoder(FeatureDictionary):
         super().__init__(info, labels, d_features)
         if activation not in SAE_ACTIVATIONS:
             raise ValueError(f"activation {activation!r} is not one of {SAE_ACTIVATIONS}")
-        if activation == "topk" and not (k and 0 < k <= d_features):
+        if activation == "topk" and not (isinstance(k, int) and not isinstance(k, bool)
+                                         and 0 < k <= d_features):
             raise ValueError(f"a topk SAE needs 0 < k <= d_features, got k={k}")
         self.activation, self.k = activation, k
         self.W_enc = nn.Parameter(torch.empty(d_in, d_features))
@@ -356,17 +357,15 @@ def load_dictionary(path: str | os.PathLike) -> FeatureDictionary:
 
 def _load_dictionary_files(real: Path, path: Path) -> FeatureDictionary:
     meta_path = real / "dictionary.json"
-    if not meta_path.exists():
-        raise FileNotFoundError(f"{path} is not a polysteer dictionary folder (no dictionary.json)")
-    meta = read_json(meta_path)
+    meta = read_meta(real, "dictionary.json", "polysteer-dictionary", FORMAT_VERSION,
+                     "recreate it or check that it was written by polysteer", shown=path,
+                     what="polysteer dictionary")
     tensors = read_tensors(real / "dictionary.safetensors")
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CorruptFileError(f"{path / 'dictionary.safetensors'}: tensor {name!r} holds NaN "
                                    "or infinite values; recreate the dictionary")
     try:
-        if not isinstance(meta, dict) or meta.get("format") != "polysteer-dictionary":
-            raise KeyError("format")
         info = DictionaryInfo.from_json(meta["info"])
         labels, kind = list(meta["labels"]), meta["kind"]
         if not all(isinstance(label, str) for label in labels):

@@ -1,15 +1,6 @@
 """Files and output: atomic writes, safetensors/JSON I/O, cache paths, console messages and figures.
 
 The names below are the declared surface plugins import (``from polysteer.io import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.io import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.io import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.io import
 ...``); the modules inside are core's own business and may change."""
 
 from __future__ import annotations
@@ -20,6 +11,7 @@ from polysteer.io.fileio import (
     clean_dead_temps,
     read_folder,
     read_json,
+    read_meta,
     read_tensors,
     sha256_file,
     staged_folder,
@@ -45,4 +37,5 @@ __all__ = [
     # hostile-input guards and atomic folder reads (docs/security.md)
     "check_finite_tree", "check_regular_file", "clean_dead_temps", "finite", "load_json",
     "load_yaml", "parse_yaml", "read_folder", "read_text_guarded",
+    "read_meta",
 ]

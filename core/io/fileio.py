@@ -298,6 +298,12 @@ def read_folder(path: str | os.PathLike, load: Callable[[Path], T], *, attempts:
         # a plain folder cannot be pinned: the first replace swaps it for a link and removes it, so
         # a load that saw the swap (its folder is no longer the one ``path`` names) is retried
         before = _identity(path) if real == path else None
+        if real == path and before is None and attempt < attempts - 1 and (
+                _swap_in_progress(path) or os.path.lexists(path)):
+            # between the two renames of a swap without symlinks: wait for the new version (a load
+            # begun now could not tell it read the new version and then, mid-load, the next one)
+            time.sleep(0.002 * (attempt + 1))
+            continue
         try:
             result = load(real)
         except (FileNotFoundError, NotADirectoryError, CorruptFileError):
@@ -308,9 +314,7 @@ def read_folder(path: str | os.PathLike, load: Callable[[Path], T], *, attempts:
             elif os.path.lexists(path):
                 moved = real != path and (not real.exists() or pinned_folder(path) != real)
             else:  # missing: a swap without symlinks may be between its two renames
-                moved = path.parent.is_dir() and any(
-                    e.name.startswith(f".{path.name}.") and e.name.endswith(".tmp")
-                    and (e / path.name).is_dir() for e in path.parent.iterdir())
+                moved = _swap_in_progress(path) or os.path.lexists(path)
             if not moved:
                 raise
             time.sleep(0.002 * (attempt + 1))
@@ -320,13 +324,34 @@ def read_folder(path: str | os.PathLike, load: Callable[[Path], T], *, attempts:
     raise AssertionError("unreachable")
 
 
-def _identity(path: Path) -> tuple[int, int, bool] | None:
-    """Which folder ``path`` names now (device, inode, and whether through a link)."""
+def _swap_in_progress(path: Path) -> bool:
+    """Whether a swap without symlinks (:func:`_swap_aside`) has moved ``path`` aside: True while a
+    live writer is between its two renames. A dead writer's (killed in between) is put back here,
+    so a reader finds the previous version loadable without waiting for the next write."""
+    if not path.parent.is_dir():
+        return False
+    found = False
+    for entry in list(path.parent.iterdir()):
+        match = _TEMP.fullmatch(entry.name)
+        if not match or match["name"] != path.name or not (entry / path.name).is_dir():
+            continue
+        found = True
+        if not _pid_alive(int(match["pid"])):
+            try:
+                os.replace(entry / path.name, path)  # only while ``path`` is missing
+            except OSError:
+                pass  # another reader or the next writer put it back first
+    return found
+
+
+def _identity(path: Path) -> tuple[int, int, int, bool] | None:
+    """Which folder ``path`` names now (device, inode, change time, whether through a link; the
+    change time tells a new folder that reuses a removed one's inode number from it)."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return st.st_dev, st.st_ino, path.is_symlink()
+    return st.st_dev, st.st_ino, st.st_ctime_ns, path.is_symlink()
 
 
 def share_permissions(folder: Path) -> None:
@@ -404,3 +429,33 @@ def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"{path} is not a readable safetensors file ({err}); the file is damaged or "
             "truncated: recreate or re-download it"
         ) from err
+
+
+def read_meta(folder: str | os.PathLike, file: str, format: str, max_version: int, fix: str, *,
+              shown: str | os.PathLike | None = None, what: str | None = None) -> dict[str, Any]:
+    """The JSON metadata file ``folder/file`` of a polysteer folder, checked.
+
+    It must exist (else :class:`FileNotFoundError`, so :func:`read_folder` retries a version that
+    vanished mid-load), be a JSON object whose ``"format"`` is ``format`` and whose ``"version"``
+    (absent: 1) is an integer no newer than ``max_version`` (else
+    :class:`~polysteer.errors.CorruptFileError`). Messages name the file as ``shown`` (the path the
+    user gave; default ``folder``), say what the folder should be (``what``, default ``format``) and
+    end with ``fix`` (e.g. "fit the classifier again").
+    """
+    shown = Path(shown if shown is not None else folder)
+    what = what or format
+    path = Path(folder) / file
+    if not path.is_file():
+        raise FileNotFoundError(f"{shown} is not a {what} folder (no {file}); {fix}")
+    meta = read_json(path)
+    if not isinstance(meta, dict) or meta.get("format") != format:
+        raise CorruptFileError(f"{shown / file} is not a {what} (format {format!r}); {fix}")
+    version = meta.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CorruptFileError(f"{shown / file}: version must be a positive integer, got "
+                               f"{version!r}; {fix}")
+    if version > max_version:
+        raise CorruptFileError(f"{shown / file} has format version {version}, this polysteer reads up "
+                               f"to {max_version}: upgrade polysteer")
+    return meta
+

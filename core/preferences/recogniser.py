@@ -42,7 +42,7 @@ from polysteer.features import (
     load_classifier,
     pooled_features,
 )
-from polysteer.io import read_json, write_json
+from polysteer.io import read_folder, read_json, read_meta, write_folder, write_json
 from polysteer.workflows import batched, collect, renderer, row_selector
 
 FORMAT = "polysteer-preference-recogniser"
@@ -164,34 +164,43 @@ class FeatureRecogniser:
 
     # -- files --------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the folder (``recogniser.json`` and one classifier folder per preference)."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.detector.save(path / "detector")
-        for name, clf in self.classifiers.items():
-            clf.save(path / name)
-        self.polarity.save(path / "polarity")
-        write_json(path / RECOGNISER_FILE, self.info)
-        return path
+        """Write the folder (``recogniser.json`` and one classifier folder per preference), staged
+        and published atomically (a concurrent :func:`load_recogniser` sees the old or the new one)."""
+
+        def write(tmp: Path) -> None:
+            self.detector.save(tmp / "detector")
+            for name, clf in self.classifiers.items():
+                clf.save(tmp / name)
+            self.polarity.save(tmp / "polarity")
+            write_json(tmp / RECOGNISER_FILE, self.info)
+
+        return write_folder(Path(path), write)
 
 
 def load_recogniser(path: str | os.PathLike, plugins: Any = None) -> FeatureRecogniser:
-    """Load a recogniser folder (its classifiers' dictionaries are resolved by name and digest)."""
+    """Load a recogniser folder (its classifiers' dictionaries are resolved by name and digest).
+
+    Every file is read from one version of the folder (:func:`polysteer.io.read_folder`), so a
+    recogniser rebuilt meanwhile never mixes in."""
     path = Path(path)
-    meta = path / RECOGNISER_FILE
-    if not meta.is_file():
-        raise RecogniserError(f"{path} is not a preference recogniser folder (no {RECOGNISER_FILE}); "
-                              "rebuild one with scripts/build_preferences.py")
-    info = read_json(meta)
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise CorruptFileError(f"{meta} is not a polysteer preference recogniser (format {FORMAT!r})")
-    if int(info.get("version", 0)) > FORMAT_VERSION:
-        raise CorruptFileError(f"{meta} has format version {info.get('version')}, this polysteer reads "
-                               f"up to {FORMAT_VERSION}: upgrade polysteer")
-    classifiers = {name: load_classifier(path / entry.get("classifier", name), plugins)
-                   for name, entry in info["preferences"].items()}
-    detector = load_classifier(path / info["detector"].get("classifier", "detector"), plugins)
-    polarity = load_classifier(path / info["polarity"].get("classifier", "polarity"), plugins)
+    try:
+        return read_folder(path, lambda real: _load_recogniser_files(real, path, plugins))
+    except FileNotFoundError as err:  # no such folder, or a part missing: the message says which
+        raise RecogniserError(str(err)) from None
+
+
+def _load_recogniser_files(real: Path, path: Path, plugins: Any) -> FeatureRecogniser:
+    info = read_meta(real, RECOGNISER_FILE, FORMAT, FORMAT_VERSION,
+                     "rebuild one with scripts/build_preferences.py", shown=path,
+                     what="polysteer preference recogniser")
+    try:
+        classifiers = {name: load_classifier(real / entry.get("classifier", name), plugins)
+                       for name, entry in info["preferences"].items()}
+        detector = load_classifier(real / info["detector"].get("classifier", "detector"), plugins)
+        polarity = load_classifier(real / info["polarity"].get("classifier", "polarity"), plugins)
+    except (KeyError, TypeError, AttributeError) as err:
+        raise CorruptFileError(f"{path / RECOGNISER_FILE}: {type(err).__name__}: {err}; the file is "
+                               "damaged: rebuild it with scripts/build_preferences.py") from None
     return FeatureRecogniser(info, detector, classifiers, polarity)
 
 

@@ -40,7 +40,12 @@ from polysteer.workflows.distributed import (
     shutdown_distributed,
     split_sites,
 )
-from polysteer.workflows.experiment import new_run_folder, run_experiment
+from polysteer.workflows.experiment import (
+    check_run_name,
+    in_run_folder,
+    new_run_folder,
+    run_experiment,
+)
 from polysteer.workflows.from_example import (
     NEUTRAL_TEXTS,
     candidate_features,
@@ -90,4 +95,5 @@ __all__ = [
     "ActivationStream", "DistInfo", "barrier", "dist_info", "harvest_sharded", "init_distributed",
     "shutdown_distributed", "split_sites", "render_batch",
     "Launcher", "RayLauncher", "SerialLauncher", "launcher_from_config", "open_launcher",
+    "check_run_name", "in_run_folder",
 ]

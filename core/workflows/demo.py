@@ -10,6 +10,7 @@ with measures, a plot and a report) in seconds, without any download.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -101,7 +102,7 @@ def run_main_demo(output_dir: str | Path = "runs", *, prompt: str = DEMO_PROMPT,
     avatars, joe) in a new folder under ``output_dir``, the shipped cross-modal style by default.
     Returns the :class:`~polysteer.workflows.create.Creation` (its ``report`` is the HTML page)."""
     from polysteer.workflows.create import DEFAULT_STYLE, CreateConfig, create
-    from polysteer.workflows.experiment import new_run_folder
+    from polysteer.workflows.experiment import in_run_folder
 
     if config is None:
         config = CreateConfig()
@@ -109,9 +110,11 @@ def run_main_demo(output_dir: str | Path = "runs", *, prompt: str = DEMO_PROMPT,
 
     style = style if isinstance(style, Style) else load_style(style or DEFAULT_STYLE)
     name = style.name
-    folder = new_run_folder(Path(output_dir), f"create-{name}")
     print(f"polysteer demo: one style ({name} x {intensity:g}) on a story (text), a portrait of its "
           f"narrator (image) and its narration (voice), each beside its unsteered twin; seed {seed}")
     print(f"prompt: {prompt!r}\n")
-    return create(prompt, style, intensity, out=folder, seed=seed, config=config,  # type: ignore[arg-type]
-                  progress=progress)
+    # written into a temporary folder, published when finished: a failed demo leaves no folder
+    folder, creation = in_run_folder(output_dir, f"create-{name}", lambda tmp: create(
+        prompt, style, intensity, out=tmp, seed=seed, config=config,  # type: ignore[arg-type]
+        progress=progress))
+    return dataclasses.replace(creation, folder=folder)

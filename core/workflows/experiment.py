@@ -18,11 +18,11 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
@@ -36,6 +36,8 @@ from polysteer.models.loading import load_model
 from polysteer.plugin.manager import PluginManager, current_plugin_manager
 from polysteer.steering.style import Style, load_style
 from polysteer.workflows.create import seeded_generate
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -367,6 +369,30 @@ def _finite_or_none(value: Any) -> float | None:
     """A measure's value for strict JSON: NaN/inf (e.g. pitch of silence) become null."""
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def check_run_name(name: str) -> None:
+    """Refuse a name that cannot name a run folder (check it before the work, not after)."""
+    if not _SAFE_NAME.fullmatch(name):
+        raise ConfigError(f"{name!r} cannot name a run folder; use letters, digits, '.', '_' and '-'")
+
+
+def in_run_folder(parent: str | os.PathLike, name: str, work: Callable[[Path], T]) -> tuple[Path, T]:
+    """Run ``work(tmp)`` in a temporary folder under ``parent`` and publish it as
+    ``parent/<time>-<name>`` only when it returns (:func:`publish_run_folder`): a failed or killed
+    run leaves no run folder, and what killed runs left is cleaned first. Returns ``(folder, the
+    value of work)``; paths ``work`` recorded are relative to its folder, or refer to ``tmp``."""
+    check_run_name(name)
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    clean_dead_temps(parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.{temp_tag()}.", suffix=".tmp", dir=parent))
+    try:
+        value = work(tmp)
+        share_permissions(tmp)
+        return publish_run_folder(tmp, parent, name), value
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def new_run_folder(parent: Path, name: str) -> Path:

@@ -21,7 +21,7 @@ def _classify_args(p: argparse.ArgumentParser) -> None:
                     "penalty by cross-validation, and report accuracy / F1 / ROC AUC / texts per "
                     "second on a held-out split next to two baselines (TF-IDF and raw activations). "
                     "Writes a run folder with the classifier, report.json, report.md and roc.png.",
-        epilog="example: polysteer classify fit --data sms-spam --limit 1500 --save smollm2-sms-spam")
+        epilog="example: polysteer classify fit --data sms-spam --limit 1500 --save my-spam")
     _common(fit)
     fit.add_argument("--dictionary", default="smollm2-res-sae",
                      help="dictionary name or folder (default smollm2-res-sae); 'none' reads raw "
@@ -44,6 +44,11 @@ def _classify_args(p: argparse.ArgumentParser) -> None:
                           "tokens, and also train on each text with its numbers stripped, so numbers "
                           "alone cannot decide the class (default 0.5; 0 keeps every feature and no "
                           "copies)")
+    fit.add_argument("--train-extra", action="append", default=[], metavar="SOURCE[:N]",
+                     help="more labelled texts for fitting only (never held out or scored): a "
+                          "registered dataset or local file, optionally ':N' for a stratified sample "
+                          "of N (seed --seed); repeatable. Example: other kinds of spam than the "
+                          "main data holds")
     fit.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     fit.add_argument("--seed", type=int, default=0, help="seed of the split and folds")
     fit.add_argument("--name", help="classifier name (default: DATA)")
@@ -92,12 +97,36 @@ def _features(text: str | None) -> list[int | str] | None:
     return None if items is None else [int(t) if t.isdigit() else t for t in items]
 
 
+def train_extra(source: str, seed: int = 0, text_column: str = "text", label_column: str = "label"
+                ) -> Any:
+    """The texts ``--train-extra SOURCE[:N]`` adds to fitting: dataset or file ``SOURCE``, a stratified
+    sample of ``N`` (``Dataset.sample(N, seed)``) when given."""
+    from polysteer.data import load_dataset
+
+    name, _, count = source.rpartition(":")
+    if not (name and count.isdigit()):
+        name, count = source, ""
+    data = load_dataset(name, text_column=text_column, label_column=label_column)
+    if count:
+        if int(count) < 1:
+            raise PolysteerError(f"--train-extra {source}: N must be at least 1")
+        data = data.sample(int(count), seed=seed)
+    if any(lab is None for lab in data.labels):
+        raise PolysteerError(f"--train-extra {source}: every text needs a label (column "
+                             f"{label_column!r}); give a labelled file")
+    return data
+
+
 def _fit(args: argparse.Namespace) -> int:
     from polysteer.data import load_dataset
     from polysteer.io import atomic_path, home, write_json
     from polysteer.plugins.text.classify import compare, plot_roc
-    from polysteer.workflows import new_run_folder
+    from polysteer.workflows import check_run_name, in_run_folder
 
+    name = args.name or Path(str(args.data)).stem
+    check_run_name(name)  # everything is checked before the model reads a text
+    if not 0 <= args.digit_share <= 1:
+        raise PolysteerError(f"--digit-share must be between 0 and 1, got {args.digit_share}")
     data = load_dataset(args.data, text_column=args.text_column, label_column=args.label_column)
     if args.limit is not None:
         if not 0 < args.limit < len(data):
@@ -105,30 +134,40 @@ def _fit(args: argparse.Namespace) -> int:
                                  f"{len(data)} texts), got {args.limit}")
         data = data.sample(args.limit, seed=args.seed)
     train, test = data.split(test_fraction=args.test_fraction, seed=args.seed)
+    train_texts, train_labels = list(train.texts), list(train.labels)
+    extras = []
+    for source in args.train_extra:
+        extra = train_extra(source, args.seed, args.text_column, args.label_column)
+        train_texts += extra.texts
+        train_labels += extra.labels
+        extras.append({"source": source, "texts": len(extra)})
     adapter = _load_adapter(args.model)
-    name = args.name or Path(str(args.data)).stem
     dictionary = None if args.dictionary.lower() == "none" else args.dictionary
-    if not 0 <= args.digit_share <= 1:
-        raise PolysteerError(f"--digit-share must be between 0 and 1, got {args.digit_share}")
     digits = args.digit_share > 0
-    result = compare(adapter, dictionary, (train.texts, train.labels), (test.texts, test.labels),
+    result = compare(adapter, dictionary, (train_texts, train_labels), (test.texts, test.labels),
                      positive=args.positive, negative=_split_list(args.negative), site=args.site,
                      pools=_split_list(args.pools) or [], features=_features(args.features),
                      folds=args.folds, seed=args.seed, name=name, batch_size=args.batch_size,
                      progress=True, digit_copies=digits,
                      exclude_digit_features=args.digit_share if digits and dictionary else None)
-    folder = new_run_folder(Path(args.out), name)
     result.classifier.info["data"] = {"source": str(args.data), "limit": args.limit,
                                       "test_fraction": args.test_fraction, "seed": args.seed,
                                       "digit_share": args.digit_share}
-    result.classifier.save(folder / "classifier")
-    report = {"data": result.classifier.info["data"], "split": result.split, "metrics": result.metrics,
-              "classifier": result.classifier.describe()}
-    write_json(folder / "report.json", report)
-    plot = plot_roc(result, folder / "roc.png")
+    if extras:
+        result.classifier.info["data"]["train_extra"] = extras
     table = result.table()
-    with atomic_path(folder / "report.md") as tmp:
-        tmp.write_text(f"# {result.classifier.describe()}\n\n```\n{table}\n```\n")
+
+    def write(folder: Path) -> Any:
+        result.classifier.save(folder / "classifier")
+        report = {"data": result.classifier.info["data"], "split": result.split,
+                  "metrics": result.metrics, "classifier": result.classifier.describe()}
+        write_json(folder / "report.json", report)
+        with atomic_path(folder / "report.md") as tmp:
+            tmp.write_text(f"# {result.classifier.describe()}\n\n```\n{table}\n```\n")
+        return plot_roc(result, folder / "roc.png")
+
+    # written into a temporary folder and published when complete: a failed fit leaves no folder
+    folder, plot = in_run_folder(args.out, name, write)
     print(result.classifier.describe())
     print(f"held-out: {result.split['test']} texts ({result.split['test_positive']} "
           f"{result.split['positive']}), trained on {result.split['train']}\n")

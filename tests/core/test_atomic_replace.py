@@ -192,3 +192,112 @@ def test_a_cached_dictionary_is_read_again_once_replaced_and_keeps_its_name(tmp_
     assert _check(loaded) == 2 and loaded.source == tmp_path / "d"
     _version(3).save(tmp_path / "d")
     assert _check(resolve_dictionary("d", tmp_path)) == 3
+
+
+# --- the fallback where symlinks or renameat2 are missing (Windows, macOS) -------------------------
+# Simulated on Linux: os.symlink raising OSError (Windows without the symlink right), or _exchange
+# answering False (no renameat2). Every replace then moves the old folder aside and the new one in
+# (two renames, a short window without the name), and the name stays a plain folder.
+
+
+@pytest.fixture(params=["no-symlinks", "no-renameat2"])
+def fallback(request, monkeypatch):
+    from polysteer.io import fileio
+
+    if request.param == "no-symlinks":
+        def no_symlink(*args, **kwargs):
+            raise OSError(1, "symbolic links are not permitted here")
+
+        monkeypatch.setattr(os, "symlink", no_symlink)
+    else:
+        monkeypatch.setattr(fileio, "_exchange", lambda a, b: False)
+    return request.param
+
+
+def test_fallback_readers_see_old_or_new_version_whole(tmp_path, fallback):
+    target = tmp_path / "dict"
+    _version(0).save(target)
+    _version(1).save(target)
+    assert not target.is_symlink(), "the fallback keeps a plain folder"
+    ctx = mp.get_context("fork")  # the children inherit the simulated platform
+    out = ctx.Queue()
+    writer = ctx.Process(target=_writer, args=(str(target), 2, None))
+    readers = [ctx.Process(target=_reader, args=(str(target), 3.0, out)) for _ in range(3)]
+    writer.start()
+    for r in readers:
+        r.start()
+    results = [out.get(timeout=120) for _ in readers]
+    for r in readers:
+        r.join()
+    writer.kill()
+    writer.join()
+    failures = sum(r[2] for r in results)
+    assert failures == 0, [r[1] for r in results]
+    assert sum(r[0] for r in results) > 20 and max(r[3] for r in results) > 2, results
+    assert not target.is_symlink()
+    _check(load_dictionary(target))
+
+
+def test_fallback_a_reader_waits_through_the_window_without_the_name(tmp_path, fallback, monkeypatch):
+    """A load that starts after the old folder was moved aside, before the new one is moved in,
+    waits and gets the new version (read_folder), not "not found"."""
+    import threading
+
+    target = tmp_path / "dict"
+    _version(1).save(target)
+    real_replace = os.replace
+    gap = threading.Event()
+
+    def slow_replace(src, dst):
+        real_replace(src, dst)
+        if Path(dst).name == "dict" and Path(dst).parent.name.endswith(".tmp"):
+            gap.set()  # the old version is aside and "dict" is missing
+            time.sleep(0.3)
+
+    monkeypatch.setattr(os, "replace", slow_replace)
+    writer = threading.Thread(target=lambda: _version(2).save(target))
+    writer.start()
+    assert gap.wait(10)
+    assert not target.exists()
+    assert _check(load_dictionary(target)) == 2
+    writer.join()
+
+
+@pytest.mark.parametrize("round_", range(2))
+def test_fallback_a_writer_killed_at_any_point_leaves_a_loadable_version(tmp_path, fallback, round_):
+    target = tmp_path / "dict"
+    rng = random.Random(round_)
+    ctx = mp.get_context("fork")
+    _version(0).save(target)
+    expected = 0
+    for kill in range(8):
+        start = 1000 * (kill + 1)
+        writer = ctx.Process(target=_writer, args=(str(target), start, None))
+        writer.start()
+        time.sleep(rng.uniform(0.0, 0.15))
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.join()
+        n = _check(load_dictionary(target))  # never nothing, never a mix
+        assert n == expected or start <= n, n
+        expected = n
+    _version(1).save(target)  # the next save removes what the killed writers left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dict"]
+    assert _check(load_dictionary(target)) == 1
+
+
+def test_fallback_a_writer_killed_between_its_two_renames_leaves_the_old_version_loadable(tmp_path):
+    """The deterministic case of the kill above: the old folder is aside under a dead writer's
+    name and the name is missing. The next load puts it back (it does not wait for a write)."""
+    target = tmp_path / "dict"
+    _version(3).save(target)
+    aside = tmp_path / ".dict.999999999-0badcafe.k2j4x9ab.tmp"  # a dead writer's aside folder
+    aside.mkdir()
+    os.replace(target, aside / "dict")
+    staged = tmp_path / ".dict.v-999999999-0badcafe"  # the new version it never moved in
+    _version(4).save(staged)
+    assert not target.exists()
+    assert _check(load_dictionary(target)) == 3
+    assert target.is_dir() and not (aside / "dict").exists()
+    _version(5).save(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["dict", os.readlink(target)])
+    assert _check(load_dictionary(target)) == 5

@@ -98,3 +98,49 @@ def test_probe_files_are_checked(tmp_path):
     bad.write_text(json.dumps({"pairs": "nope"}))
     with pytest.raises(ConfigError, match="a probe set"):
         load_probe(bad)
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+EXTRA = ROOT / "scripts" / "data" / "spam_training_extra.jsonl"
+PROBE = ROOT / "tests" / "text" / "data" / "spam_shortcuts.json"
+
+
+def test_the_written_training_texts_are_separate_from_the_held_out_probe():
+    """The spam the shipped classifier is fitted on besides SMS (other scams, e-mail spam and
+    ordinary messages about the same things) shares no text with the probe that measures it, and
+    no six-word run beyond four stock phrases of the genre, found after the fit (4 of the 20 probe
+    pairs hold one; docs/classifiers.md reports the probe with and without those pairs). Any new
+    overlap fails here."""
+    import re
+
+    rows = [json.loads(line) for line in EXTRA.read_text().splitlines()]
+    assert {r["label"] for r in rows} == {"spam", "ham"}
+    assert min(sum(r["label"] == lab for r in rows) for lab in ("spam", "ham")) >= 50
+    probe = load_probe(PROBE)
+    held = [p[side] for p in probe["pairs"] for side in ("digits", "plain")]
+    held += probe["other_spam"] + probe["email_spam"] + probe["ham"]
+
+    def runs(text: str, n: int = 6) -> set[str]:
+        words = re.findall(r"\w+", text.lower())
+        return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+    train = [r["text"] for r in rows]
+    assert not set(train) & set(held)
+    shared = set().union(*map(runs, train)) & set().union(*map(runs, held))
+    known = {"your parcel could not be delivered", "your bank account has been suspended",
+             "i ll pay you back on", "this is my new number can", "is my new number can you",
+             "my new number can you send"}
+    assert shared <= known, sorted(shared - known)[:5]
+
+
+def test_train_extra_reads_a_file_or_a_sample_of_it(tmp_path):
+    from polysteer.errors import PolysteerError
+    from polysteer.plugins.text.classify_cli import train_extra
+
+    assert len(train_extra(str(EXTRA))) == len(EXTRA.read_text().splitlines())
+    sample = train_extra(f"{EXTRA}:10")
+    assert len(sample) == 10 and {str(x) for x in sample.labels} == {"spam", "ham"}
+    unlabelled = tmp_path / "plain.txt"
+    unlabelled.write_text("one text\nanother\n")
+    with pytest.raises(PolysteerError, match="every text needs a label"):
+        train_extra(str(unlabelled))

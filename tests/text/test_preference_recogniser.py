@@ -102,3 +102,20 @@ def test_missing_recogniser_says_how_to_build_one(tmp_path):
         load_recogniser(tmp_path)
     with pytest.raises(RecogniserError, match="not found"):
         find_recogniser(None, "no-such-recogniser")
+
+
+def test_a_recogniser_is_replaced_atomically_and_read_from_one_version(recogniser, tmp_path):
+    from polysteer.errors import CorruptFileError
+
+    folder = tmp_path / "rec"
+    recogniser.save(folder)
+    recogniser.save(folder)  # replaced: the name is now a link to a whole version folder
+    assert folder.is_symlink()
+    again = load_recogniser(folder)
+    assert sorted(again.classifiers) == sorted(recogniser.classifiers)
+    (folder / "recogniser.json").write_text('{"format": "polysteer-preference-recogniser", "version": 9}')
+    with pytest.raises(CorruptFileError, match="format version 9.*upgrade polysteer"):
+        load_recogniser(folder)
+    (folder / "recogniser.json").write_text('{"format": "polysteer-preference-recogniser", "version": 1}')
+    with pytest.raises(CorruptFileError, match="recogniser.json: KeyError.*build_preferences"):
+        load_recogniser(folder)

@@ -1,9 +1,11 @@
 """Classifiers on the real SmolLM2 + smollm2-res-sae (slow): the headline figure and the rule trigger.
 
-The headline (docs/classifiers.md) is ``polysteer classify fit --data sms-spam --limit 1500``: a
-stratified sample of 1500 SMS, 1000 to fit and 500 held out. This test refits it from scratch and
-checks the held-out figures and that the shipped ``smollm2-sms-spam`` classifier is what the
-command produces.
+The headline (docs/classifiers.md) is ``polysteer classify fit --data sms-spam --limit 1500
+--digit-share 0``: a stratified sample of 1500 SMS, 1000 to fit and 500 held out, the three
+methods compared. This test refits it from scratch and checks the held-out figures. The shipped
+``smollm2-sms-spam`` is fitted differently (more kinds of spam, the digit guard:
+``scripts/build_spam_classifier.py``); tests/text/test_spam_shortcuts.py checks it on held-out
+shortcut probes.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ def adapter():
 
 def test_headline_sms_spam_figures_reproduce(adapter):
     from polysteer.data.datasets import load_dataset
-    from polysteer.features.classifier import resolve_classifier
     from polysteer.plugins.text.classify import compare
 
     data = load_dataset("sms-spam")
@@ -47,10 +48,6 @@ def test_headline_sms_spam_figures_reproduce(adapter):
     for method, figures in HEADLINE.items():
         for metric, expected in figures.items():
             assert result.metrics[method][metric] == pytest.approx(expected, abs=0.02), (method, metric)
-    shipped = resolve_classifier("smollm2-sms-spam")
-    ours = set(result.classifier.columns.tolist())
-    theirs = set(shipped.columns.tolist())
-    assert len(ours & theirs) >= 0.8 * len(theirs), (sorted(ours), sorted(theirs))
 
 
 def test_shipped_classifier_predicts_and_explains(adapter):

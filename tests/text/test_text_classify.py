@@ -171,3 +171,27 @@ def test_cli_fit_then_predict(model_dir, tmp_path, monkeypatch, capsys, plugin_m
     assert [r["label"] for r in rows] == ["good", "bad"]
     assert main(["classify", "predict", "--model", str(model_dir), "--classifier", "nope", "x"]) == 2
     assert "classify fit" in capsys.readouterr().err
+
+
+def test_cli_fit_leaves_no_run_folder_when_it_fails(model_dir, tmp_path, monkeypatch, capsys, plugin_manager):
+    from polysteer.errors import PolysteerError
+    from polysteer.plugins.text import classify
+
+    monkeypatch.setenv("POLYSTEER_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    texts, labels = _data(3)
+    with (tmp_path / "mood.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([["text", "label"], *zip(texts, labels, strict=True)])
+    args = ["classify", "fit", "--model", str(model_dir), "--dictionary", "none", "--site", SITE,
+            "--data", "mood.csv", "--positive", "good", "--folds", "2", "--out", "runs"]
+    assert main([*args, "--name", "no/such"]) == 2  # refused before any text is read
+    assert "cannot name a run folder" in capsys.readouterr().err
+
+    def broken_plot(*a, **k):
+        raise PolysteerError("the disk is full")
+
+    monkeypatch.setattr(classify, "plot_roc", broken_plot)
+    assert main(args) == 2
+    assert "the disk is full" in capsys.readouterr().err
+    assert list((tmp_path / "runs").iterdir()) == []  # no half-written run folder
+
