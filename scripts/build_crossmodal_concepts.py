@@ -31,7 +31,8 @@ means on that modality) is the strongest point of a grid that stays coherent on 
   on the unsteered images (at least :data:`IMAGE_GATE` of the readings, over :data:`IMAGE_SEEDS`
   avatars: at most one in four readings of hair, skin, background... may change);
 * voice: Whisper tiny.en's word error rate on the held-out sentences at most
-  :data:`VOICE_GATE` above the unsteered one.
+  :data:`VOICE_GATE` above the unsteered one, and a speaking rate within
+  :data:`VOICE_RATE_RANGE` times the unsteered one.
 
 The grid, every point's value and the choice are written to ``docs/figures/crossmodal-build/NAME.json``
 and into each style's header. Styles go to ``configs/style/NAME.yaml``.
@@ -76,6 +77,9 @@ VOICE_GRID = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 TEXT_GATE = 1.5
 IMAGE_GATE = 0.75
 VOICE_GATE = 0.15
+VOICE_RATE_RANGE = (0.5, 2.0)
+"""Speech slower than half or faster than twice the voice's own rate is no longer natural speech,
+even where Whisper still follows it (it lost 40% of the words of other sentences at 0.44x)."""
 IMAGE_SEEDS = 6
 IMAGE_STEPS = 10
 INTENSITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -91,7 +95,9 @@ NEUTRAL_TEXTS = [
 """Held-out neutral text for the text coherence gate (no concept's examples)."""
 
 MEASURE_PROMPTS = ["Tell me about your weekend.", "Describe the town where you live.",
-                   "Write a short note to a neighbour."]
+                   "Write a short note to a neighbour.", "Describe the view from your window.",
+                   "What did you do yesterday evening?", "Tell me about a walk you took recently.",
+                   "Describe your favourite meal.", "Write a few lines about your morning commute."]
 """Prompts of the text sweep (not used for building or calibrating)."""
 
 VOICE_GATE_SENTENCES = ["Please close the gate behind you when you leave.",
@@ -103,7 +109,9 @@ that Whisper still followed there lost 40% of the words of other sentences)."""
 
 MEASURE_SENTENCES = ["The bakery on the corner opens at six.",
                      "We will meet by the fountain after lunch.",
-                     "Remember to bring a warm coat tomorrow."]
+                     "Remember to bring a warm coat tomorrow.",
+                     "The postman knocked twice and left a parcel.",
+                     "She keeps her bicycle in the shed behind the house."]
 """Sentences of the voice sweep (not used for building or calibrating)."""
 
 
@@ -326,12 +334,20 @@ def calibrate_voice(adapter: Any, dictionary: str, feature: str) -> dict[str, An
             speech = adapter.generate(sentences, seed=0)
         got = speech_measures(adapter, speech, sentences)
         points.append({"weight": weight, **{k: round(v, 3) for k, v in got.items()}})
-        if got["wer"] > base["wer"] + VOICE_GATE:
+        if not _voice_coherent(got, base):
             break
-    return _choose(points, lambda p: p["wer"] <= base["wer"] + VOICE_GATE, {
+    low, high = VOICE_RATE_RANGE
+    return _choose(points, lambda p: _voice_coherent(p, base), {
         "gate": f"Whisper tiny.en word error rate on {len(sentences)} held-out sentences <= "
-                f"unsteered ({base['wer']:.3f}) + {VOICE_GATE}",
+                f"unsteered ({base['wer']:.3f}) + {VOICE_GATE}, speaking rate {low}-{high} x "
+                f"unsteered ({base['rate_phonemes_per_s']:.1f} phonemes/s)",
         "unsteered": {k: round(v, 3) for k, v in base.items()}})
+
+
+def _voice_coherent(got: dict[str, float], base: dict[str, float]) -> bool:
+    low, high = VOICE_RATE_RANGE
+    rate = got["rate_phonemes_per_s"] / base["rate_phonemes_per_s"]
+    return got["wer"] <= base["wer"] + VOICE_GATE and low <= rate <= high
 
 
 # -- styles ----------------------------------------------------------------------------------------

@@ -44,8 +44,6 @@ KNOWN_WEAK = {
                         "examples (-0.38 -> -0.50) although generated text reads gloomier to the judge",
     ("image", "gloomy"): "the whole-image condition contrast barely moves P(sad mouth, blue background) "
                          "(0.22 -> 0.26) and tints the background pink",
-    ("voice", "businesslike"): "at 1.0 the speech is so slow (5 phonemes/s) that Whisper misses 40% of "
-                               "the words of these two sentences (6% on the calibration sentences)",
 }
 
 
