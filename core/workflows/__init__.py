@@ -14,6 +14,15 @@ The names below are the declared surface plugins import (``from polysteer.workfl
 
 from __future__ import annotations
 
+from polysteer.workflows.calibrate import (
+    GRID,
+    CalibrationJudge,
+    calibrate,
+    calibration_for,
+    judge_spec,
+    make_judge,
+    plot_calibration,
+)
 from polysteer.workflows.concept_builder import (
     ConceptRecipe,
     batched,
@@ -69,4 +78,6 @@ __all__ = [
     "CreateConfig", "CreatedPart", "Creation", "create", "seeded_generate",
     "concept", "concept_site_table", "default_concept_site", "recommended_intensity",
     "NEUTRAL_TEXTS", "candidate_features", "save_style_from_example", "style_from_example",
+    "GRID", "CalibrationJudge", "calibrate", "calibration_for", "judge_spec", "make_judge",
+    "plot_calibration",
 ]
