@@ -128,4 +128,5 @@ def polysteer_register_effect_measures(registry):
 def polysteer_register_calibration_judges(registry):
     from polysteer.plugins.image.evaluation import ImageCalibrationJudge
 
-    registry.register("image", ImageCalibrationJudge.from_spec, description="polysteer calibrate on image models")
+    registry.register("image", ImageCalibrationJudge.from_spec,
+                      description="polysteer calibrate on image models")

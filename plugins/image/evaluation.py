@@ -39,7 +39,8 @@ class ImageCalibrationJudge:
             if a not in known or v not in known[a]:
                 raise ValueError(f"judge {self.name!r}: the classifier has no {a}={v}; it knows {known}")
         self.others = [a for a in known if a not in self.attributes]
-        self.seeds, self.steps = int(spec["image"].get("seeds", seeds)), int(spec["image"].get("steps", steps))
+        self.seeds = int(spec["image"].get("seeds", seeds))
+        self.steps = int(spec["image"].get("steps", steps))
         self._base: tuple[int, dict[str, torch.Tensor]] | None = None
 
     @classmethod

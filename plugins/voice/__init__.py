@@ -112,4 +112,5 @@ def polysteer_register_effect_measures(registry):
 def polysteer_register_calibration_judges(registry):
     from polysteer.plugins.voice.evaluation import VoiceCalibrationJudge
 
-    registry.register("voice", VoiceCalibrationJudge.from_spec, description="polysteer calibrate on voice models")
+    registry.register("voice", VoiceCalibrationJudge.from_spec,
+                      description="polysteer calibrate on voice models")

@@ -34,7 +34,7 @@ class VoiceCalibrationJudge:
     grid = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 
     def __init__(self, adapter: Any, spec: dict[str, Any], *, sentences: Sequence[str] | None = None,
-                 asr: Callable[[list, int], list[str]] | None = None):
+                 inputs: Any = None, asr: Callable[[list, int], list[str]] | None = None):
         from polysteer.plugins.voice.features import HELD_OUT
 
         self.name = str(spec.get("name", "concept"))
@@ -43,6 +43,7 @@ class VoiceCalibrationJudge:
         if unknown:
             raise ValueError(f"judge {self.name!r}: voice.profile: unknown {sorted(unknown)}; use {MEASURES}")
         self.sentences = list(sentences if sentences is not None else HELD_OUT)
+        self.inputs = inputs if inputs is not None else list(self.sentences)
         self.asr = asr
         self._base: tuple[int, dict[str, list[float]]] | None = None
 
@@ -52,8 +53,8 @@ class VoiceCalibrationJudge:
         return cls(adapter, spec)
 
     def generate(self, adapter: Any) -> Generation:
-        """The sentences spoken with seed 0."""
-        return adapter.generate(self.sentences, seed=0)
+        """The sentences (or the given ``inputs``: phonemes, ids) spoken with seed 0."""
+        return adapter.generate(self.inputs, seed=0)
 
     def _prosody(self, adapter: Any, generation: Generation) -> dict[str, list[float]]:
         from polysteer.plugins.voice.features import F0_RANGE

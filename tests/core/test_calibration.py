@@ -136,7 +136,8 @@ def test_a_calibration_for_another_checkpoint_is_ignored(adapter, home, monkeypa
     other = ReferenceAdapter(ReferenceLM(ReferenceConfig(seed=1)))  # another checkpoint
     assert other.model_fingerprint.short() == adapter.model_fingerprint.short()
     Calibration(style="sevens", model=other.model_fingerprint, modality="text", high=3.0, low=None,
-                bound=0.3, coherence="c", score="s").save(user_calibration_path("sevens", adapter.model_fingerprint))
+                bound=0.3, coherence="c", score="s").save(
+        user_calibration_path("sevens", adapter.model_fingerprint))
     assert find_calibration(style, adapter.model_fingerprint) is None
     monkeypatch.setenv("POLYSTEER_CALIBRATION", "off")
     Calibration(style="sevens", model=adapter.model_fingerprint, modality="text", high=3.0, low=None,
