@@ -33,8 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("styles", nargs="*")
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--grid", type=float, nargs="+")
+    parser.add_argument("--table", action="store_true", help="only write the table in docs/calibration.md")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.table:
+        write_table(args.model)
+        return 0
     import polysteer as ps
 
     model = ps.load_model(args.model)
@@ -51,7 +55,30 @@ def main(argv: list[str] | None = None) -> int:
                                                      for p in cal.points]}
         summary_path.write_text(json.dumps(summary, indent=1) + "\n")
         print(f"{name}: 1.0 = raw {cal.high:g} (low {cal.low}), coherent={cal.coherent}", file=sys.stderr)
+    write_table(args.model)
     return 0
+
+
+def write_table(model: str) -> None:
+    """The table of chosen ranges between the markers of docs/calibration.md."""
+    summary = json.loads((FIGURES / f"{model}.json").read_text())
+    lines = [f"| style ({model}) | calibrated 1.0 = raw | concept rose from raw | "
+             "score unsteered -> at 1.0 | incoherent rows unsteered -> at 1.0 (bound) | plot |",
+             "|---|---|---|---|---|---|"]
+    for name, s in summary.items():
+        base = s["points"][0]
+        top = next(p for p in s["points"] if p["intensity"] == s["high"])
+        low = "never" if s["low"] is None else f"{s['low']:g}"
+        note = "" if s["coherent"] else " (no point within the bound)"
+        lines.append(f"| {name} | {s['high']:g}{note} | {low} | {base['score']:.2f} -> {top['score']:.2f} | "
+                     f"{base['coherence']:.2f} -> {top['coherence']:.2f} ({s['bound']:.2f}) | "
+                     f"[png](figures/calibration/{name}-{model}.png) |")
+    doc_path = ROOT / "docs" / "calibration.md"
+    doc = doc_path.read_text()
+    begin, end = "<!-- calibration-table:begin -->", "<!-- calibration-table:end -->"
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    doc_path.write_text(f"{head}{begin}\n" + "\n".join(lines) + f"\n{end}{tail}")
 
 
 if __name__ == "__main__":

@@ -65,8 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("concepts", nargs="*", default=list(CONCEPTS))
     parser.add_argument("--prompts", type=int, default=4, help="calibration prompts used")
     parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--report", action="store_true", help="only write the table in docs/evaluation.md")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.report:
+        report()
+        return 0
     import polysteer as ps
     from polysteer.plugins.text.evaluation import TextCalibrationJudge, evaluation_prompts
     from polysteer.steering import raw_intensities
@@ -105,7 +109,39 @@ def main(argv: list[str] | None = None) -> int:
                          "prompts": args.prompts, "new_tokens": tokens, "grid": list(GRID)}
         OUT.parent.mkdir(parents=True, exist_ok=True)
         OUT.write_text(json.dumps(results, indent=1) + "\n")
+    report()
     return 0
+
+
+def report() -> None:
+    """The comparison table between the markers of docs/evaluation.md."""
+    results = json.loads(OUT.read_text())
+    names = ("mean-diff", "generated-only", "multi-layer", "pca")
+    lines = ["| concept | " + " | ".join(names) + " | best | held-out: mean-diff | held-out: best |",
+             "|---|" + "---|" * (len(names) + 3)]
+
+    def cell(v):
+        mark = "" if v["coherent"] else " (incoherent)"
+        return f"{v['calibrated_score']:.2f} @ {v['high']:g}{mark}"
+
+    def held(v):
+        return f"{v['score']:.2f} / {v['expressed']:.0%} / {v['coherence']:.0%}"
+
+    for concept, r in results.items():
+        best = r["best_on_calibration_prompts"]
+        cells = " | ".join(cell(r["variants"][n]) for n in names if n in r["variants"])
+        lines.append(f"| {concept} | {cells} | {best} | {held(r['held_out']['mean-diff'])} | "
+                     f"{held(r['held_out'][best])} |")
+    lines.append("")
+    lines.append("Variant cells: judge score at the variant's calibrated intensity (@ raw intensity x the "
+                 "style weight) on the calibration prompts. Held-out cells: score / rows expressed / rows "
+                 "incoherent on the evaluation prompts, each variant at its own calibrated intensity.")
+    doc_path = ROOT / "docs" / "evaluation.md"
+    doc = doc_path.read_text()
+    begin, end = "<!-- methods-table:begin -->", "<!-- methods-table:end -->"
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    doc_path.write_text(f"{head}{begin}\n" + "\n".join(lines) + f"\n{end}{tail}")
 
 
 if __name__ == "__main__":
