@@ -59,20 +59,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_table(model: str) -> None:
-    """The table of chosen ranges between the markers of docs/calibration.md."""
-    summary = json.loads((FIGURES / f"{model}.json").read_text())
-    lines = [f"| style ({model}) | calibrated 1.0 = raw | concept rose from raw | "
-             "score unsteered -> at 1.0 | incoherent rows unsteered -> at 1.0 (bound) | plot |",
-             "|---|---|---|---|---|---|"]
-    for name, s in summary.items():
-        base = s["points"][0]
-        top = next(p for p in s["points"] if p["intensity"] == s["high"])
-        low = "never" if s["low"] is None else f"{s['low']:g}"
-        note = "" if s["coherent"] else " (no point within the bound)"
-        lines.append(f"| {name} | {s['high']:g}{note} | {low} | {base['score']:.2f} -> {top['score']:.2f} | "
-                     f"{base['coherence']:.2f} -> {top['coherence']:.2f} ({s['bound']:.2f}) | "
-                     f"[png](figures/calibration/{name}-{model}.png) |")
+def write_table(model: str | None = None) -> None:
+    """The table of chosen ranges (every model measured) between the markers of docs/calibration.md."""
+    lines = ["| style | model | calibrated 1.0 = raw | concept rose from raw | score unsteered -> at 1.0 | "
+             "coherence cost unsteered -> at 1.0 (bound) | plot |", "|---|---|---|---|---|---|---|"]
+    for path in sorted(FIGURES.glob("*.json")):
+        for name, s in json.loads(path.read_text()).items():
+            base = s["points"][0]
+            top = next(p for p in s["points"] if p["intensity"] == s["high"])
+            low = "never" if s["low"] is None else f"{s['low']:g}"
+            note = "" if s["coherent"] else " (no point within the bound)"
+            lines.append(f"| {name} | {path.stem} | {s['high']:g}{note} | {low} | "
+                         f"{base['score']:.2f} -> {top['score']:.2f} | "
+                         f"{base['coherence']:.2f} -> {top['coherence']:.2f} ({s['bound']:.2f}) | "
+                         f"[png](figures/calibration/{name}-{path.stem}.png) |")
+    lines.append("")
+    lines.append("Scores and coherence costs per modality: text = judge P(concept) and incoherent rows; "
+                 "image = classifier P(attributes) and off-target attributes changed; voice = signed "
+                 "relative change of the prosody profile and Whisper WER.")
     doc_path = ROOT / "docs" / "calibration.md"
     doc = doc_path.read_text()
     begin, end = "<!-- calibration-table:begin -->", "<!-- calibration-table:end -->"
