@@ -166,3 +166,11 @@ def test_plot_calibration_writes_a_png(adapter, home, tmp_path):
     cal = calibrate(adapter, _style(adapter), judge=SevensJudge(), grid=[1.0, 8.0], progress=False)
     path = plot_calibration(cal, tmp_path / "cal.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_cli_names_the_missing_judge_in_one_line(home, capsys):
+    from polysteer.cli import main
+
+    assert main(["calibrate", "reference-demo", "--model", "reference"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "--judge" in err and err.count("\n") == 1
