@@ -6,9 +6,10 @@
     python scripts/calibrate_shipped.py cheerful --model avatars
 
 Each calibration is :func:`polysteer.calibrate` (the same as ``polysteer calibrate STYLE --model M``)
-written to ``core/shipped/calibrations/STYLE/MODEL@ARCH.json`` (where steering finds shipped
-calibrations) with its plot in ``docs/figures/calibration/STYLE-MODEL.png``; a table of the chosen
-ranges goes to ``docs/figures/calibration/MODEL.json``.
+with its plot in ``docs/figures/calibration/STYLE-MODEL.png``. It is shipped, as
+``core/shipped/calibrations/STYLE/MODEL@ARCH.json`` where steering finds it, only when some grid
+point stayed coherent and the concept rose before the bound (and not with ``--no-ship``); a table
+of the chosen ranges goes to ``docs/figures/calibration/MODEL.json``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("styles", nargs="*")
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--grid", type=float, nargs="+")
+    parser.add_argument("--no-ship", action="store_true",
+                        help="measure and plot only (docs/figures/calibration/), ship nothing")
     parser.add_argument("--table", action="store_true", help="only write the table in docs/calibration.md")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -49,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in styles:
         cal = ps.calibrate(model, name, grid=args.grid)
         short = cal.model.short()
-        cal.save(SHIPPED / name / f"{short}.json")
+        # shipped only when some point stayed coherent and the concept rose before the bound:
+        # otherwise 1.0 would mean "past the bound" or "a setting that does nothing"
+        if cal.coherent and cal.low is not None and not args.no_ship:
+            cal.save(SHIPPED / name / f"{short}.json")
         ps.plot_calibration(cal, FIGURES / f"{name}-{args.model}.png")
         summary[name] = {**cal.summary(), "points": [{k: v for k, v in p.items() if k != "texts"}
                                                      for p in cal.points]}
