@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 def write_table(model: str | None = None) -> None:
     """The table of chosen ranges (every model measured) between the markers of docs/calibration.md."""
     lines = ["| style | model | calibrated 1.0 = raw | concept rose from raw | score unsteered -> at 1.0 | "
-             "coherence cost unsteered -> at 1.0 (bound) | plot |", "|---|---|---|---|---|---|---|"]
+             "coherence cost unsteered -> at 1.0 (bound) | shipped | plot |", "|---|---|---|---|---|---|---|---|"]
     for path in sorted(FIGURES.glob("*.json")):
         for name, s in json.loads(path.read_text()).items():
             base = s["points"][0]
@@ -78,6 +78,7 @@ def write_table(model: str | None = None) -> None:
             lines.append(f"| {name} | {path.stem} | {s['high']:g}{note} | {low} | "
                          f"{base['score']:.2f} -> {top['score']:.2f} | "
                          f"{base['coherence']:.2f} -> {top['coherence']:.2f} ({s['bound']:.2f}) | "
+                         f"{'yes' if any((SHIPPED / name).glob(f'{path.stem}@*.json')) else 'no'} | "
                          f"[png](figures/calibration/{name}-{path.stem}.png) |")
     lines.append("")
     lines.append("Scores and coherence costs per modality: text = judge P(concept) and incoherent rows; "
