@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
 def write_table(model: str | None = None) -> None:
     """The table of chosen ranges (every model measured) between the markers of docs/calibration.md."""
     lines = ["| style | model | calibrated 1.0 = raw | concept rose from raw | score unsteered -> at 1.0 | "
-             "coherence cost unsteered -> at 1.0 (bound) | shipped | plot |", "|---|---|---|---|---|---|---|---|"]
+             "coherence cost unsteered -> at 1.0 (bound) | shipped | plot |",
+             "|---|---|---|---|---|---|---|---|"]
     for path in sorted(FIGURES.glob("*.json")):
         for name, s in json.loads(path.read_text()).items():
             base = s["points"][0]
