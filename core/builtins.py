@@ -151,6 +151,9 @@ def polysteer_register_commands(registry):
 
     for name, command in STYLE_COMMANDS.items():
         registry.register(name, command, description=command.help)
+    from polysteer.cli.calibrate import CALIBRATE_COMMAND
+
+    registry.register("calibrate", CALIBRATE_COMMAND, description=CALIBRATE_COMMAND.help)
 
 
 @hookimpl

@@ -95,6 +95,11 @@ def polysteer_register_artifacts(registry: Any) -> None:
 
 
 @hookspec
+def polysteer_register_calibration_judges(registry: Any) -> None:
+    """Register a modality's calibration judge factory: ``registry.register(modality, factory)``."""
+
+
+@hookspec
 def polysteer_before_generate(adapter: Any, inputs: Any, options: dict) -> None:
     """Observe a generation about to start (log, audit); must not change anything."""
 

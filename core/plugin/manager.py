@@ -55,6 +55,7 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "generate_extensions": ("polysteer_register_generate_extensions", "generate extension"),
     "effect_measures": ("polysteer_register_effect_measures", "effect measure"),
     "artifacts": ("polysteer_register_artifacts", "artifact"),
+    "calibration_judges": ("polysteer_register_calibration_judges", "calibration judge"),
 }
 
 
@@ -120,6 +121,7 @@ class PluginManager:
         self.generate_extensions = Registry("generate extension")
         self.effect_measures = Registry("effect measure")
         self.artifacts = Registry("artifact")
+        self.calibration_judges = Registry("calibration judge")
         self.failures: dict[str, PluginInfo] = {}
         self._info: dict[str, PluginInfo] = {}
         self.blocked = {n.strip() for n in os.environ.get("POLYSTEER_DISABLE_PLUGINS", "").split(",")

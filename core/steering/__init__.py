@@ -16,6 +16,14 @@ The names below are the declared surface plugins import (``from polysteer.steeri
 from __future__ import annotations
 
 from polysteer.steering.adapter import ModelAdapter
+from polysteer.steering.calibration import (
+    Calibration,
+    calibration_folders,
+    find_calibration,
+    load_calibration,
+    raw_intensities,
+    user_calibration_path,
+)
 from polysteer.steering.generation import Generation, token_lengths
 from polysteer.steering.layout import BCHW, BCT, BPC, InTuple, Layout, MaybeTuple, layout_named
 from polysteer.steering.runtime import Steering, SteeringWarning, steer
@@ -29,4 +37,6 @@ __all__ = [
     "ModelAdapter", "Phase", "RowMap", "Rule", "Site", "SiteBinding", "SiteTable", "Steering",
     "SteeringWarning", "Step", "StepClock", "Style", "UnknownSiteError", "blend", "layout_named",
     "load_style", "mask_region", "steer", "token_lengths",
+    "Calibration", "calibration_folders", "find_calibration", "load_calibration", "raw_intensities",
+    "user_calibration_path",
 ]

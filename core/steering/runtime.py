@@ -30,6 +30,7 @@ from polysteer.features.classifier import OUTLIER_FACTOR, StreamingScore, resolv
 from polysteer.features.dictionary import FeatureDictionary, resolve_dictionary
 from polysteer.plugin.manager import PluginManager, current_plugin_manager
 from polysteer.steering.adapter import ModelAdapter, SiteBinding
+from polysteer.steering.calibration import calibrated_style
 from polysteer.steering.layout import is_spatial
 from polysteer.steering.sites import UnknownSiteError
 from polysteer.steering.step import RowMap, Step, StepClock
@@ -245,6 +246,8 @@ class Steering:
             a spatial region on a sequence site); warned about once, as one
             :class:`SteeringWarning`, when the context opens. ``skipped`` is the same list.
         clock: the step clock (``clock.history`` lists every Step of the generation).
+        calibrations: style name -> the :class:`~polysteer.steering.calibration.Calibration` whose
+            scale multiplied that style's intensity (see :mod:`polysteer.steering.calibration`).
     """
 
     def __init__(self, adapter: ModelAdapter, style: Style | Sequence[tuple[Style, Intensity]] | None,
@@ -264,6 +267,7 @@ class Steering:
         self.clock = StepClock((plugins or current_plugin_manager()).phases())
         self.applied: list[str] = []
         self.not_applied: list[tuple[str, str]] = []
+        self.calibrations: dict[str, Any] = {}  # style name -> the Calibration applied
         self._hooks: dict[str, _SiteHook] = {}
         self._handles: list[Any] = []
         self._attached = None
@@ -362,6 +366,10 @@ class Steering:
     def _compile(self) -> None:
         plugins = self.plugins or current_plugin_manager()
         for style, intensity in self.pairs:
+            # a calibrated style: intensity 1.0 = its measured strongest coherent setting
+            style, calibration = calibrated_style(style, self.adapter.model_fingerprint)
+            if calibration is not None:
+                self.calibrations[style.name] = calibration
             compiled: dict[str, _Compiled] = {}
             for comp in style.components:
                 result = self._compile_component(comp, style, intensity, plugins)

@@ -14,6 +14,15 @@ The names below are the declared surface plugins import (``from polysteer.workfl
 
 from __future__ import annotations
 
+from polysteer.workflows.calibrate import (
+    GRID,
+    CalibrationJudge,
+    calibrate,
+    calibration_for,
+    judge_spec,
+    make_judge,
+    plot_calibration,
+)
 from polysteer.workflows.concept_builder import (
     ConceptRecipe,
     batched,
@@ -96,4 +105,6 @@ __all__ = [
     "shutdown_distributed", "split_sites", "render_batch",
     "Launcher", "RayLauncher", "SerialLauncher", "launcher_from_config", "open_launcher",
     "check_run_name", "in_run_folder",
+    "GRID", "CalibrationJudge", "calibrate", "calibration_for", "judge_spec", "make_judge",
+    "plot_calibration",
 ]

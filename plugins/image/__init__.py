@@ -122,3 +122,11 @@ def polysteer_register_effect_measures(registry):
 
     effect = image_effect()  # the avatar classifier's probabilities and the image statistics
     registry.register("image-avatar", effect, description=effect.description, requires=REQUIRES)
+
+
+@hookimpl
+def polysteer_register_calibration_judges(registry):
+    from polysteer.plugins.image.evaluation import ImageCalibrationJudge
+
+    registry.register("image", ImageCalibrationJudge.from_spec,
+                      description="polysteer calibrate on image models")

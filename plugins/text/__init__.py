@@ -106,3 +106,12 @@ def polysteer_register_effect_measures(registry):
 
     registry.register(LOGPROB_MEASURE, TEXT_EFFECT, description=TEXT_EFFECT.description,
                       requires=REQUIRES[:1])
+
+
+@hookimpl
+def polysteer_register_calibration_judges(registry):
+    from polysteer.plugins.text.evaluation import TextCalibrationJudge
+
+    registry.register("text", TextCalibrationJudge.from_spec,
+                      description="held-out prompts; naive Bayes judge on held-out examples; "
+                                  "perplexity vs human text and repetition", requires=REQUIRES[:1])

@@ -106,3 +106,11 @@ def polysteer_register_effect_measures(registry):
 
     registry.register("voice-acoustics", VOICE_EFFECT, description=VOICE_EFFECT.description,
                       requires=MEASURES_REQUIRE)
+
+
+@hookimpl
+def polysteer_register_calibration_judges(registry):
+    from polysteer.plugins.voice.evaluation import VoiceCalibrationJudge
+
+    registry.register("voice", VoiceCalibrationJudge.from_spec,
+                      description="polysteer calibrate on voice models")
