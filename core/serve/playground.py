@@ -90,16 +90,23 @@ class PlaygroundConfig:
     max_speech_chars: int = 600
 
 
-def control_range(style: Style | None = None, modality: str = "text", *, feature: Any = None
-                  ) -> dict[str, Any]:
+def control_range(style: Style | None = None, modality: str = "text", *, feature: Any = None,
+                  model: Any = None) -> dict[str, Any]:
     """The slider range of a style (or of a feature: ``feature=(dictionary, index)``) on a modality.
 
-    ``{"range": [low, high], "calibrated": bool}``: the intensities the slider spans. Uncalibrated
-    styles and features span ``[0, 1]`` (1.0 is a style's recommended strength, a feature's typical
-    scale); this is the single place a calibrated range (intensity 1.0 = the strongest coherent
-    setting, measured per model) is to be read from.
+    ``{"range": [low, high], "calibrated": bool, "calibration": figures | None}``: the intensities
+    the slider spans. A style calibrated for ``model`` (``polysteer calibrate``) spans ``[0, 1]`` in
+    calibrated units, 1.0 being the strongest setting that stayed coherent on that model, and
+    carries its figures (where the concept starts rising, the raw intensity 1.0 stands for).
+    Uncalibrated styles and features span ``[0, 1]`` too, 1.0 being a style's recommended strength
+    or a feature's typical scale.
     """
-    return {"range": [0.0, 1.0], "calibrated": False}
+    calibration = None
+    if style is not None and model is not None:
+        from polysteer.workflows import calibration_for
+
+        calibration = calibration_for(style, model)
+    return {"range": [0.0, 1.0], "calibrated": calibration is not None, "calibration": calibration}
 
 
 @dataclass
@@ -382,7 +389,7 @@ def add_playground(app: Any, parts: AppParts, config: PlaygroundConfig | None = 
                 out.append({"id": f"style:{entry['name']}", "kind": "style", "name": entry["name"],
                             "description": entry["description"], "source": entry["source"],
                             "not_applied": skipped, "audit": None,
-                            **control_range(style, modality)})
+                            **control_range(style, modality, model=adapter)})
         return out
 
     @app.get("/v1/playground/controls")

@@ -46,7 +46,7 @@ def test_controls_are_the_styles_that_apply_to_each_model_with_a_range(play):
     by_name = {c["name"]: c for c in text["data"]}
     assert set(by_name) == {"tiny-cheerful", "tiny-push"}  # shipped styles are for smollm2
     assert by_name["tiny-push"]["range"] == [0.0, 1.0] and by_name["tiny-push"]["calibrated"] is False
-    assert control_range() == {"range": [0.0, 1.0], "calibrated": False}
+    assert control_range() == {"range": [0.0, 1.0], "calibrated": False, "calibration": None}
     image = play.get("/v1/playground/controls?modality=image").json()
     assert image["model"] == "tiny-avatar"
     assert [c["name"] for c in image["data"]] == ["tiny-cheerful"]
@@ -170,3 +170,17 @@ def test_the_playground_can_be_turned_off(make_app):
         assert c.get("/").status_code == 404
         assert c.get("/v1/playground/info").status_code == 404
         assert c.get("/v1/models").status_code == 200
+
+
+def test_a_style_calibrated_for_the_served_model_shows_its_calibration(play, tiny):
+    """``polysteer calibrate`` stored a range for tiny-push on this model: its slider says so."""
+    from polysteer.steering.calibration import Calibration
+
+    Calibration(style="tiny-push", model=tiny.model_fingerprint, modality="text", high=2.0, low=0.5,
+                bound=1.5, coherence="perplexity ratio", score="judge P(concept)").save()
+    controls = play.get("/v1/playground/controls?modality=text").json()
+    push = {c["name"]: c for c in controls["data"]}["tiny-push"]
+    assert push["calibrated"] is True and push["range"] == [0.0, 1.0]
+    assert push["calibration"]["high"] == 2.0 and push["calibration"]["calibrated_low"] == 0.25
+    cheerful = {c["name"]: c for c in controls["data"]}["tiny-cheerful"]
+    assert cheerful["calibrated"] is False and cheerful["calibration"] is None

@@ -116,6 +116,12 @@ function sliderExtras(c) {
   const badge = el("span", { class: "badge" + (c.calibrated ? " calibrated" : ""),
                              text: c.calibrated ? `calibrated ${percent(lo)}–${percent(hi)}`
                                                 : `range ${percent(lo)}–${percent(hi)}, not calibrated` });
+  const cal = c.calibration;
+  if (cal) {  // what 100% stands for on this model, and where the concept starts to show
+    badge.title = `100% = the strongest setting that stayed coherent on ${cal.model} ` +
+      `(raw intensity ${cal.high})` +
+      (cal.calibrated_low != null ? `; the concept starts to show near ${percent(cal.calibrated_low)}` : "");
+  }
   const extras = [badge];
   if (c.audit) extras.push(el("a", { href: c.audit, text: "audit", class: "audit" }));
   return extras;
