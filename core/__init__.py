@@ -60,6 +60,8 @@ from polysteer.workflows.concept_builder import ConceptRecipe, build_concept
 from polysteer.workflows.concepts_api import concept, default_concept_site, recommended_intensity
 from polysteer.workflows.create import CreateConfig, Creation, create
 from polysteer.workflows.from_example import style_from_example
+from polysteer.steering.governor import CoherenceSignal, Governor
+from polysteer.workflows.audit import AuditReport, audit
 
 __all__ = [
     "BCHW", "BCT", "BPC", "Command", "Component", "ConceptRecipe", "ConfigError",
@@ -76,4 +78,5 @@ __all__ = [
     "CreateConfig", "Creation", "create",
     "concept", "default_concept_site", "recommended_intensity",
     "style_from_example",
+    "AuditReport", "CoherenceSignal", "Governor", "audit",
 ]

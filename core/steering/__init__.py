@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from polysteer.steering.adapter import ModelAdapter
 from polysteer.steering.generation import Generation, token_lengths
+from polysteer.steering.governor import CoherenceSignal, Governor, neutral_probes
 from polysteer.steering.layout import BCHW, BCT, BPC, InTuple, Layout, MaybeTuple, layout_named
 from polysteer.steering.runtime import Steering, SteeringWarning, steer
 from polysteer.steering.schedules import mask_region
@@ -25,8 +26,8 @@ from polysteer.steering.step import Phase, RowMap, Step, StepClock
 from polysteer.steering.style import Component, Rule, Style, blend, load_style
 
 __all__ = [
-    "BCHW", "BCT", "BPC", "Component", "Generation", "InTuple", "Layout", "MaybeTuple",
+    "BCHW", "BCT", "BPC", "CoherenceSignal", "Component", "Governor", "Generation", "InTuple", "Layout", "MaybeTuple",
     "ModelAdapter", "Phase", "RowMap", "Rule", "Site", "SiteBinding", "SiteTable", "Steering",
     "SteeringWarning", "Step", "StepClock", "Style", "UnknownSiteError", "blend", "layout_named",
-    "load_style", "mask_region", "steer", "token_lengths",
+    "load_style", "mask_region", "neutral_probes", "steer", "token_lengths",
 ]

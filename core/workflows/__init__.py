@@ -14,6 +14,7 @@ The names below are the declared surface plugins import (``from polysteer.workfl
 
 from __future__ import annotations
 
+from polysteer.workflows.audit import AuditReport, FeatureMove, MeasureMove, audit
 from polysteer.workflows.concept_builder import (
     ConceptRecipe,
     batched,
@@ -69,4 +70,5 @@ __all__ = [
     "CreateConfig", "CreatedPart", "Creation", "create", "seeded_generate",
     "concept", "concept_site_table", "default_concept_site", "recommended_intensity",
     "NEUTRAL_TEXTS", "candidate_features", "save_style_from_example", "style_from_example",
+    "AuditReport", "FeatureMove", "MeasureMove", "audit",
 ]
