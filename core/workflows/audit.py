@@ -348,6 +348,16 @@ def _kl_rows(steered: torch.Tensor, plain: torch.Tensor, prompt: int, generated:
     return out
 
 
+def _units(inputs: Any) -> Any:
+    """Inputs as effect measures take them: a batch given as ``{"key": [a, b]}`` becomes
+    ``[{"key": a}, {"key": b}]`` (one unit each); anything else as it is."""
+    if isinstance(inputs, dict) and len(inputs) == 1:
+        (key, value), = inputs.items()
+        if isinstance(value, list | tuple):
+            return [{key: v} for v in value]
+    return inputs
+
+
 def _paired(name: str, base: torch.Tensor, steered: torch.Tensor, target: bool) -> MeasureMove:
     base, steered = torch.as_tensor(base).float().flatten(), torch.as_tensor(steered).float().flatten()
     ok = torch.isfinite(base) & torch.isfinite(steered)
@@ -362,14 +372,15 @@ def _paired(name: str, base: torch.Tensor, steered: torch.Tensor, target: bool) 
 def audit(adapter: Any, style: Style | str | Path, intensity: float = 1.0, *,
           probes: Any = None, dictionary: Any = "auto", top: int = 10,
           measures: Sequence[str] | None = None, generate: dict[str, Any] | None = None,
-          plugins: PluginManager | None = None) -> AuditReport:
+          effects: bool = True, plugins: PluginManager | None = None) -> AuditReport:
     """Audit ``style`` at ``intensity`` on ``adapter``: see the module docstring.
 
     ``probes``: generation inputs (default: the shipped neutral probes of the model's modality);
     ``dictionary``: a dictionary (object, name or folder) whose features are watched, ``"auto"``
     for the shipped SAE made on this model, ``None`` for none; ``top``: how many features to list;
     ``measures``: extra registered generation measures (``(generation, baseline) -> float``) to
-    compare, such as ``voice_wer``; ``generate``: generation options (default: the probes').
+    compare, such as ``voice_wer``; ``generate``: generation options (default: the probes');
+    ``effects``: whether to run the modality's registered effect measures (image, voice).
     """
     plugins = plugins or current_plugin_manager()
     style = load_style(style) if isinstance(style, str | Path) else style
@@ -416,7 +427,7 @@ def audit(adapter: Any, style: Style | str | Path, intensity: float = 1.0, *,
         if dictionary is not None:
             base_acts = _mean_activity(dictionary, plain_run.captured(site), None)
             steer_acts = _mean_activity(dictionary, run.captured(site), None)
-        for entry in plugins.effect_measures:
+        for entry in plugins.effect_measures if effects else []:
             if getattr(entry.value, "modality", None) != adapter.modality:
                 continue
             try:
@@ -424,8 +435,9 @@ def audit(adapter: Any, style: Style | str | Path, intensity: float = 1.0, *,
             except PolysteerError as err:
                 notes.append(f"effect measure {entry.name} skipped: {err}")
                 continue
-            before = effect(adapter, inputs, None, 0.0, options)
-            after = effect(adapter, inputs, style, intensity, options)
+            units = _units(inputs)
+            before = effect(adapter, units, None, 0.0, options)
+            after = effect(adapter, units, style, intensity, options)
             targets = _targets(style, list(before))
             report.measures += [_paired(m, before[m], after[m], m in targets) for m in before]
     if measures and steered is None:
