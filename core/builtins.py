@@ -142,6 +142,9 @@ def polysteer_register_commands(registry):
 
     for name, command in STYLE_COMMANDS.items():
         registry.register(name, command, description=command.help)
+    from polysteer.cli.audit import AUDIT_COMMAND
+
+    registry.register("audit", AUDIT_COMMAND, description=AUDIT_COMMAND.help)
 
 
 @hookimpl

@@ -88,3 +88,31 @@ def test_voice_audit_feature_and_measures(effects):
     assert {"pitch", "level", "rate"} <= names, names
     zero = ps.audit(adapter, style, 0.0, probes=probes, dictionary=sae, effects=effects)
     assert all(m.change == 0 for m in zero.measures if m.units), zero.table()
+
+
+def test_experiment_report_shows_the_audit(tmp_path):
+    from polysteer.config import compose
+    from polysteer.workflows.experiment import run_experiment
+
+    comp = compose(["experiment=reference-demo", "experiment.intensities=[0,1]",
+                    "experiment.audit={intensity: 2.0, dictionary: null}"])
+    folder = run_experiment(comp, output_dir=tmp_path)
+    page = (folder / "report.html").read_text()
+    assert "Side-effect audit: reference-demo x 2" in page
+    data = json.loads((folder / "audit-reference-reference-demo.json").read_text())
+    assert data["intensity"] == 2.0 and data["kl"] is None
+
+
+def test_audit_command_prints_a_table_json_and_html(tmp_path, capsys):
+    from polysteer.cli.main import main
+
+    style = tmp_path / "s.yaml"
+    style.write_text("name: s\ncomponents: []\n")
+    assert main(["audit", str(style), "--model", "reference", "--dictionary", "none", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["style"] == "s" and data["modality"] == "text"
+    html = tmp_path / "a.html"
+    assert main(["audit", "reference-demo", "--model", "reference", "--dictionary", "none",
+                 "--html", str(html)]) == 0
+    assert "audit of 'reference-demo'" in capsys.readouterr().out and html.is_file()
+    assert main(["audit", "no-such-style", "--model", "reference"]) == 2

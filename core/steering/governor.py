@@ -334,6 +334,17 @@ def neutral_probes(modality: str) -> dict[str, Any]:
     return {"inputs": data.get("inputs"), "generate": dict(data.get("generate") or {})}
 
 
+def probe_inputs(adapter: Any) -> tuple[Any, dict[str, Any]]:
+    """``(inputs, generate options)`` of the neutral probes for ``adapter``: the shipped probes of
+    its modality, or, when the model cannot take them (the token-id ``reference`` model), its own
+    default inputs (``prepare_inputs(None)``)."""
+    probes = neutral_probes(adapter.modality)
+    try:
+        return adapter.prepare_inputs(probes["inputs"]), probes["generate"]
+    except (TypeError, ValueError):
+        return adapter.prepare_inputs(None), {}
+
+
 def measure_signal(adapter: Any, signal: CoherenceSignal, inputs: Any, generate: dict[str, Any]
                    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Read ``signal`` over an unsteered generation of ``inputs``: ``(values, progress)``, one
@@ -368,9 +379,8 @@ def measured_range(adapter: Any, signal: CoherenceSignal, governor: Governor) ->
     key = (signal.name, governor.smooth, governor.quantile, governor.margin)
     cache = _MEASURED.setdefault(adapter.model, {})
     if key not in cache:
-        probes = neutral_probes(adapter.modality)
-        inputs = adapter.prepare_inputs(probes["inputs"])
-        values, progress = measure_signal(adapter, signal, inputs, probes["generate"])
+        inputs, options = probe_inputs(adapter)
+        values, progress = measure_signal(adapter, signal, inputs, options)
         smoothed, ema = [], None
         for v in values:  # the same moving average the governor reads
             ema = v if ema is None or len(ema) != len(v) else governor.smooth * ema + (1 - governor.smooth) * v
@@ -388,10 +398,9 @@ def measured_site_range(adapter: Any, site: str, governor: Governor, site_norm: 
     key = (ACTIVATION, site, governor.quantile, governor.margin)
     cache = _MEASURED.setdefault(adapter.model, {})
     if key not in cache:
-        probes = neutral_probes(adapter.modality)
-        inputs = adapter.prepare_inputs(probes["inputs"])
+        inputs, options = probe_inputs(adapter)
         with steer(adapter, None, capture=[site]) as run:
-            adapter.generate(inputs, **probes["generate"])
+            adapter.generate(inputs, **options)
         acts = run.captured(site)
         acts = acts.flatten(0, 1) if acts.ndim == 4 else acts
         norms = acts.float().norm(dim=-1).mean(dim=1) / site_norm

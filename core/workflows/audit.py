@@ -43,7 +43,7 @@ from polysteer.features.dictionary import FeatureDictionary, resolve_dictionary
 from polysteer.io.fileio import atomic_path
 from polysteer.io.plots import pyplot
 from polysteer.plugin.manager import PluginManager, current_plugin_manager
-from polysteer.steering.governor import neutral_probes
+from polysteer.steering.governor import neutral_probes, probe_inputs
 from polysteer.steering.runtime import steer
 from polysteer.steering.style import Style, load_style
 
@@ -348,6 +348,14 @@ def _kl_rows(steered: torch.Tensor, plain: torch.Tensor, prompt: int, generated:
     return out
 
 
+def _name(dictionary: FeatureDictionary | None) -> str | None:
+    """A dictionary's name (its folder's name when it was loaded from one)."""
+    if dictionary is None:
+        return None
+    source = getattr(dictionary, "source", None)
+    return Path(str(source)).name if source else f"{dictionary.kind} dictionary ({dictionary.d_features} features)"
+
+
 def _units(inputs: Any) -> Any:
     """Inputs as effect measures take them: a batch given as ``{"key": [a, b]}`` becomes
     ``[{"key": a}, {"key": b}]`` (one unit each); anything else as it is."""
@@ -384,9 +392,11 @@ def audit(adapter: Any, style: Style | str | Path, intensity: float = 1.0, *,
     """
     plugins = plugins or current_plugin_manager()
     style = load_style(style) if isinstance(style, str | Path) else style
-    shipped = neutral_probes(adapter.modality)
-    inputs = adapter.prepare_inputs(shipped["inputs"] if probes is None else probes)
-    options = {**shipped["generate"], **(generate or {})}
+    if probes is None:
+        inputs, options = probe_inputs(adapter)
+    else:
+        inputs, options = adapter.prepare_inputs(probes), neutral_probes(adapter.modality)["generate"]
+    options = {**options, **(generate or {})}
     if dictionary == "auto":
         dictionary = default_audit_dictionary(adapter, plugins)
     elif dictionary is not None:
@@ -400,7 +410,7 @@ def audit(adapter: Any, style: Style | str | Path, intensity: float = 1.0, *,
     steered = None
     count = len(baseline)
     report = AuditReport(style.name, adapter.name, adapter.modality, float(intensity), count,
-                         dictionary.describe() if dictionary is not None else None, site, notes=notes)
+                         _name(dictionary), site, notes=notes)
 
     # replay: the unsteered continuation through both (text: next-token logits per position)
     with steer(adapter, None, capture=capture, plugins=plugins) as plain_run:
@@ -428,7 +438,8 @@ def audit(adapter: Any, style: Style | str | Path, intensity: float = 1.0, *,
             base_acts = _mean_activity(dictionary, plain_run.captured(site), None)
             steer_acts = _mean_activity(dictionary, run.captured(site), None)
         for entry in plugins.effect_measures if effects else []:
-            if getattr(entry.value, "modality", None) != adapter.modality:
+            # text's effect measure scores label tokens it is given: it is not a side-effect read-out
+            if getattr(entry.value, "modality", None) != adapter.modality or adapter.modality == "text":
                 continue
             try:
                 effect = plugins.effect_measures.get(entry.name)

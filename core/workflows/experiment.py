@@ -249,11 +249,34 @@ def _run_into(folder: Path, comp: Composition, plugins: PluginManager, models: l
             plot = _plot(rows[first:], list(measures), folder / "plots" / plot_name, model.label)
             sections.append({"model": model.label, "modality": adapter.modality,
                              "measures": list(measures), "rows": rows[first:], "plot": plot,
-                             "prompts": prompts})
+                             "prompts": prompts,
+                             "audits": _audits(folder, adapter, model, styles, intensities, exp, bar)})
             del adapter
     with atomic_path(folder / "metrics.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     _report(folder, comp, sections)
+
+
+def _audits(folder: Path, adapter: Any, model: _Model, styles: list[Style], intensities: list[float],
+            exp: Any, bar: Any) -> list[Any]:
+    """``experiment.audit``: the side-effect audit (:func:`polysteer.audit`) of each style on this
+    model at ``audit.intensity`` (default: the sweep's strongest), saved as JSON beside the report."""
+    spec = node_to_dict(exp.audit) if OmegaConf.is_config(exp.audit) else exp.audit
+    if not spec:
+        return []
+    from polysteer.workflows.audit import audit
+
+    spec = {} if spec is True else dict(spec)
+    intensity = float(spec.pop("intensity", max(intensities, key=abs)))
+    reports = []
+    for style in styles:
+        bar.set_postfix_str(f"{model.label} auditing {style.name}")
+        report = audit(adapter, style, intensity, **spec)
+        path = folder / f"audit-{_slug(model.label)}-{_slug(style.name)}.json"
+        with atomic_path(path) as tmp:
+            tmp.write_text(report.to_json())
+        reports.append(report)
+    return reports
 
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -385,7 +408,8 @@ def _report(folder: Path, comp: Composition, sections: list[dict[str, Any]]) -> 
 {note}<h3>Measures (mean over prompts and seeds)</h3>
 <table border="1" cellpadding="4"><tr>{head}</tr>{body}</table>{img}
 <h3>Outputs (seed {first_seed})</h3>
-<table border="1" cellpadding="4"><tr><th></th><th>unsteered</th>{grid_head}</tr>{''.join(grid)}</table>""")
+<table border="1" cellpadding="4"><tr><th></th><th>unsteered</th>{grid_head}</tr>{''.join(grid)}</table>
+{''.join(a.html_section() for a in sec.get("audits", []))}""")
     page = f"""<!doctype html><meta charset="utf-8"><title>polysteer run</title>
 <h1>{html.escape(comp.config.experiment.name)}</h1>
 <p>Composed from: {html.escape(' → '.join(comp.sources))}</p>
