@@ -51,17 +51,17 @@ from polysteer.plugin.manager import (
 from polysteer.plugin.registry import Registry, Requirement
 from polysteer.steering.adapter import ModelAdapter
 from polysteer.steering.generation import Generation
+from polysteer.steering.governor import CoherenceSignal, Governor
 from polysteer.steering.layout import BCHW, BCT, BPC, InTuple, Layout, MaybeTuple
 from polysteer.steering.runtime import Steering, SteeringWarning, resolve_dictionary, steer
 from polysteer.steering.sites import Site, SiteBinding, SiteTable, UnknownSiteError
 from polysteer.steering.step import Phase, RowMap, Step, StepClock
 from polysteer.steering.style import Component, Rule, Style, blend, load_style
+from polysteer.workflows.audit import AuditReport, audit
 from polysteer.workflows.concept_builder import ConceptRecipe, build_concept
 from polysteer.workflows.concepts_api import concept, default_concept_site, recommended_intensity
 from polysteer.workflows.create import CreateConfig, Creation, create
 from polysteer.workflows.from_example import style_from_example
-from polysteer.steering.governor import CoherenceSignal, Governor
-from polysteer.workflows.audit import AuditReport, audit
 
 __all__ = [
     "BCHW", "BCT", "BPC", "Command", "Component", "ConceptRecipe", "ConfigError",

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import polysteer as ps
-from polysteer.features.dictionary import DictionaryInfo, SparseAutoencoder
 from polysteer.features.concepts import median_norm
+from polysteer.features.dictionary import DictionaryInfo, SparseAutoencoder
 
 FEATURE = 3
 

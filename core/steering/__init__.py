@@ -26,7 +26,8 @@ from polysteer.steering.step import Phase, RowMap, Step, StepClock
 from polysteer.steering.style import Component, Rule, Style, blend, load_style
 
 __all__ = [
-    "BCHW", "BCT", "BPC", "CoherenceSignal", "Component", "Governor", "Generation", "InTuple", "Layout", "MaybeTuple",
+    "BCHW", "BCT", "BPC", "CoherenceSignal", "Component", "Governor", "Generation", "InTuple",
+    "Layout", "MaybeTuple",
     "ModelAdapter", "Phase", "RowMap", "Rule", "Site", "SiteBinding", "SiteTable", "Steering",
     "SteeringWarning", "Step", "StepClock", "Style", "UnknownSiteError", "blend", "layout_named",
     "load_style", "mask_region", "neutral_probes", "steer", "token_lengths",

@@ -383,7 +383,8 @@ def measured_range(adapter: Any, signal: CoherenceSignal, governor: Governor) ->
         values, progress = measure_signal(adapter, signal, inputs, options)
         smoothed, ema = [], None
         for v in values:  # the same moving average the governor reads
-            ema = v if ema is None or len(ema) != len(v) else governor.smooth * ema + (1 - governor.smooth) * v
+            a = governor.smooth
+            ema = v if ema is None or len(ema) != len(v) else a * ema + (1 - a) * v
             smoothed.append(ema)
         cache[key] = range_from_values(torch.cat(smoothed), torch.cat(progress), governor,
                                        signal.two_sided)

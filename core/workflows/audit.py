@@ -212,9 +212,10 @@ class AuditReport:
                          f"position (nats; mean {self.mean_kl:.4f})</p><table border=1 cellpadding=3>"
                          f"<tr>{cells}</tr></table>")
         if self.measures:
+            ordered = sorted(self.measures, key=lambda m: (not m.target, -abs(m.z)))
             rows = "".join(f"<tr><td>{e(m.name)}</td><td>{m.unsteered:.4f}</td><td>{m.steered:.4f}</td>"
-                           f"<td>{m.change:+.4f}</td><td>{_z(m.z)}</td><td>{'target' if m.target else 'side effect'}"
-                           "</td></tr>" for m in sorted(self.measures, key=lambda m: (not m.target, -abs(m.z))))
+                           f"<td>{m.change:+.4f}</td><td>{_z(m.z)}</td>"
+                           f"<td>{'target' if m.target else 'side effect'}</td></tr>" for m in ordered)
             parts.append("<table border=1 cellpadding=3><tr><th>measure</th><th>unsteered</th>"
                          f"<th>steered</th><th>change</th><th>z</th><th></th></tr>{rows}</table>")
         parts += [f"<p>note: {e(n)}</p>" for n in self.notes]
@@ -353,7 +354,9 @@ def _name(dictionary: FeatureDictionary | None) -> str | None:
     if dictionary is None:
         return None
     source = getattr(dictionary, "source", None)
-    return Path(str(source)).name if source else f"{dictionary.kind} dictionary ({dictionary.d_features} features)"
+    if source:
+        return Path(str(source)).name
+    return f"{dictionary.kind} dictionary ({dictionary.d_features} features)"
 
 
 def _units(inputs: Any) -> Any:
@@ -372,7 +375,9 @@ def _paired(name: str, base: torch.Tensor, steered: torch.Tensor, target: bool) 
     diff = (steered - base)[ok]
     n = int(ok.sum())
     se = float(diff.std() / math.sqrt(n)) if n > 1 else math.nan
-    mean = (lambda t: float(t[ok].mean()) if n else math.nan)
+
+    def mean(t: torch.Tensor) -> float:
+        return float(t[ok].mean()) if n else math.nan
     return MeasureMove(name, mean(base), mean(steered), float(diff.mean()) if n else math.nan,
                        se, n, target)
 

@@ -15,11 +15,10 @@ from typing import Any
 import torch
 
 from polysteer import Generation, ModelAdapter, RowMap, SiteTable
-from polysteer.steering import CoherenceSignal
 from polysteer.io import atomic_path
 from polysteer.plugins.text.models import load_causal_lm
 from polysteer.plugins.text.sites import site_table
-from polysteer.steering import token_lengths
+from polysteer.steering import CoherenceSignal, token_lengths
 
 Prompt = str | list[dict[str, str]]
 """A plain text, or a chat: a list of ``{"role": ..., "content": ...}`` messages."""
