@@ -90,6 +90,10 @@ class Governor:
         floor: the lowest gain.
         quantile: the measured range keeps this upper (and lower) quantile of the probes' signal.
         margin: the measured range is widened by this fraction of its spread.
+        at: measure the range under the style itself at this intensity (its calibrated, "strongest
+            coherent" strength, e.g. 1.0) instead of on the unsteered model: the governor then keeps
+            a stronger setting near the coherence of that one (use ``quantile: 0.5``: the typical
+            level, so the average stays there).
     """
 
     signal: str | None = None
@@ -101,6 +105,7 @@ class Governor:
     floor: float = 0.0
     quantile: float = 0.98
     margin: float = 0.1
+    at: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("backoff", "recover", "smooth", "floor"):
@@ -111,7 +116,7 @@ class Governor:
             raise ConfigError("governor.smooth: must be below 1 (1 would never read the signal)")
         if not 0.5 <= self.quantile < 1.0:
             raise ConfigError(f"governor.quantile: expected a number in [0.5, 1), got {self.quantile!r}")
-        for name in ("max", "min", "margin"):
+        for name in ("max", "min", "margin", "at"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
                                       or not math.isfinite(value)):
@@ -373,21 +378,32 @@ def measure_signal(adapter: Any, signal: CoherenceSignal, inputs: Any, generate:
     return values, progress
 
 
-def measured_range(adapter: Any, signal: CoherenceSignal, governor: Governor) -> SignalRange:
-    """The range of an adapter signal on the unsteered model's neutral probes (measured once per
-    model and settings, then reused)."""
-    key = (signal.name, governor.smooth, governor.quantile, governor.margin)
+def measured_range(adapter: Any, signal: CoherenceSignal, governor: Governor,
+                   styles: Any = None) -> SignalRange:
+    """The range of an adapter signal on the neutral probes: on the unsteered model, or with
+    ``governor.at`` under ``styles`` (a list of ``(style, intensity)`` pairs; each intensity is
+    replaced by ``at``); measured once per model, settings and styles, then reused."""
+    from polysteer.steering.runtime import steer
+
+    at = governor.at
+    key = (signal.name, governor.smooth, governor.quantile, governor.margin, at,
+           tuple(id(s) for s, _ in styles or ()) if at is not None else ())
     cache = _MEASURED.setdefault(adapter.model, {})
     if key not in cache:
         inputs, options = probe_inputs(adapter)
-        values, progress = measure_signal(adapter, signal, inputs, options)
+        if at is None:
+            values, progress = measure_signal(adapter, signal, inputs, options)
+        else:
+            with steer(adapter, [(s, at) for s, _ in styles]):
+                values, progress = measure_signal(adapter, signal, inputs, options)
         smoothed, ema = [], None
         for v in values:  # the same moving average the governor reads
             a = governor.smooth
             ema = v if ema is None or len(ema) != len(v) else a * ema + (1 - a) * v
             smoothed.append(ema)
         cache[key] = range_from_values(torch.cat(smoothed), torch.cat(progress), governor,
-                                       signal.two_sided)
+                                       signal.two_sided, source="neutral probes" if at is None else
+                                       f"neutral probes under the style at intensity {at:g}")
     return cache[key]
 
 

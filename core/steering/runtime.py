@@ -414,7 +414,7 @@ class Steering:
         steered = [h for h in self._hooks.values() if h.components]
         if signal is not None:
             state.ranges[""] = (SignalRange.constant(spec.min, spec.max) if not spec.measured
-                                else measured_range(self.adapter, signal, spec))
+                                else measured_range(self.adapter, signal, spec, self.pairs))
         else:
             for hook in steered:
                 state.ranges[hook.site] = (
