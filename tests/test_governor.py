@@ -118,3 +118,14 @@ def test_activation_governor_limits_the_norm_within_the_pass(text):
     unlimited = free.captured(site).norm(dim=-1)
     assert unlimited.mean() / norm > float(bound.hi[0]) * 2
     assert steered.mean() / norm < float(bound.hi[0]) * 1.25
+
+
+def test_a_range_measured_under_the_style_at_its_calibrated_intensity(text):
+    adapter, style = text
+    with ps.steer(adapter, style, 3.0, governor={"signal": "entropy", "at": 1.0, "quantile": 0.5}) as run:
+        adapter.generate(PROMPTS, max_new_tokens=4)
+    bound = run.governor.ranges[""]
+    assert bound.source == "neutral probes under the style at intensity 1"
+    with ps.steer(adapter, style, 3.0, governor={"signal": "entropy"}) as plain:
+        adapter.generate(PROMPTS, max_new_tokens=4)
+    assert not torch.equal(bound.hi, plain.governor.ranges[""].hi)  # measured under the style
