@@ -52,11 +52,13 @@ from polysteer.plugin.registry import Registry, Requirement
 from polysteer.steering.adapter import ModelAdapter
 from polysteer.steering.calibration import Calibration, find_calibration
 from polysteer.steering.generation import Generation
+from polysteer.steering.governor import CoherenceSignal, Governor
 from polysteer.steering.layout import BCHW, BCT, BPC, InTuple, Layout, MaybeTuple
 from polysteer.steering.runtime import Steering, SteeringWarning, resolve_dictionary, steer
 from polysteer.steering.sites import Site, SiteBinding, SiteTable, UnknownSiteError
 from polysteer.steering.step import Phase, RowMap, Step, StepClock
 from polysteer.steering.style import Component, Rule, Style, blend, load_style
+from polysteer.workflows.audit import AuditReport, audit
 from polysteer.workflows.calibrate import calibrate, calibration_for, plot_calibration
 from polysteer.workflows.concept_builder import ConceptRecipe, build_concept
 from polysteer.workflows.concepts_api import concept, default_concept_site, recommended_intensity
@@ -79,4 +81,5 @@ __all__ = [
     "concept", "default_concept_site", "recommended_intensity",
     "style_from_example",
     "Calibration", "calibrate", "calibration_for", "find_calibration", "plot_calibration",
+    "AuditReport", "CoherenceSignal", "Governor", "audit",
 ]

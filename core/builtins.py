@@ -154,6 +154,9 @@ def polysteer_register_commands(registry):
     from polysteer.cli.calibrate import CALIBRATE_COMMAND
 
     registry.register("calibrate", CALIBRATE_COMMAND, description=CALIBRATE_COMMAND.help)
+    from polysteer.cli.audit import AUDIT_COMMAND
+
+    registry.register("audit", AUDIT_COMMAND, description=AUDIT_COMMAND.help)
 
 
 @hookimpl

@@ -46,6 +46,7 @@ class ExperimentConfig:
     styles: list[Any] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     prompts: Any = None
+    audit: Any = None  # true, or {intensity, top, dictionary}: a side-effect audit per model and style
 
 
 @dataclass

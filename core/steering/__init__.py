@@ -25,6 +25,7 @@ from polysteer.steering.calibration import (
     user_calibration_path,
 )
 from polysteer.steering.generation import Generation, token_lengths
+from polysteer.steering.governor import CoherenceSignal, Governor, neutral_probes
 from polysteer.steering.layout import BCHW, BCT, BPC, InTuple, Layout, MaybeTuple, layout_named
 from polysteer.steering.runtime import Steering, SteeringWarning, steer
 from polysteer.steering.schedules import mask_region
@@ -33,10 +34,11 @@ from polysteer.steering.step import Phase, RowMap, Step, StepClock
 from polysteer.steering.style import Component, Rule, Style, blend, load_style
 
 __all__ = [
-    "BCHW", "BCT", "BPC", "Component", "Generation", "InTuple", "Layout", "MaybeTuple",
+    "BCHW", "BCT", "BPC", "CoherenceSignal", "Component", "Governor", "Generation", "InTuple",
+    "Layout", "MaybeTuple",
     "ModelAdapter", "Phase", "RowMap", "Rule", "Site", "SiteBinding", "SiteTable", "Steering",
     "SteeringWarning", "Step", "StepClock", "Style", "UnknownSiteError", "blend", "layout_named",
-    "load_style", "mask_region", "steer", "token_lengths",
+    "load_style", "mask_region", "neutral_probes", "steer", "token_lengths",
     "Calibration", "calibration_folders", "find_calibration", "load_calibration", "raw_intensities",
     "user_calibration_path",
 ]

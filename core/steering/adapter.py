@@ -51,6 +51,8 @@ class ModelAdapter(ABC):
     """
 
     modality: ClassVar[str] = "other"
+    #: the coherence signal a governor reads when a style names none (``None``: ``activation``)
+    default_coherence_signal: ClassVar[str | None] = None
 
     def __init__(self, model: nn.Module, name: str):
         cls = type(self)
@@ -98,6 +100,19 @@ class ModelAdapter(ABC):
         if generation.texts is not None:
             return list(generation.texts)
         return [str(row.tolist()) for row in generation.rows()]
+
+    def coherence_signals(self) -> dict[str, Any]:
+        """The coherence signals this model offers the governor, by name: each a
+        :class:`~polysteer.steering.governor.CoherenceSignal` (a module and a tensor read-out per
+        forward pass). Default: none (the core ``activation`` signal works on every model)."""
+        return {}
+
+    def replay(self, generation: Generation) -> torch.Tensor | None:
+        """Run the model once over a generation's outputs (teacher forcing, one ``single`` step, so
+        steering applies) and return its next-token logits ``(rows, positions, vocabulary)``; None
+        for models without a next-token distribution (the default). The side-effect audit uses it
+        for the KL per position."""
+        return None
 
     # -- provided -------------------------------------------------------------------------------
     @functools.cached_property

@@ -31,6 +31,14 @@ from polysteer.features.dictionary import FeatureDictionary, resolve_dictionary
 from polysteer.plugin.manager import PluginManager, current_plugin_manager
 from polysteer.steering.adapter import ModelAdapter, SiteBinding
 from polysteer.steering.calibration import calibrated_style
+from polysteer.steering.governor import (
+    Governor,
+    GovernorState,
+    SignalRange,
+    measured_range,
+    measured_site_range,
+    resolve_signal,
+)
 from polysteer.steering.layout import is_spatial
 from polysteer.steering.sites import UnknownSiteError
 from polysteer.steering.step import RowMap, Step, StepClock
@@ -210,6 +218,8 @@ class _SiteHook:
     components: list[_Compiled] = field(default_factory=list)
     rules: list[_RuleState] = field(default_factory=list)
     captures: list[tuple[int, torch.Tensor]] | None = None
+    site_norm: float = 1.0  # the typical norm of the site (from its first dictionary)
+    governor: GovernorState | None = None
 
     def __call__(self, native: Any) -> Any:
         if self.clock not in self.adapter.attached_clocks:
@@ -219,16 +229,23 @@ class _SiteHook:
         for rule in self.rules:
             rule.observe(x, step)
         y = x
+        gain = None
+        if self.governor is not None and self.governor.signal is not None:
+            gain = self.governor.gain_rows(step.rows, x.device, len(self.clock.generations) - 1)
         for comp in self.components:
             s = comp.scalar(step.progress)
             if s == 0.0:
                 continue
             rows = comp.row_weights(step.rows, x)
             w = s if rows is None else rows * s
+            if gain is not None:
+                w = gain.to(x.dtype)[:, None, None] * w
             mask = comp.mask(step, x.shape[1], self.binding.layout.grid(native), x.device)
             if mask is not None:
                 w = mask.to(x.dtype)[None, :, None] * w
             y = comp.intervention.apply(y, w)
+        if y is not x and self.governor is not None and self.governor.signal is None:
+            y = self.governor.limit(self.site, x, y, step, len(self.clock.generations) - 1)
         if self.captures is not None:
             generation = len(self.clock.generations) - 1
             self.captures.append((generation, (y[:, -step.new:] if step.new else y).detach()))
@@ -252,7 +269,7 @@ class Steering:
 
     def __init__(self, adapter: ModelAdapter, style: Style | Sequence[tuple[Style, Intensity]] | None,
                  intensity: Intensity = 1.0, *, capture: Sequence[str] = (),
-                 plugins: PluginManager | None = None):
+                 plugins: PluginManager | None = None, governor: Any = None):
         self.adapter = adapter
         if style is None:
             pairs: list[tuple[Style, Intensity]] = []
@@ -264,6 +281,8 @@ class Steering:
                       for s, i in pairs]
         self.capture_sites = list(capture)
         self.plugins = plugins
+        self._governor_spec = governor
+        self.governor: GovernorState | None = None
         self.clock = StepClock((plugins or current_plugin_manager()).phases())
         self.applied: list[str] = []
         self.not_applied: list[tuple[str, str]] = []
@@ -285,6 +304,8 @@ class Steering:
         hook = self._site_hook(dictionary.info.site)
         dictionary.check_compatible(self.adapter.model_fingerprint, dictionary.info.site,
                                     hook.binding.channels)
+        if not hook.components and dictionary.info.site_norm:
+            hook.site_norm = float(dictionary.info.site_norm)
         return on_device(dictionary, self._device()), hook
 
     def _device(self) -> torch.device:
@@ -382,10 +403,35 @@ class Steering:
                 self._compile_rule(rule, style, compiled)
         for site in self.capture_sites:
             self._site_hook(site).captures = []
+        self._compile_governor()
         if self.not_applied:
             lines = "; ".join(f"{name}: {why}" for name, why in self.not_applied)
             warnings.warn(f"not applied to {self.adapter.name} ({self.adapter.modality}): {lines}",
                           SteeringWarning, stacklevel=3)
+
+    def _compile_governor(self) -> None:
+        """Resolve the governor (``steer(governor=...)``, else the first style that has one): its
+        signal and range (measured on the neutral probes when no bound is given)."""
+        spec = Governor.parse(self._governor_spec, "steer(governor=...)")
+        if spec is None:
+            spec = next((s.governor for s, _ in self.pairs if s.governor is not None), None)
+        if spec is None:
+            return
+        name, signal = resolve_signal(self.adapter, spec)
+        state = GovernorState(spec, name, signal)
+        steered = [h for h in self._hooks.values() if h.components]
+        if signal is not None:
+            state.ranges[""] = (SignalRange.constant(spec.min, spec.max) if not spec.measured
+                                else measured_range(self.adapter, signal, spec, self.pairs))
+        else:
+            for hook in steered:
+                state.ranges[hook.site] = (
+                    SignalRange(*_pair(spec.min, spec.max), norm=hook.site_norm)
+                    if not spec.measured else
+                    measured_site_range(self.adapter, hook.site, spec, hook.site_norm))
+        for hook in steered:
+            hook.governor = state
+        self.governor = state
 
     def _compile_rule(self, rule: Rule, style: Style, compiled: dict[str, _Compiled]) -> None:
         target = compiled.get(rule.target)
@@ -417,6 +463,16 @@ class Steering:
         return _ClassifierRuleState(rule, classifier.dictionary, stream=StreamingScore(classifier)), hook
 
     # -- installing hooks -----------------------------------------------------------------------
+    def _install_signal(self) -> None:
+        state, clock = self.governor, self.clock
+        signal = state.signal
+
+        def on_signal(_module, args, output):
+            if clock in self.adapter.attached_clocks and clock.current is not None:
+                state.observe(signal.read(args, output, clock.current), clock.current,
+                              len(clock.generations) - 1)
+        self._handles.append(signal.module.register_forward_hook(on_signal))
+
     def _install(self, hook: _SiteHook) -> None:
         b = hook.binding
         if b.hook == "output":
@@ -443,6 +499,8 @@ class Steering:
             for hook in self._hooks.values():
                 if hook.components or hook.rules or hook.captures is not None:
                     self._install(hook)
+            if self.governor is not None and self.governor.signal is not None:
+                self._install_signal()
             # a forward pass nobody announced gets an implicit step; close it when the model returns
             self._handles.append(self.adapter.model.register_forward_hook(self._end_implicit))
             self._attached = self.adapter.attached(self.clock)
@@ -493,6 +551,12 @@ class Steering:
             return torch.cat(tensors, dim=1)
         return torch.stack(tensors)
 
+    def governor_trace(self) -> list[dict[str, Any]]:
+        """What the coherence governor saw and did: per generation and step, the smoothed signal
+        per row and the gain per sample (adapter signals) or per row (``activation``, per site
+        in order); empty without a governor."""
+        return [] if self.governor is None else self.governor.report()
+
     def rule_events(self) -> list[dict[str, Any]]:
         """Each time a rule fired: ``{"rule", "step", "rows"}``."""
         events = []
@@ -504,6 +568,11 @@ class Steering:
                         events.append({"rule": rule.rule.name or f"{rule.rule.action} "
                                        f"{rule.rule.target}", "step": index, "rows": rows})
         return sorted(events, key=lambda e: e["step"])
+
+
+def _pair(lo: float | None, hi: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    bound = SignalRange.constant(lo, hi)
+    return bound.lo, bound.hi
 
 
 def _build(registry, spec: dict[str, Any], where: str):
@@ -521,14 +590,17 @@ def _build(registry, spec: dict[str, Any], where: str):
 
 def steer(adapter: ModelAdapter, style: Style | str | Path | Sequence[tuple[Style, Intensity]] | None,
           intensity: Intensity = 1.0, *, capture: Sequence[str] = (),
-          plugins: PluginManager | None = None) -> Steering:
+          plugins: PluginManager | None = None, governor: Any = None) -> Steering:
     """Steer ``adapter`` with ``style`` at ``intensity`` inside a ``with`` block.
 
     ``style`` is a :class:`Style`, a YAML file or shipped style name, ``None`` (only capture), or a list of
     ``(style, intensity)`` pairs (e.g. one style per batch row with per-sample intensities).
     ``intensity`` is one number or one per logical sample; 0 leaves outputs bit-identical.
     ``capture`` lists sites whose activations are recorded (see :meth:`Steering.captured`).
+    ``governor`` switches on the coherence governor (a :class:`~polysteer.steering.governor.Governor`,
+    a mapping like ``{"signal": "entropy", "max": 3.0}``, a signal name or ``True``) and overrides
+    the styles' own ``governor:``; see :mod:`polysteer.steering.governor`.
     """
     if isinstance(style, str | Path):
         style = load_style(style)
-    return Steering(adapter, style, intensity, capture=capture, plugins=plugins)
+    return Steering(adapter, style, intensity, capture=capture, plugins=plugins, governor=governor)

@@ -38,6 +38,7 @@ import yaml
 from polysteer.errors import ConfigError, did_you_mean
 from polysteer.io.fileio import atomic_path
 from polysteer.io.safeload import check_finite_tree, load_yaml, quoted_hint
+from polysteer.steering.governor import Governor
 from polysteer.steering.schedules import BUILTIN_ENVELOPES, BUILTIN_MASKS
 
 DictionaryRef = Any
@@ -210,6 +211,7 @@ class Style:
     concepts: dict[str, dict[str, Realisation]] = field(default_factory=dict)
     description: str = ""
     base_dir: Path | None = None  # relative dictionary paths resolve against this
+    governor: Governor | None = None  # the coherence governor (polysteer.steering.governor)
 
     @classmethod
     def from_concept(cls, concept: Any, weight: float | None = None, *, name: str | None = None,
@@ -273,7 +275,8 @@ class Style:
         return Style(name=f"{self.name}+{other.name}", components=list(merged.values()),
                      rules=rules, concepts={**self.concepts, **other.concepts},
                      description=self.description or other.description,
-                     base_dir=self.base_dir or other.base_dir)
+                     base_dir=self.base_dir or other.base_dir,
+                     governor=self.governor or other.governor)
 
     # -- files ---------------------------------------------------------------------------------
     @staticmethod
@@ -293,11 +296,14 @@ class Style:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for YAML; loaded dictionaries cannot be serialised (save them first)."""
-        return {"name": self.name, "description": self.description,
-                "components": [_component_to_dict(c) for c in self.components],
-                "rules": [_rule_to_dict(r) for r in self.rules],
-                "concepts": {name: {m: _realisation_to_dict(r) for m, r in real.items()}
-                             for name, real in self.concepts.items()}}
+        out = {"name": self.name, "description": self.description,
+               "components": [_component_to_dict(c) for c in self.components],
+               "rules": [_rule_to_dict(r) for r in self.rules],
+               "concepts": {name: {m: _realisation_to_dict(r) for m, r in real.items()}
+                            for name, real in self.concepts.items()}}
+        if self.governor is not None:
+            out["governor"] = self.governor.to_dict()
+        return out
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the style as YAML, atomically."""
@@ -333,7 +339,7 @@ _COMPONENT_KEYS = ("name", "weight", "dictionary", "feature", "concept", "interv
 
 
 def _parse_style(data: Any, base_dir: Path | None) -> Style:
-    _check_keys(data, "", (), ("name", "description", "components", "rules", "concepts"))
+    _check_keys(data, "", (), ("name", "description", "components", "rules", "concepts", "governor"))
     concepts = _parse_concepts(data.get("concepts") or {})
     comps_data = data.get("components") or []
     if not isinstance(comps_data, list):
@@ -348,9 +354,12 @@ def _parse_style(data: Any, base_dir: Path | None) -> Style:
     if not isinstance(rules_data, list):
         raise ConfigError("rules: expected a list of rules")
     rules = [_parse_rule(r, f"rules[{i}]", names) for i, r in enumerate(rules_data)]
+    governor = Governor.parse(data["governor"] if "governor" in data else None)
+    if "governor" in data and governor is None and data["governor"] is None:
+        governor = Governor()  # `governor:` with nothing after it: on, with every default
     return Style(name=str(data.get("name", "style")), components=components, rules=rules,
                  concepts=concepts, description=str(data.get("description", "")),
-                 base_dir=base_dir)
+                 base_dir=base_dir, governor=governor)
 
 
 def _parse_concepts(data: Any) -> dict[str, dict[str, Realisation]]:

@@ -306,6 +306,41 @@ class AdapterConformance:
         assert not torch.equal(first[uncond], first_plain[uncond]), "uncond rows were not steered"
 
 
+    # -- the coherence governor -----------------------------------------------------------------
+    def test_governor_zero_intensity_is_identity_and_hooks_are_removed(self):
+        """A governed style at intensity 0 is bit-identical to no steering, with every signal the
+        adapter offers and the core ``activation`` signal; the signal's hook goes away on exit."""
+        plain = self._generate()
+        before = count_hooks(self.adapter.model)
+        for signal in [*self.adapter.coherence_signals(), "activation"]:
+            with steer(self.adapter, self._style(), intensity=0.0,
+                       governor={"signal": signal, "max": 1e30}):
+                steered = self._generate()
+            assert self.outputs_equal(plain, steered), f"governor {signal!r}: intensity 0 changed outputs"
+            assert count_hooks(self.adapter.model) == before, f"governor {signal!r} left a hook behind"
+
+    def test_governor_backs_off_each_sample_on_its_own(self):
+        """With a bound every value exceeds and ``backoff: 0``, the governor turns steering off for
+        the steered sample (from the next pass for an adapter signal, in the same pass for
+        ``activation``) and never touches a sample steered at 0 in the same batch."""
+        plain = self._generate()
+        samples = self.adapter.generate(self.inputs, **self.generate_kwargs).steps[0].rows.samples
+        intensities = [self.strong_intensity] + [0.0] * (samples - 1)
+        for signal in [*self.adapter.coherence_signals(), "activation"]:
+            with steer(self.adapter, [(self._style(), intensities)],
+                       governor={"signal": signal, "max": -1e30, "backoff": 0.0}) as run:
+                governed = self._generate()
+            trace = run.governor_trace()
+            assert trace, f"governor {signal!r} never read its signal"
+            assert all(g == 0.0 for g in trace[-1]["gain"][:1]), \
+                f"governor {signal!r}: sample 0 was always out of range, yet its gain is {trace[-1]['gain']}"
+            assert _equal(governed.rows()[1:], plain.rows()[1:]), \
+                f"governor {signal!r}: a sample steered at 0 changed (rows must be independent)"
+            if signal == "activation":
+                assert self.outputs_equal(plain, governed), \
+                    "the activation governor at a bound of 0 must undo every change in the pass"
+
+
 def _first_len(run) -> int:
     step = run.clock.history[0]
     return step.new if step.phase == "prefill" else 10**9

@@ -14,6 +14,7 @@ The names below are the declared surface plugins import (``from polysteer.workfl
 
 from __future__ import annotations
 
+from polysteer.workflows.audit import AuditReport, FeatureMove, MeasureMove, audit
 from polysteer.workflows.calibrate import (
     GRID,
     CalibrationJudge,
@@ -107,4 +108,5 @@ __all__ = [
     "check_run_name", "in_run_folder",
     "GRID", "CalibrationJudge", "calibrate", "calibration_for", "judge_spec", "make_judge",
     "plot_calibration",
+    "AuditReport", "FeatureMove", "MeasureMove", "audit",
 ]

@@ -232,7 +232,8 @@ def _run_into(folder: Path, comp: Composition, plugins: PluginManager, models: l
             plot = _plot(rows[first:], list(measures), folder / "plots" / plot_name, model.label)
             sections.append({"model": model.label, "modality": modality,
                              "measures": list(measures), "rows": rows[first:], "plot": plot,
-                             "prompts": prompts})
+                             "prompts": prompts,
+                             "audits": _audits(folder, job, styles, intensities, exp, bar)})
     with atomic_path(folder / "metrics.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     _report(folder, comp, sections)
@@ -344,6 +345,31 @@ def _run_cell(state: _ModelState, cell: tuple[int, Any, int]) -> dict[str, Any]:
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _audits(folder: Path, job: _ModelJob, styles: list[Style], intensities: list[float],
+            exp: Any, bar: Any) -> list[Any]:
+    """``experiment.audit``: the side-effect audit (:func:`polysteer.audit`) of each style on this
+    model at ``audit.intensity`` (default: the sweep's strongest), saved as JSON beside the report.
+    It runs here, after the sweep's cells (on whatever launcher), with its own load of the model."""
+    spec = node_to_dict(exp.audit) if OmegaConf.is_config(exp.audit) else exp.audit
+    if not spec:
+        return []
+    from polysteer.workflows.audit import audit
+
+    adapter = _setup_model(job).adapter
+
+    spec = {} if spec is True else dict(spec)
+    intensity = float(spec.pop("intensity", max(intensities, key=abs)))
+    reports = []
+    for style in styles:
+        bar.set_postfix_str(f"{job.label} auditing {style.name}")
+        report = audit(adapter, style, intensity, **spec)
+        path = folder / f"audit-{_slug(job.label)}-{_slug(style.name)}.json"
+        with atomic_path(path) as tmp:
+            tmp.write_text(report.to_json())
+        reports.append(report)
+    return reports
 
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -499,7 +525,8 @@ def _report(folder: Path, comp: Composition, sections: list[dict[str, Any]]) -> 
 {note}<h3>Measures (mean over prompts and seeds)</h3>
 <table border="1" cellpadding="4"><tr>{head}</tr>{body}</table>{img}
 <h3>Outputs (seed {first_seed})</h3>
-<table border="1" cellpadding="4"><tr><th></th><th>unsteered</th>{grid_head}</tr>{''.join(grid)}</table>""")
+<table border="1" cellpadding="4"><tr><th></th><th>unsteered</th>{grid_head}</tr>{''.join(grid)}</table>
+{''.join(a.html_section() for a in sec.get("audits", []))}""")
     page = f"""<!doctype html><meta charset="utf-8"><title>polysteer run</title>
 <h1>{html.escape(comp.config.experiment.name)}</h1>
 <p>Composed from: {html.escape(' → '.join(comp.sources))}</p>

@@ -25,6 +25,7 @@ from polysteer import Generation, ModelAdapter, RowMap, SiteTable
 from polysteer.io import atomic_path
 from polysteer.plugins.image.measures import brightness, warmth
 from polysteer.plugins.image.sites import denoiser_of, site_table
+from polysteer.steering import CoherenceSignal
 
 _COND_FIRST = ("DiTPipeline",)  # pipelines that batch [cond; uncond] instead of [uncond; cond]
 
@@ -40,6 +41,7 @@ class DiffusersAdapter(ModelAdapter):
     """
 
     modality = "image"
+    default_coherence_signal = "noise"
 
     def __init__(self, pipeline: Any, name: str):
         super().__init__(denoiser_of(pipeline), name)
@@ -71,6 +73,14 @@ class DiffusersAdapter(ModelAdapter):
         """UNet: ``down.N``, ``mid``, ``up.N`` (``.attn.J`` inside); transformer: ``blocks.N``
         (``blocks.N.attn``); see :mod:`polysteer.plugins.image.sites`."""
         return self.table
+
+    def coherence_signals(self) -> dict[str, CoherenceSignal]:
+        """``noise``: the spread (standard deviation over every value) of each row's denoiser
+        prediction at each step; a pushed-off-distribution latent makes the denoiser predict far
+        more (or less) noise than it ever does on its own. Two-sided, per tenth of progress."""
+        return {"noise": CoherenceSignal("noise", self.model, _prediction_spread,
+                                         "standard deviation of the denoiser's prediction",
+                                         two_sided=True)}
 
     # -- inputs ---------------------------------------------------------------------------------
     def prepare_inputs(self, spec: Any) -> Any:
@@ -186,6 +196,14 @@ class DiffusersAdapter(ModelAdapter):
             save_png(image, path)
             paths.append(path)
         return paths
+
+
+def _prediction_spread(args: tuple, output: Any, step: Any) -> torch.Tensor:
+    """``(rows,)`` standard deviation of the denoiser's prediction (``.sample`` or the first item)."""
+    pred = getattr(output, "sample", None)
+    if pred is None:
+        pred = output[0] if isinstance(output, tuple | list) else output
+    return pred.float().flatten(1).std(dim=1)
 
 
 def _as_image_tensor(out: Any) -> torch.Tensor:

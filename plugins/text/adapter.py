@@ -18,7 +18,7 @@ from polysteer import Generation, ModelAdapter, RowMap, SiteTable
 from polysteer.io import atomic_path
 from polysteer.plugins.text.models import load_causal_lm
 from polysteer.plugins.text.sites import site_table
-from polysteer.steering import token_lengths
+from polysteer.steering import CoherenceSignal, token_lengths
 
 Prompt = str | list[dict[str, str]]
 """A plain text, or a chat: a list of ``{"role": ..., "content": ...}`` messages."""
@@ -36,6 +36,7 @@ class TransformersAdapter(ModelAdapter):
     """
 
     modality = "text"
+    default_coherence_signal = "entropy"
 
     def __init__(self, model: Any, tokenizer: Any, name: str):
         super().__init__(model, name)
@@ -53,6 +54,15 @@ class TransformersAdapter(ModelAdapter):
         """``blocks.N.{resid_pre,attn_out,mlp_out,resid_post}``, per architecture (see
         :mod:`polysteer.plugins.text.sites`)."""
         return site_table(self.model, self.name)
+
+    def coherence_signals(self) -> dict[str, CoherenceSignal]:
+        """``entropy``: the entropy (nats) of the steered next-token distribution, read at the LM
+        head on each forward pass (no second pass: the logits are the ones generation uses)."""
+        head = self.model.get_output_embeddings()
+        if head is None:
+            return {}
+        return {"entropy": CoherenceSignal("entropy", head, _next_token_entropy,
+                                           "entropy of the next-token distribution (nats)")}
 
     # -- inputs ---------------------------------------------------------------------------------
     def encode(self, prompts: Prompt | list[Prompt], chat: bool | None = None,
@@ -146,6 +156,16 @@ class TransformersAdapter(ModelAdapter):
                           padding=_step_padding(_left_padding(encoded.get("attention_mask"), len(ids)), rows))
         return self.model(**encoded).logits, encoded["attention_mask"]
 
+    def replay(self, generation: Generation) -> torch.Tensor:
+        """Next-token logits ``(rows, positions, vocabulary)`` of ``generation``'s token ids (its
+        prompt and what was generated, left padding masked) in one teacher-forced pass."""
+        ids = generation.outputs.to(next(self.model.parameters()).device)
+        padding = torch.as_tensor(generation.extras.get("padding", torch.zeros(len(ids))),
+                                  device=ids.device)
+        mask = (torch.arange(ids.shape[1], device=ids.device)[None] >= padding[:, None]).long()
+        logits, _ = self.forward({"input_ids": ids, "attention_mask": mask})
+        return logits
+
     # -- outputs --------------------------------------------------------------------------------
     def _decode(self, new: torch.Tensor) -> list[str]:
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
@@ -167,6 +187,13 @@ class TransformersAdapter(ModelAdapter):
         with atomic_path(path) as tmp:
             tmp.write_text("\n\n---\n\n".join(self.texts(generation)) + "\n")
         return [path]
+
+
+def _next_token_entropy(args: tuple, logits: Any, step: Any) -> torch.Tensor:
+    """``(rows,)`` entropy of the last position's next-token distribution."""
+    last = (logits[0] if isinstance(logits, tuple) else logits)[:, -1].float()
+    logp = torch.log_softmax(last, dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
 
 
 def _is_chat(prompt: Any) -> bool:
