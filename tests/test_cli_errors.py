@@ -38,6 +38,7 @@ BAD_INPUTS: dict[str, list[str]] = {
     "export": ["export", "gguf", "no-such-style", "--model", "reference", "-o", "{tmp}/s.gguf"],
     "import": ["import", "gguf", "{tmp}/no-such.gguf", "--model", "reference", "-o", "{tmp}/d"],
     "calibrate": ["calibrate", "no-such-style", "--model", "reference"],
+    "audit": ["audit", "no-such-style", "--model", "reference"],
     "style": ["style", "from-example", "no-such-file.txt", "--model", "reference", "-o", "{tmp}/s.yaml"],
 }
 NO_USER_VALUES = {"plugins", "demo-reference", "doctor"}  # flags only: argparse checks all they take
