@@ -18,6 +18,7 @@ from __future__ import annotations
 from polysteer.steering.adapter import ModelAdapter
 from polysteer.steering.calibration import (
     Calibration,
+    calibrated_style,
     calibration_folders,
     find_calibration,
     load_calibration,
@@ -39,6 +40,7 @@ __all__ = [
     "ModelAdapter", "Phase", "RowMap", "Rule", "Site", "SiteBinding", "SiteTable", "Steering",
     "SteeringWarning", "Step", "StepClock", "Style", "UnknownSiteError", "blend", "layout_named",
     "load_style", "mask_region", "neutral_probes", "steer", "token_lengths",
-    "Calibration", "calibration_folders", "find_calibration", "load_calibration", "raw_intensities",
+    "Calibration", "calibrated_style", "calibration_folders", "find_calibration", "load_calibration",
+    "raw_intensities",
     "user_calibration_path",
 ]

@@ -52,7 +52,7 @@ import torch
 from polysteer.errors import ConfigError, CorruptFileError, PolysteerError
 from polysteer.features import DictionaryInfo, DirectionSet, resolve_dictionary
 from polysteer.io import atomic_path
-from polysteer.steering import Component, Style, load_style
+from polysteer.steering import Component, Style, calibrated_style, load_style
 
 __all__ = ["ControlVector", "GGUFExportError", "GGUFExportWarning", "export_gguf", "import_gguf",
            "layer_for_site", "read_control_vector", "style_vectors", "write_control_vector"]
@@ -140,6 +140,8 @@ def style_vectors(style: Style | str | os.PathLike, adapter: Any, *, intensity: 
         style = load_style(style)
     if not (isinstance(intensity, int | float) and math.isfinite(intensity)):
         raise GGUFExportError(f"intensity must be a finite number, got {intensity!r}")
+    # a style calibrated for this model: the vector is what its calibrated intensity adds
+    style, _ = calibrated_style(style, adapter.model_fingerprint)
     problems: list[str] = [f"rule {r.name or 'on ' + r.target!r}: llama.cpp has no read-outs or rules"
                            for r in style.rules]
     sums: dict[int, torch.Tensor] = {}
