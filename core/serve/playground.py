@@ -37,6 +37,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextvars
+import math
 import tempfile
 import threading
 import warnings
@@ -45,6 +46,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import torch
 import yaml
@@ -388,7 +390,9 @@ def add_playground(app: Any, parts: AppParts, config: PlaygroundConfig | None = 
             if ok and not (skipped and modality == "text"):  # a chat request's steering is strict
                 out.append({"id": f"style:{entry['name']}", "kind": "style", "name": entry["name"],
                             "description": entry["description"], "source": entry["source"],
-                            "not_applied": skipped, "audit": None,
+                            "not_applied": skipped,
+                            "audit": f"/v1/playground/audit?modality={modality}"
+                                     f"&style={quote(entry['name'])}",
                             **control_range(style, modality, model=adapter)})
         return out
 
@@ -407,6 +411,30 @@ def add_playground(app: Any, parts: AppParts, config: PlaygroundConfig | None = 
 
             name, found = await media.run(listing, exclusive=False)
         return {"object": "list", "modality": modality, "model": name, "data": found}
+
+    @app.get("/v1/playground/audit", include_in_schema=False)
+    async def audit_page(request: Request, style: str, modality: str = "text",
+                         intensity: float = 1.0) -> Any:
+        """The side-effect audit of a stored style on this modality's model, as an HTML page."""
+        from fastapi.responses import HTMLResponse
+
+        from polysteer.workflows import audit
+
+        parts.authorise(request)
+        if modality not in MODALITIES:
+            raise bad_request(f"modality must be one of {', '.join(MODALITIES)}", "modality")
+        if not (math.isfinite(intensity) and 0.0 <= intensity <= limits.max_intensity):
+            raise bad_request(f"intensity must be 0..{limits.max_intensity}", "intensity")
+        chosen = store.load(style)  # 404 naming the style when there is none
+
+        def run() -> str:
+            adapter = model if modality == "text" else media.adapter(modality)
+            return audit(adapter, chosen, intensity, top=10,
+                         generate={"max_new_tokens": 12} if modality == "text" else None).to_html()
+
+        page = (await parts.on_worker(run) if modality == "text"
+                else await media.run(run, exclusive=True))
+        return HTMLResponse(page)
 
     @app.post("/v1/playground/feature")
     async def feature(request: Request) -> dict[str, Any]:

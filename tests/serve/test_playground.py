@@ -184,3 +184,15 @@ def test_a_style_calibrated_for_the_served_model_shows_its_calibration(play, tin
     assert push["calibration"]["high"] == 2.0 and push["calibration"]["calibrated_low"] == 0.25
     cheerful = {c["name"]: c for c in controls["data"]}["tiny-cheerful"]
     assert cheerful["calibrated"] is False and cheerful["calibration"] is None
+
+
+def test_each_style_links_to_its_side_effect_audit(play):
+    """One click from a slider: the audit of that style on the served model, as a page."""
+    controls = play.get("/v1/playground/controls?modality=text").json()
+    push = {c["name"]: c for c in controls["data"]}["tiny-push"]
+    assert push["audit"] == "/v1/playground/audit?modality=text&style=tiny-push"
+    page = play.get(push["audit"])
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "Side-effect audit" in page.text and "tiny-push" in page.text
+    assert play.get("/v1/playground/audit?style=no-such-style").status_code == 404
+    assert play.get("/v1/playground/audit?style=tiny-push&intensity=nan").status_code == 400

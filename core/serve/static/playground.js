@@ -109,8 +109,8 @@ function controlsShown() {
   return [...seen.values()];
 }
 
-// The one place a slider's extras are drawn: the "calibrated" badge and, once the side-effect
-// audit exists (issue 15), its link from the listing's `audit` field.
+// The one place a slider's extras are drawn: the "calibrated" badge and the link to the style's
+// side-effect audit (the listing's `audit` field: an HTML report made on the server).
 function sliderExtras(c) {
   const [lo, hi] = c.range;
   const badge = el("span", { class: "badge" + (c.calibrated ? " calibrated" : ""),
@@ -123,7 +123,10 @@ function sliderExtras(c) {
       (cal.calibrated_low != null ? `; the concept starts to show near ${percent(cal.calibrated_low)}` : "");
   }
   const extras = [badge];
-  if (c.audit) extras.push(el("a", { href: c.audit, text: "audit", class: "audit" }));
+  if (c.audit) extras.push(el("a", { href: c.audit, text: "side effects (audit)", class: "audit",
+                                     target: "_blank", rel: "noopener",
+                                     title: "features, next-token KL and measures this style moves " +
+                                            "on neutral probes (takes a few seconds)" }));
   return extras;
 }
 
