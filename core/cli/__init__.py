@@ -2,15 +2,6 @@
 and ``polysteer generate``.
 
 The names below are the declared surface plugins import (``from polysteer.cli import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.cli import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.cli import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.cli import
 ...``); the modules inside are core's own business and may change."""
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
 """Data on disk: the embedded-artifact catalogue, model manifests, named corpora and package fetching.
 
 The names below are the declared surface plugins import (``from polysteer.data import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.data import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.data import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.data import
 ...``); the modules inside are core's own business and may change."""
 
 from __future__ import annotations

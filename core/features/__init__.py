@@ -2,15 +2,6 @@
 concept math, labels, feature search and feature classifiers.
 
 The names below are the declared surface plugins import (``from polysteer.features import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.features import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.features import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.features import
 ...``); the modules inside are core's own business and may change."""
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
 """Loading models by name or config, and the tiny built-in reference model.
 
 The names below are the declared surface plugins import (``from polysteer.models import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.models import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.models import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.models import
 ...``); the modules inside are core's own business and may change."""
 
 from __future__ import annotations

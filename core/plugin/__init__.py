@@ -1,15 +1,6 @@
 """Plugin machinery: registries and the plugin manager (hook specs live in ``polysteer.hookspecs``).
 
 The names below are the declared surface plugins import (``from polysteer.plugin import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.plugin import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.plugin import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.plugin import
 ...``); the modules inside are core's own business and may change."""
 
 from __future__ import annotations

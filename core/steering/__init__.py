@@ -2,15 +2,6 @@
 records, interventions, schedules, styles and the ``steer()`` context.
 
 The names below are the declared surface plugins import (``from polysteer.steering import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.steering import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.steering import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.steering import
 ...``); the modules inside are core's own business and may change."""
 
 from __future__ import annotations

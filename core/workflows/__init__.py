@@ -1,15 +1,6 @@
 """Workflows written once for every modality: harvest, SAE training, experiments, the demo.
 
 The names below are the declared surface plugins import (``from polysteer.workflows import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.workflows import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.workflows import
-...``); the modules inside are core's own business and may change.
-
-The names below are the declared surface plugins import (``from polysteer.workflows import
 ...``); the modules inside are core's own business and may change."""
 
 from __future__ import annotations
