@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import json
 import math
 import os
@@ -166,12 +167,20 @@ def find_calibration(style: Any, model: ModelFingerprint | None,
         base_dir = getattr(style, "base_dir", None)
     for folder in calibration_folders(base_dir):
         path = folder / name / _file_name(model)
-        if not path.is_file():
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
             continue
-        found = load_calibration(path)
+        found = _load_cached(str(path), mtime)
         if found.model.matches(model):
             return found
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def _load_cached(path: str, mtime_ns: int) -> Calibration:
+    """Every ``steer()`` looks its styles up (a served batch too): parse each file once per version."""
+    return load_calibration(path)
 
 
 def calibrations_enabled() -> bool:
